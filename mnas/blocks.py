@@ -36,9 +36,7 @@ class Shortcut(nn.Module):
             nn.AvgPool2d(stride, stride=stride, ceil_mode=True) if stride > 1 else nn.Identity()
         )
         self.proj = (
-            Conv2dNormActivation(
-                in_chs, out_chs, 1, norm_layer=norm_layer, activation_layer=None
-            )
+            Conv2dNormActivation(in_chs, out_chs, 1, norm_layer=norm_layer, activation_layer=None)
             if in_chs != out_chs
             else nn.Identity()
         )
@@ -150,7 +148,9 @@ class InvertedResidual(_Residual):
         mid_chs = int(round(in_chs * exp_ratio))
         conv = partial(Conv2dNormActivation, norm_layer=norm_layer)
         self.body = nn.Sequential(
-            conv(in_chs, mid_chs, 1, activation_layer=act_layer) if mid_chs != in_chs else nn.Identity(),
+            conv(in_chs, mid_chs, 1, activation_layer=act_layer)
+            if mid_chs != in_chs
+            else nn.Identity(),
             conv(mid_chs, mid_chs, kernel, stride, groups=mid_chs, activation_layer=act_layer),
             make_se(mid_chs, in_chs, se_ratio, act_layer),
             conv(mid_chs, out_chs, 1, activation_layer=None),

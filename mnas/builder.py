@@ -48,7 +48,9 @@ class Net(nn.Module):
         for spec in specs:
             out_chs = _make_divisible(spec.out_chs * width_mult, 8)
             for i in range(spec.repeats):
-                layers.append(_make_layer(spec, in_chs, out_chs, spec.stride if i == 0 else 1, norm))
+                layers.append(
+                    _make_layer(spec, in_chs, out_chs, spec.stride if i == 0 else 1, norm)
+                )
                 in_chs = out_chs
         head_chs = _make_divisible(HEAD_CHS * max(1.0, width_mult), 8)
         layers.append(Conv2dNormActivation(in_chs, head_chs, 1, norm_layer=norm))
@@ -123,7 +125,11 @@ def build_model(
     """
     if not width_mult > 0:
         raise ValueError(f"width_mult={width_mult} must be > 0")
-    for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("stem_stride", stem_stride)):
+    for name, value in (
+        ("num_classes", num_classes),
+        ("in_channels", in_channels),
+        ("stem_stride", stem_stride),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
     if not 0.0 <= dropout < 1.0:
@@ -131,7 +137,9 @@ def build_model(
     if not 0.0 <= bn_momentum <= 1.0:
         raise ValueError(f"bn_momentum={bn_momentum} must lie in [0, 1]")
     specs = specs_of(arch_or_specs)
-    return Net(specs, num_classes, in_channels, width_mult, stem_stride, dropout, bn_momentum, bn_eps)
+    return Net(
+        specs, num_classes, in_channels, width_mult, stem_stride, dropout, bn_momentum, bn_eps
+    )
 
 
 @dataclass(frozen=True)

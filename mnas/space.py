@@ -244,9 +244,7 @@ class SearchSpace(Protocol):
 
 def _validate_tokens(name: str, decisions: Sequence[Decision], tokens: Sequence[int]) -> None:
     if len(tokens) != len(decisions):
-        raise ValueError(
-            f"space {name!r} needs {len(decisions)} tokens, got {len(tokens)}"
-        )
+        raise ValueError(f"space {name!r} needs {len(decisions)} tokens, got {len(tokens)}")
     for i, (t, d) in enumerate(zip(tokens, decisions, strict=True)):
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < len(d.choices):
             raise ValueError(
@@ -408,12 +406,14 @@ class MnasSpace:
         conv_op, kernels, ses, skips, mults, deltas = self._per_block
         tokens: list[int] = []
         for b, s in enumerate(specs):
-            op = next(
-                (o for o in conv_op if _CONV_OP_SPEC[o] == (s.block_type, s.exp_ratio)), None
-            )
+            op = next((o for o in conv_op if _CONV_OP_SPEC[o] == (s.block_type, s.exp_ratio)), None)
             # Prefer the base choice (x1.0, +0) where several choices give the same network.
             filt = sorted(
-                (i for i, m in enumerate(mults) if round_filters(self.base_filters[b], m) == s.out_chs),
+                (
+                    i
+                    for i, m in enumerate(mults)
+                    if round_filters(self.base_filters[b], m) == s.out_chs
+                ),
                 key=lambda i: abs(mults[i] - 1.0),
             )
             lay = sorted(
@@ -495,7 +495,9 @@ REFERENCE_BLOCKS: dict[str, tuple[str, ...]] = {
 def reference(name: str) -> Architecture:
     """A published architecture by name (``mobilenetv2``, ``mnasnet_a1``, ``mnasnet_b1``)."""
     if name not in REFERENCE_BLOCKS:
-        raise ValueError(f"unknown reference architecture {name!r}; known: {sorted(REFERENCE_BLOCKS)}")
+        raise ValueError(
+            f"unknown reference architecture {name!r}; known: {sorted(REFERENCE_BLOCKS)}"
+        )
     return Architecture.from_blocks(REFERENCE_BLOCKS[name])
 
 
@@ -512,7 +514,9 @@ def resolve_arch(text: str) -> Architecture:
     return Architecture.from_blocks(text)
 
 
-def specs_of(arch: Architecture | Sequence[BlockSpec] | Sequence[str] | str) -> tuple[BlockSpec, ...]:
+def specs_of(
+    arch: Architecture | Sequence[BlockSpec] | Sequence[str] | str,
+) -> tuple[BlockSpec, ...]:
     """Block specs of anything that names a MnasNet-style network."""
     if isinstance(arch, Architecture):
         if arch.space == "nasbench201":
@@ -536,5 +540,7 @@ def make_space(name: str = "mnas", **kwargs) -> MnasSpace:
 
         return NB201Space(**kwargs)
     if name not in SPACES:
-        raise ValueError(f"unknown search space {name!r}; known: {sorted([*SPACES, 'nasbench201'])}")
+        raise ValueError(
+            f"unknown search space {name!r}; known: {sorted([*SPACES, 'nasbench201'])}"
+        )
     return SPACES[name](**kwargs)
