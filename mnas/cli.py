@@ -55,7 +55,8 @@ def _describe(args: argparse.Namespace) -> int:
         print(f"hash     {arch.hash}")
         print(f"params   {stats.params:,}")
         print(
-            f"MACs     {stats.macs:,} ({stats.macs / 1e6:.1f}M at {args.input_size}x{args.input_size})"
+            f"MACs     {stats.macs:,} "
+            f"({stats.macs / 1e6:.1f}M at {args.input_size}x{args.input_size})"
         )
         print("blocks")
         for b in arch.blocks:
