@@ -1,0 +1,127 @@
+"""Policy-gradient updates for the controller: PPO (clipped surrogate) and REINFORCE.
+
+Symbols follow the PPO paper: ``r_t(theta) = pi_theta(a) / pi_theta_old(a)``, advantage
+``A = R - b`` with ``b`` an exponential moving average of rewards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mnas.controller import Controller
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Settings of a policy update."""
+
+    clip_eps: float = 0.2  # PPO clipping range epsilon
+    epochs: int = 4  # optimisation passes over each batch (1 for REINFORCE)
+    entropy_coef: float = 1e-5  # weight of the entropy bonus (NASNet: 1e-5)
+    max_grad_norm: float = 1.0  # gradient clipping (<= 0 disables)
+    baseline_decay: float = 0.95  # EMA decay of the reward baseline
+    normalize_advantages: bool = False  # divide advantages by their batch std
+
+    def __post_init__(self) -> None:
+        if not 0 < self.clip_eps < 1:
+            raise ValueError(f"clip_eps={self.clip_eps} must lie in (0, 1)")
+        if self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs} must be >= 1")
+        if self.entropy_coef < 0:
+            raise ValueError(f"entropy_coef={self.entropy_coef} must be >= 0")
+        if not 0 <= self.baseline_decay < 1:
+            raise ValueError(f"baseline_decay={self.baseline_decay} must lie in [0, 1)")
+
+
+class EMABaseline:
+    """Exponential moving average of rewards; starts at the first batch's mean."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.value: float | None = None
+
+    def update(self, rewards: Tensor) -> float:
+        mean = float(rewards.mean())
+        self.value = (
+            mean if self.value is None else self.decay * self.value + (1 - self.decay) * mean
+        )
+        return self.value
+
+
+def ppo_loss(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    entropies: Tensor,
+    clip_eps: float,
+    entropy_coef: float,
+) -> tuple[Tensor, dict[str, float]]:
+    """Clipped surrogate loss (to minimise) and its diagnostics."""
+    ratio = torch.exp(log_probs - old_log_probs)
+    surrogate = torch.min(ratio * advantages, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages)
+    policy_loss = -surrogate.mean()
+    entropy = entropies.mean()
+    loss = policy_loss - entropy_coef * entropy
+    with torch.no_grad():
+        log_ratio = log_probs - old_log_probs
+        diag = {
+            "policy_loss": float(policy_loss.detach()),
+            "entropy": float(entropy.detach()),
+            "approx_kl": float(((ratio - 1) - log_ratio).mean()),
+            "clip_fraction": float(((ratio - 1).abs() > clip_eps).float().mean()),
+        }
+    return loss, diag
+
+
+def reinforce_loss(
+    log_probs: Tensor, advantages: Tensor, entropies: Tensor, entropy_coef: float
+) -> tuple[Tensor, dict[str, float]]:
+    """REINFORCE loss ``-mean(log pi(a) * A) - c * H``."""
+    policy_loss = -(log_probs * advantages).mean()
+    entropy = entropies.mean()
+    return policy_loss - entropy_coef * entropy, {
+        "policy_loss": float(policy_loss.detach()),
+        "entropy": float(entropy.detach()),
+    }
+
+
+def policy_update(
+    controller: Controller,
+    optimizer: torch.optim.Optimizer,
+    tokens: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    config: PPOConfig,
+    clipped: bool = True,
+) -> dict[str, float]:
+    """Run ``config.epochs`` passes of PPO (``clipped``) or one REINFORCE step.
+
+    Returns the diagnostics of the last pass.
+    """
+    if config.normalize_advantages and advantages.numel() > 1:
+        advantages = advantages / (advantages.std() + 1e-8)
+    diag: dict[str, float] = {}
+    for _ in range(config.epochs if clipped else 1):
+        log_probs, entropies = controller.evaluate(tokens)
+        if clipped:
+            loss, diag = ppo_loss(
+                log_probs,
+                old_log_probs,
+                advantages,
+                entropies,
+                config.clip_eps,
+                config.entropy_coef,
+            )
+        else:
+            loss, diag = reinforce_loss(log_probs, advantages, entropies, config.entropy_coef)
+        optimizer.zero_grad()
+        loss.backward()
+        if config.max_grad_norm > 0:
+            diag["grad_norm"] = float(
+                torch.nn.utils.clip_grad_norm_(controller.parameters(), config.max_grad_norm)
+            )
+        optimizer.step()
+    return diag

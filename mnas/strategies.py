@@ -1,0 +1,232 @@
+"""Search strategies behind one ask/tell interface.
+
+The search loop calls ``ask(n)`` for architectures, evaluates them however it likes,
+and hands the rewards back with ``tell``. It never knows which strategy runs.
+
+- ``ppo``: the LSTM controller updated with PPO (MnasNet's choice).
+- ``reinforce``: the same controller with a plain REINFORCE step.
+- ``random``: uniform sampling, the baseline every claim is measured against.
+- ``evolution``: regularized (ageing) evolution, Real et al. 2019.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+
+from mnas.controller import Controller
+from mnas.ppo import EMABaseline, PPOConfig, policy_update
+from mnas.space import Architecture, SearchSpace
+
+
+class Strategy(Protocol):
+    """What the search loop needs from a strategy."""
+
+    name: str
+
+    def ask(self, n: int) -> list[Architecture]: ...
+
+    def tell(self, archs: Sequence[Architecture], rewards: Sequence[float]) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def _check_tell(
+    pending: int | None, archs: Sequence[Architecture], rewards: Sequence[float]
+) -> None:
+    if len(archs) != len(rewards):
+        raise ValueError(f"tell got {len(archs)} architectures and {len(rewards)} rewards")
+    if pending is not None and pending != len(archs):
+        raise ValueError(f"tell got {len(archs)} results for the {pending} asked")
+
+
+class RandomStrategy:
+    """Uniform sampling over the space."""
+
+    name = "random"
+
+    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+        self.space = space
+        self.rng = random.Random(seed)
+
+    def ask(self, n: int) -> list[Architecture]:
+        return [self.space.sample(self.rng) for _ in range(n)]
+
+    def tell(self, archs: Sequence[Architecture], rewards: Sequence[float]) -> dict[str, float]:
+        _check_tell(None, archs, rewards)
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.setstate(_as_rng_state(state["rng"]))
+
+
+def _as_rng_state(state) -> tuple:
+    # random.getstate() is (version, tuple, gauss); a round trip through torch.save keeps
+    # tuples, but JSON or OmegaConf may hand back lists.
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+class ControllerStrategy:
+    """LSTM controller trained with PPO (``clipped=True``) or REINFORCE.
+
+    Args:
+        space: the search space (its decision list sizes the controller).
+        seed: seeds the controller's weights and its sampling generator.
+        lr: Adam learning rate (MnasNet/NASNet: 3.5e-4).
+        ppo: update settings.
+        clipped: PPO when True, REINFORCE when False.
+        controller_kwargs: passed to :class:`Controller` (hidden_size, temperature, ...).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        lr: float = 3.5e-4,
+        ppo: PPOConfig | None = None,
+        clipped: bool = True,
+        **controller_kwargs,
+    ) -> None:
+        if lr <= 0:
+            raise ValueError(f"lr={lr} must be > 0")
+        self.name = "ppo" if clipped else "reinforce"
+        self.space = space
+        self.config = ppo or PPOConfig()
+        self.clipped = clipped
+        self.controller = Controller(space.decisions, seed=seed, **controller_kwargs)
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=lr)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.baseline = EMABaseline(self.config.baseline_decay)
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def ask(self, n: int) -> list[Architecture]:
+        sample = self.controller.sample(n, self.generator)
+        self._pending = (sample.tokens, sample.log_probs)
+        return [self.space.architecture(t.tolist()) for t in sample.tokens]
+
+    def tell(self, archs: Sequence[Architecture], rewards: Sequence[float]) -> dict[str, float]:
+        if self._pending is None:
+            raise ValueError("tell() called before ask()")
+        tokens, old_log_probs = self._pending
+        _check_tell(tokens.shape[0], archs, rewards)
+        r = torch.tensor([float(x) for x in rewards])
+        # The advantage uses the baseline from *before* this batch, as in NASNet.
+        baseline = self.baseline.value if self.baseline.value is not None else float(r.mean())
+        advantages = r - baseline
+        diag = policy_update(
+            self.controller,
+            self.optimizer,
+            tokens,
+            old_log_probs,
+            advantages,
+            self.config,
+            self.clipped,
+        )
+        diag["baseline"] = self.baseline.update(r)
+        diag["advantage_mean"] = float(advantages.mean())
+        self._pending = None
+        return diag
+
+    def state_dict(self) -> dict:
+        return {
+            "controller": self.controller.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "baseline": self.baseline.value,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.controller.load_state_dict(state["controller"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.baseline.value = state["baseline"]
+        self._pending = None
+
+
+class EvolutionStrategy:
+    """Regularized evolution: tournament selection, one-decision mutation, oldest dies.
+
+    Args:
+        population: population size P (NAS-Bench-201 paper: 10).
+        sample_size: tournament size S (NAS-Bench-201 paper: 3).
+    """
+
+    name = "evolution"
+
+    def __init__(
+        self, space: SearchSpace, seed: int = 0, population: int = 10, sample_size: int = 3
+    ) -> None:
+        if population < 2:
+            raise ValueError(f"population={population} must be >= 2")
+        if not 1 <= sample_size <= population:
+            raise ValueError(f"sample_size={sample_size} must lie in [1, population={population}]")
+        self.space = space
+        self.rng = random.Random(seed)
+        self.population_size = population
+        self.sample_size = sample_size
+        self.population: deque[tuple[tuple[int, ...], float]] = deque()
+        self._pending: int | None = None
+
+    def _mutate(self, tokens: tuple[int, ...]) -> tuple[int, ...]:
+        mutable = [i for i, d in enumerate(self.space.decisions) if len(d.choices) > 1]
+        out = list(tokens)
+        i = self.rng.choice(mutable)
+        out[i] = self.rng.choice(
+            [c for c in range(len(self.space.decisions[i].choices)) if c != out[i]]
+        )
+        return tuple(out)
+
+    def ask(self, n: int) -> list[Architecture]:
+        archs = []
+        for _ in range(n):
+            if len(self.population) < self.population_size:
+                archs.append(self.space.sample(self.rng))
+                continue
+            contenders = self.rng.sample(list(self.population), self.sample_size)
+            parent = max(contenders, key=lambda p: p[1])[0]
+            archs.append(self.space.architecture(self._mutate(parent)))
+        self._pending = n
+        return archs
+
+    def tell(self, archs: Sequence[Architecture], rewards: Sequence[float]) -> dict[str, float]:
+        _check_tell(self._pending, archs, rewards)
+        for arch, reward in zip(archs, rewards, strict=True):
+            self.population.append((arch.tokens, float(reward)))
+            if len(self.population) > self.population_size:
+                self.population.popleft()
+        self._pending = None
+        return {"population_best": max(r for _, r in self.population)}
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate(), "population": list(self.population)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.setstate(_as_rng_state(state["rng"]))
+        self.population = deque((tuple(t), float(r)) for t, r in state["population"])
+        self._pending = None
+
+
+STRATEGIES = ("ppo", "reinforce", "random", "evolution")
+
+
+def make_strategy(name: str, space: SearchSpace, seed: int = 0, **kwargs) -> Strategy:
+    """A strategy by name; keyword arguments go to its constructor."""
+    if name == "ppo":
+        return ControllerStrategy(space, seed=seed, clipped=True, **kwargs)
+    if name == "reinforce":
+        return ControllerStrategy(space, seed=seed, clipped=False, **kwargs)
+    if name == "random":
+        return RandomStrategy(space, seed=seed, **kwargs)
+    if name == "evolution":
+        return EvolutionStrategy(space, seed=seed, **kwargs)
+    raise ValueError(f"unknown strategy {name!r}; known: {list(STRATEGIES)}")
