@@ -1,0 +1,110 @@
+"""A persistent latency cache in SQLite, safe with several processes writing at once.
+
+Write-ahead logging lets readers proceed while one writer commits, and the busy timeout
+makes a second writer wait for the lock instead of failing. Every call opens its own
+short-lived connection, so a cache object can cross ``fork`` and pickling boundaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Mapping
+
+from mnas.latency.stats import LatencyStats
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS latency (
+    key TEXT PRIMARY KEY,
+    arch_hash TEXT NOT NULL,
+    blocks TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    stats TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def cache_key(fields: Mapping[str, object]) -> str:
+    """SHA-256 of the canonical JSON of everything that identifies one measurement."""
+    text = json.dumps(dict(fields), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class LatencyCache:
+    """Measured latencies keyed by :func:`cache_key` of (architecture, setup, machine).
+
+    Args:
+        path: the SQLite file; its folder is created if needed.
+        timeout_s: how long a writer waits for another process's lock.
+    """
+
+    def __init__(self, path: str | os.PathLike, timeout_s: float = 60.0) -> None:
+        self.path = os.fspath(path)
+        self.timeout_s = timeout_s
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            with conn:
+                conn.execute(_SCHEMA)
+        finally:
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.timeout_s)
+        conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+        return conn
+
+    def get(self, key: str) -> LatencyStats | None:
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT stats FROM latency WHERE key = ?", (key,)).fetchone()
+        finally:
+            conn.close()
+        if row is None:
+            return None
+        try:
+            return LatencyStats.from_dict(json.loads(row[0]))
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning("ignoring unreadable cache row %s in %s: %s", key[:12], self.path, e)
+            return None
+
+    def put(
+        self,
+        key: str,
+        arch_hash: str,
+        blocks: str,
+        fields: Mapping[str, object],
+        stats: LatencyStats,
+    ) -> None:
+        conn = self._connect()
+        try:
+            with conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO latency VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        arch_hash,
+                        blocks,
+                        json.dumps(dict(fields), sort_keys=True),
+                        json.dumps(stats.to_dict()),
+                        time.time(),
+                    ),
+                )
+        finally:
+            conn.close()
+
+    def __len__(self) -> int:
+        conn = self._connect()
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0])
+        finally:
+            conn.close()

@@ -1,0 +1,89 @@
+"""``python -m mnas latency``: time one architecture and print its statistics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from mnas.space import resolve_arch
+
+
+def _add_args(add_model_args: Callable[[argparse.ArgumentParser], None]):
+    def add(p: argparse.ArgumentParser) -> None:
+        add_model_args(p)
+        p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+        p.add_argument("--batch-size", type=int, default=1)
+        p.add_argument(
+            "--kind",
+            choices=("measured", "lut", "macs"),
+            default="measured",
+            help="measure on ONNX Runtime, predict from a table (--table), or count MACs",
+        )
+        p.add_argument("--table", help="latency table JSON for --kind lut")
+        p.add_argument("--cache", help="SQLite cache file for --kind measured")
+        p.add_argument("--pin-cpu", type=int, help="pin timing to this CPU (Linux)")
+        p.add_argument("--time-cap", type=float, default=2.0, help="seconds of timed runs, max")
+
+    return add
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mnas.latency import LatencyError, make_latency_evaluator
+
+    arch = resolve_arch(args.arch)
+    net = dict(
+        input_size=args.input_size,
+        in_channels=args.in_channels,
+        num_classes=args.num_classes,
+        width_mult=args.width_mult,
+        stem_stride=args.stem_stride,
+    )
+    if args.kind == "measured":
+        kwargs = dict(
+            net,
+            threads=args.threads,
+            batch_size=args.batch_size,
+            pin_cpu=args.pin_cpu,
+            cache_path=args.cache,
+            time_cap_s=args.time_cap,
+        )
+    elif args.kind == "lut":
+        if not args.table:
+            raise ValueError(
+                "--kind lut needs --table PATH (build one with scripts/latency_table.py)"
+            )
+        kwargs = dict(net, path=args.table, threads=args.threads, batch_size=args.batch_size)
+    else:
+        kwargs = net
+    evaluator = make_latency_evaluator(args.kind, **kwargs)
+    try:
+        stats = evaluator.measure(arch)
+    except LatencyError as e:
+        print(f"mnas latency: error: {e}", file=sys.stderr)
+        return 1
+    record = {"hash": arch.hash, "blocks": list(arch.blocks), **net, **stats.to_dict()}
+    if args.kind != "macs":
+        record["threads"] = args.threads
+        record["batch_size"] = args.batch_size
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    unit = "M MACs" if stats.source == "macs" else "ms"
+    print(f"hash     {arch.hash}")
+    print(f"input    {args.batch_size}x{args.in_channels}x{args.input_size}x{args.input_size}")
+    print(f"median   {stats.median_ms:.3f} {unit} ({stats.source})")
+    if stats.runs:
+        print(f"p10-p90  {stats.p10_ms:.3f} - {stats.p90_ms:.3f} ms, cv {stats.cv:.1%}")
+        print(f"runs     {stats.runs}, export + session {stats.export_seconds:.2f} s")
+    return 0
+
+
+def register_cli(commands: dict, add_model_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the ``latency`` subcommand to ``mnas.cli.COMMANDS``."""
+    commands["latency"] = (
+        _add_args(add_model_args),
+        _run,
+        "time one architecture on ONNX Runtime (or predict it: --kind lut/macs)",
+    )

@@ -1,0 +1,386 @@
+"""Measured latency: ONNX export in memory, an ONNX Runtime CPU session, timed runs.
+
+How a figure is produced (see docs/latency.md):
+
+1. the network is exported to ONNX in memory (TorchScript exporter, eval mode, batch-norm
+   folded) with torch limited to one thread, so export does not fight the timing or other
+   processes for cores;
+2. a ``CPUExecutionProvider`` session is created with ``threads`` intra-op threads, one
+   inter-op thread, sequential execution and full graph optimisation;
+3. after ``warmup`` untimed runs, runs are timed one by one (input and output bound once,
+   so Python overhead is one call) until the 95% confidence interval of the median is
+   within ``rel_ci`` of it, ``max_runs`` is reached, or ``time_cap_s`` has passed;
+4. the median, p10, p90, mean and coefficient of variation of the timed runs are returned.
+
+Timing must not overlap training: the search runs a separate latency phase in which
+children are timed one at a time while nothing trains. ``pin_cpu`` additionally pins the
+timing thread (and ONNX Runtime's pool, created after pinning) to fixed cores.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import io
+import json
+import logging
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from mnas.builder import build_model
+from mnas.latency.cache import LatencyCache, cache_key
+from mnas.latency.stats import LatencyError, LatencyStats, median_ci_halfwidth, stats_from_samples
+from mnas.space import Architecture
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+# Bump when export settings change the graph, so old cache entries stop matching.
+EXPORT_FORMAT = 1
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return value
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    # Tracing runs a real forward pass; with torch's default pool on a busy machine that
+    # pass is several times slower than the whole ONNX measurement.
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def export_onnx(model: nn.Module, input_size: int, in_channels: int, batch_size: int = 1) -> bytes:
+    """Export ``model`` (in eval mode) to ONNX bytes for a square ``input_size`` image batch.
+
+    The input is named ``input`` and the output ``output``; shapes are static. The model's
+    train/eval mode is restored afterwards.
+
+    Raises:
+        ValueError: on a non-positive size, channel count or batch.
+        Exception: whatever ``torch.onnx.export`` raises for a model it cannot export.
+    """
+    _positive_int("input_size", input_size)
+    _positive_int("in_channels", in_channels)
+    _positive_int("batch_size", batch_size)
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(batch_size, in_channels, input_size, input_size)
+    buf = io.BytesIO()
+    try:
+        with _torch_threads(1), torch.no_grad(), warnings.catch_warnings():
+            # The legacy exporter announces its deprecation on every call.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model,
+                (x,),
+                buf,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["output"],
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+    return buf.getvalue()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() in ("model name", "Hardware", "Model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_description() -> dict:
+    """What the fingerprint is made of: OS, architecture, CPU model, logical CPU count."""
+    return {
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+    }
+
+
+@functools.cache
+def machine_fingerprint() -> str:
+    """12 hex digits identifying the kind of machine (not the host): two machines with the
+    same OS, architecture, CPU model and CPU count share cached latencies."""
+    text = json.dumps(machine_description(), sort_keys=True)
+    return cache_key({"machine": text})[:12]
+
+
+def make_session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session: ``threads`` intra-op threads, one inter-op thread,
+    sequential execution, all graph optimisations."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """When to stop timing.
+
+    Attributes:
+        warmup: untimed runs first (allocations, caches, CPU frequency).
+        min_runs: timed runs before the stopping rule is consulted.
+        max_runs: timed runs at most.
+        rel_ci: stop once the 95% CI half-width of the median is within this fraction of it.
+        time_cap_s: stop after this many seconds of timed runs (once 5 runs are in).
+    """
+
+    warmup: int = 5
+    min_runs: int = 15
+    max_runs: int = 300
+    rel_ci: float = 0.01
+    time_cap_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup={self.warmup!r} must be an integer >= 0")
+        _positive_int("min_runs", self.min_runs)
+        _positive_int("max_runs", self.max_runs)
+        if self.max_runs < self.min_runs:
+            raise ValueError(f"max_runs={self.max_runs} must be >= min_runs={self.min_runs}")
+        if not self.rel_ci > 0:
+            raise ValueError(f"rel_ci={self.rel_ci} must be > 0")
+        if not self.time_cap_s > 0:
+            raise ValueError(f"time_cap_s={self.time_cap_s} must be > 0")
+
+
+_CHECK_EVERY = 5
+_MIN_RUNS_AT_CAP = 5
+
+
+def time_session(
+    session: ort.InferenceSession, input_shape: tuple[int, ...], plan: TimingPlan
+) -> list[float]:
+    """Timed runs of ``session`` in milliseconds, following ``plan``'s stopping rule."""
+    x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
+    binding = session.io_binding()
+    binding.bind_cpu_input(session.get_inputs()[0].name, x)
+    for out in session.get_outputs():
+        binding.bind_output(out.name, "cpu")
+    run = session.run_with_iobinding
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(plan.warmup):
+            run(binding)
+        samples: list[float] = []
+        start = time.perf_counter()
+        while len(samples) < plan.max_runs:
+            t0 = time.perf_counter_ns()
+            run(binding)
+            samples.append((time.perf_counter_ns() - t0) / 1e6)
+            n = len(samples)
+            if n >= _MIN_RUNS_AT_CAP and time.perf_counter() - start > plan.time_cap_s:
+                break
+            if n >= plan.min_runs and (n - plan.min_runs) % _CHECK_EVERY == 0:
+                if median_ci_halfwidth(samples) <= plan.rel_ci:
+                    break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return samples
+
+
+def describe_arch(arch: Architecture) -> str:
+    return f"architecture {arch.hash} ({arch.key})"
+
+
+class OrtLatency:
+    """Latency measured on ONNX Runtime's CPU execution provider, with an optional cache.
+
+    Args:
+        input_size: image height and width.
+        in_channels: image channels.
+        num_classes: classifier outputs.
+        width_mult: width multiplier passed to the builder.
+        stem_stride: stem stride passed to the builder.
+        batch_size: images per run.
+        threads: ONNX Runtime intra-op threads (1 = the paper's single core).
+        warmup, min_runs, max_runs, rel_ci, time_cap_s: see :class:`TimingPlan`.
+        pin_cpu: if set, pin timing to CPUs ``pin_cpu .. pin_cpu + threads - 1`` with
+            ``os.sched_setaffinity`` (Linux); ignored with a warning where unavailable.
+        cache_path: SQLite file of cached measurements; None disables caching.
+
+    Attributes:
+        exports: ONNX exports attempted so far (a cache hit does not export).
+        cache_hits: measurements answered from the cache.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 224,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        width_mult: float = 1.0,
+        stem_stride: int = 2,
+        batch_size: int = 1,
+        threads: int = 1,
+        warmup: int = 5,
+        min_runs: int = 15,
+        max_runs: int = 300,
+        rel_ci: float = 0.01,
+        time_cap_s: float = 2.0,
+        pin_cpu: int | None = None,
+        cache_path: str | os.PathLike | None = None,
+    ) -> None:
+        self.input_size = _positive_int("input_size", input_size)
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.num_classes = _positive_int("num_classes", num_classes)
+        self.stem_stride = _positive_int("stem_stride", stem_stride)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.threads = _positive_int("threads", threads)
+        if not width_mult > 0:
+            raise ValueError(f"width_mult={width_mult} must be > 0")
+        self.width_mult = float(width_mult)
+        self.plan = TimingPlan(warmup, min_runs, max_runs, rel_ci, time_cap_s)
+        self.pin_cpus = self._pin_set(pin_cpu)
+        self.cache = LatencyCache(cache_path) if cache_path is not None else None
+        self.exports = 0
+        self.cache_hits = 0
+
+    def _pin_set(self, pin_cpu: int | None) -> frozenset[int] | None:
+        if pin_cpu is None:
+            return None
+        if not hasattr(os, "sched_setaffinity"):
+            log.warning("pin_cpu=%s ignored: os.sched_setaffinity is not available", pin_cpu)
+            return None
+        wanted = frozenset(range(pin_cpu, pin_cpu + self.threads))
+        allowed = os.sched_getaffinity(0)
+        if pin_cpu < 0 or not wanted <= allowed:
+            raise ValueError(
+                f"pin_cpu={pin_cpu} with threads={self.threads} needs CPUs {sorted(wanted)}; "
+                f"this process may use {sorted(allowed)}"
+            )
+        return wanted
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch_size, self.in_channels, self.input_size, self.input_size)
+
+    def setup(self) -> dict:
+        """Everything besides the architecture that changes a measurement's meaning."""
+        return {
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "width_mult": self.width_mult,
+            "stem_stride": self.stem_stride,
+            "threads": self.threads,
+            "onnxruntime": ort.__version__,
+            "machine": machine_fingerprint(),
+            "opset": OPSET,
+            "export_format": EXPORT_FORMAT,
+        }
+
+    def cache_key(self, arch: Architecture) -> str:
+        return cache_key({"arch": arch.hash, **self.setup()})
+
+    def measure(self, arch: Architecture) -> LatencyStats:
+        """Latency of ``arch``, from the cache when this setup has timed it before.
+
+        Raises:
+            LatencyError: naming the architecture if it cannot be built, exported or run;
+                nothing is cached then.
+        """
+        key = self.cache_key(arch) if self.cache is not None else ""
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.cache_hits += 1
+                return replace(hit, source="cache", export_seconds=0.0)
+
+        def make() -> nn.Module:
+            return build_model(
+                arch,
+                num_classes=self.num_classes,
+                in_channels=self.in_channels,
+                width_mult=self.width_mult,
+                stem_stride=self.stem_stride,
+            )
+
+        stats = self._measure(make, describe_arch(arch))
+        if self.cache is not None:
+            self.cache.put(key, arch.hash, arch.key, self.setup(), stats)
+        return stats
+
+    def measure_model(self, model: nn.Module, name: str) -> LatencyStats:
+        """Latency of an already built model (not cached): for retraining and export.
+
+        Raises:
+            LatencyError: naming ``name`` if the model cannot be exported or run.
+        """
+        return self._measure(lambda: model, name)
+
+    def time_onnx(self, onnx_bytes: bytes, input_shape: tuple[int, ...]) -> list[float]:
+        """Timed runs (ms) of an ONNX graph under this evaluator's threads, pinning and plan."""
+        with self._pinned():
+            session = make_session(onnx_bytes, self.threads)
+            return time_session(session, input_shape, self.plan)
+
+    def _measure(self, make_model: Callable[[], nn.Module], name: str) -> LatencyStats:
+        t0 = time.perf_counter()
+        try:
+            model = make_model()
+            self.exports += 1
+            onnx_bytes = export_onnx(model, self.input_size, self.in_channels, self.batch_size)
+            with self._pinned():
+                session = make_session(onnx_bytes, self.threads)
+                export_seconds = time.perf_counter() - t0
+                samples = time_session(session, self.input_shape, self.plan)
+        except Exception as e:
+            raise LatencyError(f"cannot time {name}: {type(e).__name__}: {e}") from e
+        stats = stats_from_samples(samples, export_seconds, "measured")
+        log.debug(
+            "%s: median %.3f ms (p10 %.3f, p90 %.3f, cv %.3f, %d runs, export %.2f s)",
+            name,
+            stats.median_ms,
+            stats.p10_ms,
+            stats.p90_ms,
+            stats.cv,
+            stats.runs,
+            stats.export_seconds,
+        )
+        return stats
+
+    @contextmanager
+    def _pinned(self) -> Iterator[None]:
+        if self.pin_cpus is None:
+            yield
+            return
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, self.pin_cpus)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, before)
