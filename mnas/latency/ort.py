@@ -153,7 +153,8 @@ class TimingPlan:
         warmup: untimed runs first (allocations, caches, CPU frequency).
         min_runs: timed runs before the stopping rule is consulted.
         max_runs: timed runs at most.
-        rel_ci: stop once the 95% CI half-width of the median is within this fraction of it.
+        rel_ci: stop once the 95% CI half-width of the median is within this fraction of it
+            (checked every 5 runs from ``min_runs`` on; the interval needs 8 runs to exist).
         time_cap_s: stop after this many seconds of timed runs (once 5 runs are in).
     """
 

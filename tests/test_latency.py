@@ -1,0 +1,407 @@
+"""Latency: statistics, cache, ONNX export fidelity, lookup table, MACs proxy, CLI.
+
+Timing goals live in bench/latency.py; these tests check behaviour and numbers only, on
+32x32 inputs with few runs so they stay fast on a busy machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mnas.latency.ort as ort_mod
+from mnas import cli
+from mnas.builder import build_model
+from mnas.latency import (
+    LatencyCache,
+    LatencyError,
+    LatencyStats,
+    LutLatency,
+    MacsLatency,
+    OrtLatency,
+    TimingPlan,
+    build_table,
+    export_onnx,
+    machine_fingerprint,
+    make_latency_evaluator,
+    make_session,
+    median_ci_halfwidth,
+    network_layers,
+    save_table,
+    space_layer_configs,
+    stats_from_samples,
+)
+from mnas.latency.lut import fit_calibration, mape
+from mnas.latency.ort import time_session
+from mnas.space import Architecture, MnasSpace, parse_blocks, reference
+
+FAST = dict(warmup=1, min_runs=5, max_runs=20, rel_ci=0.05, time_cap_s=0.3)
+SMALL = dict(input_size=32, num_classes=10, stem_stride=2)
+TINY_ARCH = Architecture.from_blocks(
+    "ds_r1_k3_s1_c16,ir_r2_k3_s2_e3_c24_se0.25,cn_r1_k5_s2_c32_pool"
+)
+
+
+def tiny_space() -> MnasSpace:
+    """A 2-block slice of the MnasNet space: 4 x 2 choices per block, 64 networks."""
+    return MnasSpace(
+        base_filters=(8, 16),
+        base_layers=(1, 2),
+        strides=(1, 2),
+        conv_ops=("dconv", "mbconv3"),
+        kernels=(3,),
+        se_ratios=(0.0, 0.25),
+        skip_ops=("identity", "pool"),
+        filter_mults=(1.0,),
+        layer_deltas=(0,),
+    )
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def test_stats_from_known_samples():
+    s = stats_from_samples([float(i) for i in range(1, 11)], export_seconds=0.5)
+    assert s.median_ms == pytest.approx(5.5)
+    assert s.p10_ms == pytest.approx(1.9)  # numpy linear interpolation: 1 + 0.9 * (2 - 1)
+    assert s.p90_ms == pytest.approx(9.1)
+    assert s.mean_ms == pytest.approx(5.5)
+    assert s.cv == pytest.approx(math.sqrt(55 / 6) / 5.5)  # sample std of 1..10 is sqrt(55/6)
+    assert s.runs == 10 and s.export_seconds == 0.5 and s.source == "measured"
+    one = stats_from_samples([3.0])
+    assert (one.median_ms, one.p10_ms, one.p90_ms, one.cv, one.runs) == (3.0, 3.0, 3.0, 0.0, 1)
+
+
+def test_stats_reject_bad_samples_and_round_trip():
+    with pytest.raises(ValueError):
+        stats_from_samples([])
+    with pytest.raises(ValueError):
+        stats_from_samples([1.0, -0.1])
+    with pytest.raises(ValueError):
+        stats_from_samples([1.0, float("nan")])
+    with pytest.raises(ValueError):
+        LatencyStats(1, 1, 1, 1, 0, 1, 0, source="guess")
+    s = stats_from_samples([1.0, 2.0, 4.0])
+    assert LatencyStats.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+def test_median_ci_halfwidth():
+    # n = 100: order statistics 40 and 60 (0-based) bound the 95% interval of the median.
+    samples = list(range(1, 101))
+    random.Random(0).shuffle(samples)
+    assert median_ci_halfwidth(samples) == pytest.approx((61 - 41) / (2 * 50.5))
+    assert median_ci_halfwidth([2.0] * 30) == 0.0
+    assert median_ci_halfwidth([1.0, 2.0]) == math.inf
+
+
+# --- timing -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_session():
+    model = build_model(TINY_ARCH, **{k: SMALL[k] for k in ("num_classes", "stem_stride")})
+    return make_session(export_onnx(model, 32, 3))
+
+
+def test_adaptive_stop_bounds(tiny_session):
+    shape = (1, 3, 32, 32)
+    # Any finite interval satisfies rel_ci = 10: stop as soon as the rule is consulted.
+    loose = TimingPlan(warmup=0, min_runs=10, max_runs=50, rel_ci=10.0, time_cap_s=30)
+    assert len(time_session(tiny_session, shape, loose)) == 10
+    # Below 8 runs the 95% interval of the median does not exist: consulted again at 7 + 5.
+    early = TimingPlan(warmup=0, min_runs=7, max_runs=50, rel_ci=10.0, time_cap_s=30)
+    assert len(time_session(tiny_session, shape, early)) == 12
+    # No interval is that tight: run to max_runs.
+    tight = TimingPlan(warmup=0, min_runs=5, max_runs=25, rel_ci=1e-12, time_cap_s=30)
+    assert len(time_session(tiny_session, shape, tight)) == 25
+    # The time cap ends it after the 5-run minimum.
+    capped = TimingPlan(warmup=0, min_runs=5, max_runs=10**6, rel_ci=1e-12, time_cap_s=1e-6)
+    assert len(time_session(tiny_session, shape, capped)) == 5
+    with pytest.raises(ValueError):
+        TimingPlan(min_runs=10, max_runs=5)
+
+
+def test_measure_returns_consistent_stats():
+    ev = OrtLatency(**SMALL, **FAST)
+    s = ev.measure(TINY_ARCH)
+    assert s.source == "measured" and 5 <= s.runs <= 20
+    assert 0 < s.p10_ms <= s.median_ms <= s.p90_ms
+    assert s.export_seconds > 0 and s.cv >= 0
+    assert ev.exports == 1
+
+
+# --- cache --------------------------------------------------------------------------------
+
+
+def test_cache_hit_skips_export(tmp_path):
+    path = tmp_path / "lat.sqlite"
+    ev = OrtLatency(**SMALL, **FAST, cache_path=path)
+    first = ev.measure(TINY_ARCH)
+    assert (ev.exports, ev.cache_hits, first.source) == (1, 0, "measured")
+    again = ev.measure(TINY_ARCH)
+    assert (ev.exports, ev.cache_hits) == (1, 1)
+    assert again.source == "cache" and again.export_seconds == 0.0
+    assert (again.median_ms, again.runs, again.cv) == (first.median_ms, first.runs, first.cv)
+    # Persistent: a new evaluator (a new process, say) finds it too.
+    other = OrtLatency(**SMALL, **FAST, cache_path=path)
+    assert other.measure(TINY_ARCH).median_ms == first.median_ms and other.exports == 0
+    # A different thread count is a different measurement.
+    threaded = OrtLatency(**SMALL, **FAST, threads=2, cache_path=path)
+    assert threaded.measure(TINY_ARCH).source == "measured" and threaded.exports == 1
+    assert len(LatencyCache(path)) == 2
+
+
+def test_cache_key_covers_setup():
+    base = dict(input_size=32, in_channels=3, num_classes=10, width_mult=1.0, stem_stride=1)
+    key = OrtLatency(**base).cache_key(TINY_ARCH)
+    assert OrtLatency(**base).cache_key(TINY_ARCH) == key
+    assert OrtLatency(**base, pin_cpu=None, max_runs=99).cache_key(TINY_ARCH) == key
+    changes = [
+        dict(input_size=64),
+        dict(in_channels=1),
+        dict(num_classes=100),
+        dict(width_mult=0.5),
+        dict(stem_stride=2),
+    ]
+    keys = {OrtLatency(**{**base, **c}).cache_key(TINY_ARCH) for c in changes}
+    keys.add(OrtLatency(**base, threads=2).cache_key(TINY_ARCH))
+    keys.add(OrtLatency(**base, batch_size=4).cache_key(TINY_ARCH))
+    keys.add(OrtLatency(**base).cache_key(reference("mobilenetv2")))
+    assert len(keys) == 8 and key not in keys
+    setup = OrtLatency(**base).setup()
+    assert setup["machine"] == machine_fingerprint() and len(machine_fingerprint()) == 12
+    assert "onnxruntime" in setup
+
+
+def _write_rows(path: str, worker: int, n: int) -> None:
+    cache = LatencyCache(path, timeout_s=60)
+    stats = stats_from_samples([1.0, 2.0, float(worker + 3)])
+    for i in range(n):
+        cache.put(f"w{worker}-{i}", "h", "blocks", {"worker": worker}, stats)
+
+
+def test_cache_concurrent_writers(tmp_path):
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("needs the fork start method")
+    path = str(tmp_path / "shared.sqlite")
+    LatencyCache(path)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_write_rows, args=(path, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    cache = LatencyCache(path)
+    assert len(cache) == 160
+    assert cache.get("w3-39").p90_ms == pytest.approx(stats_from_samples([1, 2, 6]).p90_ms)
+
+
+# --- failures -----------------------------------------------------------------------------
+
+
+def test_export_failure_raises_and_caches_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "lat.sqlite"
+    ev = OrtLatency(**SMALL, **FAST, cache_path=path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(ort_mod, "export_onnx", broken)
+    with pytest.raises(LatencyError) as err:
+        ev.measure(TINY_ARCH)
+    assert TINY_ARCH.hash in str(err.value) and TINY_ARCH.key in str(err.value)
+    assert "exporter exploded" in str(err.value)
+    # A graph ONNX Runtime cannot load fails the same way.
+    monkeypatch.setattr(ort_mod, "export_onnx", lambda *a, **k: b"not an onnx model")
+    with pytest.raises(LatencyError, match=TINY_ARCH.hash):
+        ev.measure(TINY_ARCH)
+    assert len(LatencyCache(path)) == 0
+    monkeypatch.undo()
+    assert ev.measure(TINY_ARCH).source == "measured" and ev.exports == 3
+
+
+def test_unexportable_model_raises_latency_error():
+    class Svd(nn.Module):
+        def forward(self, x):
+            return torch.linalg.svd(x.flatten(2))[1]
+
+    ev = OrtLatency(input_size=8, **FAST)
+    with pytest.raises(LatencyError, match="svd-net"):
+        ev.measure_model(Svd(), "svd-net")
+
+
+def test_pin_cpu():
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no sched_setaffinity on this OS")
+    before = os.sched_getaffinity(0)
+    ev = OrtLatency(**SMALL, **FAST, pin_cpu=min(before))
+    assert ev.measure(TINY_ARCH).runs >= 5
+    assert os.sched_getaffinity(0) == before
+    with pytest.raises(ValueError, match="pin_cpu"):
+        OrtLatency(pin_cpu=max(before) + 1)
+
+
+# --- ONNX fidelity ------------------------------------------------------------------------
+
+
+def _randomize(model: nn.Module, seed: int) -> None:
+    # Non-trivial BN statistics and a classifier with O(1) outputs, so 1e-4 means something.
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        elif isinstance(m, nn.Linear):
+            m.weight.data.copy_(torch.randn(m.weight.shape, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize(
+    "arch,size,stem_stride",
+    [
+        (TINY_ARCH, 32, 1),
+        (MnasSpace().sample(random.Random(1)), 32, 1),
+        (MnasSpace().sample(random.Random(2)), 40, 2),
+        (reference("mnasnet_a1"), 64, 2),
+    ],
+)
+def test_onnx_matches_torch(arch, size, stem_stride):
+    model = build_model(arch, num_classes=10, stem_stride=stem_stride).eval()
+    _randomize(model, 0)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    session = make_session(export_onnx(model, size, 3, batch_size=2))
+    got = session.run(None, {"input": x.numpy()})[0]
+    assert got.shape == (2, 10)
+    assert np.abs(expected).max() > 0.05  # outputs are not all ~0
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    assert model.training is False
+
+
+# --- lookup table -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width_mult,stem_stride,size", [(1.0, 1, 32), (0.75, 2, 64)])
+def test_network_layers_match_built_model(width_mult, stem_stride, size):
+    arch = MnasSpace().sample(random.Random(7))
+    model = build_model(arch, num_classes=10, width_mult=width_mult, stem_stride=stem_stride)
+    seen = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: seen.append((i[0].shape[1:], o.shape[1])))
+        for m in model.features
+    ]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    layers = network_layers(parse_blocks(arch.key), size, 3, 10, width_mult, stem_stride)
+    assert len(layers) == len(seen)
+    for cfg, ((chs, h, w), out_chs) in zip(layers, seen, strict=True):
+        assert (cfg.in_chs, cfg.res, cfg.res, cfg.out_chs) == (chs, h, w, out_chs)
+    # Each standalone layer module is the one in the network (same parameter count).
+    for cfg, module in zip(layers[:-1], model.features[:-1], strict=True):
+        assert sum(p.numel() for p in cfg.module().parameters()) == sum(
+            p.numel() for p in module.parameters()
+        )
+
+
+def test_space_layer_configs_cover_exactly_the_space():
+    space = tiny_space()
+    configs = space_layer_configs(space, 32, 3, 10, 1.0, 2)
+    every = [
+        space.architecture(t)
+        for t in itertools.product(*(range(len(d.choices)) for d in space.decisions))
+    ]
+    assert len(every) == 64
+    used = {c for a in every for c in network_layers(parse_blocks(a.key), 32, 3, 10, 1.0, 2)}
+    assert configs == used
+    # Stem; block 1 (shape changes: none vs pool projection) 2 ops x 2 SE x 2 skips; block 2
+    # first layer likewise 8; its second layer keeps its shape, so identity and pool are one
+    # entry: 4; head.
+    assert len(configs) == 1 + 8 + 8 + 4 + 1
+
+
+def test_fit_calibration():
+    intercept, slope = fit_calibration([1.0, 2.0, 4.0, 8.0], [1.5, 2.3, 3.9, 7.1])
+    assert (intercept, slope) == (pytest.approx(0.7), pytest.approx(0.8))
+    assert fit_calibration([1.0, 2.0], [2.0, 3.5]) == (pytest.approx(1.25), 1.0)
+    assert fit_calibration([3.0, 2.0, 1.0], [1.0, 2.0, 3.0]) == (pytest.approx(0.0), 1.0)
+    assert mape([110.0, 90.0], [100.0, 100.0]) == pytest.approx(10.0)
+
+
+def test_lut_build_save_load_round_trip(tmp_path):
+    space = tiny_space()
+    setup = dict(input_size=32, in_channels=3, num_classes=10, stem_stride=2)
+    ev = OrtLatency(**setup, **FAST)
+    configs = space_layer_configs(space, **setup)
+    calib = [space.sample(random.Random(s)) for s in range(3)]
+    table = build_table(ev, configs, calib)
+    assert set(table["entries"]) == {c.key for c in configs}
+    assert all(v >= 0 for v in table["entries"].values())
+    assert len(table["calibration"]["measured_ms"]) == 3
+    path = tmp_path / "lut.json"
+    save_table(table, path)
+
+    lut = LutLatency(path, **setup, threads=1, batch_size=1)
+    assert lut.table == json.loads(path.read_text())
+    arch = space.sample(random.Random(11))
+    layers = network_layers(parse_blocks(arch.key), 32, 3, 10, 1.0, 2)
+    raw = table["overhead_ms"] + sum(table["entries"][c.key] for c in layers)
+    cal = table["calibration"]
+    s = lut.measure(arch)
+    assert s.source == "lut" and s.runs == 0 and s.export_seconds == 0.0
+    assert s.median_ms == pytest.approx(cal["intercept_ms"] + cal["slope"] * raw)
+    assert s.median_ms > 0
+    same = make_latency_evaluator("lut", path=str(path), input_size=32)
+    assert same.measure(arch) == s
+
+    with pytest.raises(ValueError, match="input_size"):
+        LutLatency(path, input_size=224)
+    with pytest.raises(LatencyError, match="no entry"):
+        lut.measure(reference("mobilenetv2"))
+
+
+# --- MACs, factory, CLI -------------------------------------------------------------------
+
+
+def test_macs_proxy_matches_published_a1():
+    ev = MacsLatency()
+    s = ev.measure(reference("mnasnet_a1"))
+    assert s.source == "macs" and s.runs == 0
+    assert s.median_ms == pytest.approx(312, rel=0.01)  # paper Table 1: 312M multiply-adds
+    small = MacsLatency(input_size=32, stem_stride=1).measure(reference("mnasnet_a1"))
+    assert small.median_ms < s.median_ms
+
+
+def test_make_latency_evaluator():
+    assert isinstance(make_latency_evaluator("measured", input_size=32), OrtLatency)
+    assert isinstance(make_latency_evaluator("macs", input_size=32), MacsLatency)
+    with pytest.raises(ValueError, match="unknown latency evaluator"):
+        make_latency_evaluator("flops")
+
+
+def test_cli_json(capsys):
+    rc = cli.main(
+        ["latency", TINY_ARCH.key, "--input-size", "32", "--num-classes", "10"]
+        + ["--threads", "1", "--time-cap", "0.2", "--json"]
+    )
+    assert rc == 0
+    record = json.loads(capsys.readouterr().out)
+    for k in ("median_ms", "p10_ms", "p90_ms", "cv", "runs", "hash", "blocks", "threads"):
+        assert k in record
+    assert record["hash"] == TINY_ARCH.hash and record["source"] == "measured"
+    assert record["p10_ms"] <= record["median_ms"] <= record["p90_ms"] and record["runs"] >= 5
+    assert cli.main(["latency", "mnasnet_a1", "--kind", "macs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["median_ms"] == pytest.approx(312, rel=0.01)
+    assert cli.main(["latency", "mnasnet_a1", "--kind", "lut"]) == 2
