@@ -24,7 +24,7 @@ def _add_args(add_model_args: Callable[[argparse.ArgumentParser], None]):
         p.add_argument("--table", help="latency table JSON for --kind lut")
         p.add_argument("--cache", help="SQLite cache file for --kind measured")
         p.add_argument("--pin-cpu", type=int, help="pin timing to this CPU (Linux)")
-        p.add_argument("--time-cap", type=float, default=2.0, help="seconds of timed runs, max")
+        p.add_argument("--time-cap", type=float, default=1.0, help="seconds of timed runs, max")
 
     return add
 

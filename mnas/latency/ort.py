@@ -162,7 +162,7 @@ class TimingPlan:
     min_runs: int = 15
     max_runs: int = 300
     rel_ci: float = 0.01
-    time_cap_s: float = 2.0
+    time_cap_s: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
@@ -252,7 +252,7 @@ class OrtLatency:
         min_runs: int = 15,
         max_runs: int = 300,
         rel_ci: float = 0.01,
-        time_cap_s: float = 2.0,
+        time_cap_s: float = 1.0,
         pin_cpu: int | None = None,
         cache_path: str | os.PathLike | None = None,
     ) -> None:

@@ -1,0 +1,146 @@
+"""Latency benchmark: cost, repeatability, lookup-table accuracy, MACs rank agreement.
+
+``python bench/latency.py`` prints figures and asserts nothing. For each setup (30 sampled
+architectures at 32x32, 5 at 224x224 by default) it reports:
+
+- seconds per measurement including build, export and session creation;
+- repeatability: Kendall tau between the medians of two independent passes, and the median
+  over architectures of the coefficient of variation of their repeated medians;
+- a lookup table built for the layers these networks use (calibrated on *other* sampled
+  networks): MAPE against the measured medians and speed-up per query;
+- Kendall tau of MACs against measured latency.
+
+Other processes on the machine add noise; the load average is printed with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+
+import numpy as np
+
+from mnas.latency import (
+    LutLatency,
+    MacsLatency,
+    OrtLatency,
+    build_table,
+    machine_description,
+    save_table,
+    space_layer_configs,
+    table_configs_for,
+)
+from mnas.latency.lut import mape
+from mnas.space import MnasSpace
+
+
+def kendall_tau(a, b) -> float:
+    """Kendall's tau-a (ties count as neither concordant nor discordant)."""
+    n = len(a)
+    s = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
+    return float(s) / (n * (n - 1) / 2)
+
+
+def run_setup(label: str, n: int, size: int, stem_stride: int, args, seed: int) -> None:
+    space = MnasSpace()
+    rng = random.Random(seed)
+    archs = [space.sample(rng) for _ in range(n)]
+    calib = [space.sample(rng) for _ in range(args.calibration)]
+    setup = dict(input_size=size, in_channels=3, num_classes=10, stem_stride=stem_stride)
+    print(f"\n== {label}: {n} architectures, input {size}x{size}, stem stride {stem_stride}")
+    print(f"   load average before: {os.getloadavg()[0]:.2f}")
+
+    passes: list[list[float]] = []
+    seconds: list[float] = []
+    cvs: list[float] = []
+    for p in range(args.passes):
+        ev = OrtLatency(**setup, pin_cpu=args.pin_cpu)
+        medians = []
+        for arch in archs:
+            t0 = time.perf_counter()
+            s = ev.measure(arch)
+            seconds.append(time.perf_counter() - t0)
+            medians.append(s.median_ms)
+            cvs.append(s.cv)
+        passes.append(medians)
+        print(f"   pass {p + 1}: median of medians {statistics.median(medians):.3f} ms")
+    m = np.asarray(passes)
+    mean_medians = m.mean(axis=0)
+    repeat_cv = m.std(axis=0, ddof=1) / mean_medians
+    print(
+        f"   seconds per measurement incl. export: median {statistics.median(seconds):.2f}, "
+        f"mean {statistics.mean(seconds):.2f}, max {max(seconds):.2f}"
+    )
+    print(f"   latency range: {mean_medians.min():.3f} .. {mean_medians.max():.3f} ms")
+    print(f"   within-measurement cv of runs: median {statistics.median(cvs):.1%}")
+    print(f"   Kendall tau pass 1 vs pass 2: {kendall_tau(passes[0], passes[1]):.3f}")
+    print(
+        f"   CV of repeated medians ({args.passes} passes): median {np.median(repeat_cv):.1%}, "
+        f"p90 {np.percentile(repeat_cv, 90):.1%}"
+    )
+
+    macs = [MacsLatency(**setup).measure(a).median_ms for a in archs]
+    print(f"   Kendall tau MACs vs measured: {kendall_tau(macs, mean_medians):.3f}")
+
+    full = len(space_layer_configs(space, **setup))
+    configs = table_configs_for(archs + calib, **setup)
+    table_ev = OrtLatency(**setup, pin_cpu=args.pin_cpu, time_cap_s=0.5, max_runs=200)
+    t0 = time.perf_counter()
+    table = build_table(table_ev, configs, calib)
+    build_s = time.perf_counter() - t0
+    path = os.path.join(args.out, f"lut_{size}.json")
+    save_table(table, path)
+    lut = LutLatency(path, **setup)
+    t0 = time.perf_counter()
+    reps = 20
+    for _ in range(reps):
+        predicted = [lut.measure(a).median_ms for a in archs]
+    query_s = (time.perf_counter() - t0) / (reps * len(archs))
+    cal = table["calibration"]
+    print(
+        f"   lookup table: {len(configs)} layer configs (full space: {full}) in {build_s:.0f} s "
+        f"({build_s / len(configs):.2f} s per layer); fit {cal['intercept_ms']:.3f} ms + "
+        f"{cal['slope']:.3f} x sum on {len(calib)} other networks "
+        f"(in-sample MAPE {cal['mape_percent']:.1f}%)"
+    )
+    raw = [lut.raw_ms(a) for a in archs]
+    print(
+        f"   LUT vs measured: MAPE {mape(predicted, mean_medians):.1f}% "
+        f"(uncalibrated sum {mape(raw, mean_medians):.1f}%), Kendall tau "
+        f"{kendall_tau(predicted, mean_medians):.3f}"
+    )
+    print(
+        f"   LUT query {query_s * 1e6:.0f} us vs measurement {statistics.mean(seconds):.2f} s: "
+        f"speed-up x{statistics.mean(seconds) / query_s:,.0f}"
+    )
+    print(f"   load average after: {os.getloadavg()[0]:.2f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n32", type=int, default=30)
+    p.add_argument("--n224", type=int, default=5)
+    p.add_argument("--passes", type=int, default=3, help="independent passes (>= 2)")
+    p.add_argument("--calibration", type=int, default=6, help="networks to calibrate the LUT")
+    p.add_argument("--stem-stride-32", type=int, default=1, help="stem stride at 32x32")
+    p.add_argument("--pin-cpu", type=int)
+    p.add_argument("--out", default="/tmp/mnas_bench_latency")
+    args = p.parse_args()
+    if args.passes < 2:
+        p.error("--passes must be >= 2")
+    os.makedirs(args.out, exist_ok=True)
+    print(f"machine: {machine_description()}, pin_cpu={args.pin_cpu}")
+    if args.n32:
+        run_setup("32x32", args.n32, 32, args.stem_stride_32, args, seed=0)
+    if args.n224:
+        run_setup("224x224", args.n224, 224, 2, args, seed=1)
+
+
+if __name__ == "__main__":
+    main()
