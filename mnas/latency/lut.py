@@ -76,16 +76,14 @@ class LayerConfig:
             return f"stem_k{self.kernel}_s{self.stride}_i{self.in_chs}_o{self.out_chs}_r{self.res}"
         if self.kind == "head":
             return f"head_i{self.in_chs}_o{self.out_chs}_n{self.num_classes}_r{self.res}"
-        op = BlockSpec(
-            self.block_type,
-            1,
-            self.kernel,
-            self.stride,
-            self.out_chs,
-            self.exp_ratio,
-            self.se_ratio,
-            self.skip,
-        ).to_string()
+        # The block-string grammar, written out: this runs ~20 times per prediction.
+        op = f"{self.block_type}_k{self.kernel}_s{self.stride}"
+        if self.block_type == "ir":
+            op += f"_e{_fmt(self.exp_ratio)}"
+        op += f"_c{self.out_chs}"
+        if self.se_ratio > 0:
+            op += f"_se{_fmt(self.se_ratio)}"
+        op += {"none": "_noskip", "identity": "", "pool": "_pool"}[self.skip]
         return f"{op}_i{self.in_chs}_r{self.res}"
 
     def module(self) -> nn.Module:
@@ -113,6 +111,10 @@ class LayerConfig:
             self.skip,
         )
         return _make_layer(spec, self.in_chs, self.out_chs, self.stride, norm)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
 def _conv_out(res: int, stride: int) -> int:
