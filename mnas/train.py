@@ -1,0 +1,499 @@
+"""Proxy and full training, evaluation, and divergence detection.
+
+The trainer works on the in-memory uint8 tensors of :class:`mnas.data.DatasetSplits`: each step
+gathers a batch of uint8 images, optionally augments it (random crop with 4 px zero padding and
+horizontal flip, on tensors), normalises it on the fly with the training-set mean and standard
+deviation, and takes one optimizer step. Batches are always full: the index stream runs through
+one seeded permutation after another, so ``epochs=2.5`` is exactly ``ceil(2.5 * N / batch)``
+steps.
+
+Evaluation always runs in ``eval()`` mode, using BatchNorm's running statistics. With a slow BN
+momentum and a short budget those statistics are still mostly their initial values and the
+network predicts one class (torchvision's MNASNet uses momentum 0.0003: after 1,565 steps the
+statistics have moved only 37% of the way, and the course report this project started from
+scored 10.00%). ``bn_recalibrate`` therefore re-estimates the running statistics of the final
+weights on a few training batches before evaluation, whatever the momentum.
+
+Determinism: the data order, the augmentation and dropout draw from ``seed`` (dropout through a
+forked global RNG, so the caller's RNG state is left untouched); with the same model weights,
+data, config and thread count the result is bit-identical on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mnas.data import DatasetSplits, default_hflip
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "rmsprop", "adam")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Budget and hyperparameters of one training run (proxy search or full retrain)."""
+
+    epochs: float = 1.0
+    """Budget in passes over the training set (fractional allowed)."""
+    max_steps: int | None = None
+    """Optional cap on optimizer steps; the run takes ``min(epoch steps, max_steps)``."""
+    batch_size: int = 64
+    """Images per optimizer step (clipped to the training-set size)."""
+    optimizer: str = "sgd"
+    """``sgd`` (momentum, Nesterov), ``rmsprop`` (the paper's: decay 0.9, eps 1e-3) or ``adam``."""
+    lr: float = 0.05
+    """Peak learning rate (reached after warm-up)."""
+    momentum: float = 0.9
+    """Momentum of SGD and RMSProp (ignored by Adam)."""
+    weight_decay: float = 4e-5
+    """L2 penalty on weight matrices and kernels; biases and BN parameters are not decayed."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up from ~0 to ``lr``; afterwards cosine decay to zero at the last step."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the training loss (the evaluation loss never smooths)."""
+    augment: bool = False
+    """Random crop (4 px zero padding) and, if ``hflip`` allows, horizontal flip, on tensors."""
+    hflip: bool | None = None
+    """Flip when augmenting; ``None`` decides by dataset (off for digits, on otherwise)."""
+    bn_recalibrate: bool = True
+    """Re-estimate BN running statistics of the final weights on training batches before eval."""
+    bn_recalibrate_batches: int = 8
+    """Training batches (of ``batch_size``, no augmentation) used by ``bn_recalibrate``."""
+    seed: int = 0
+    """Seed of data order, augmentation and dropout."""
+    threads: int | None = None
+    """``torch.set_num_threads`` for this call (restored afterwards); ``None`` keeps it."""
+    eval_batch_size: int = 512
+    """Batch size of evaluation and BN recalibration forward passes."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epochs, int | float) and math.isfinite(self.epochs)) or not (
+            self.epochs > 0
+        ):
+            raise ValueError(f"epochs={self.epochs!r} must be a finite number > 0")
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("eval_batch_size", self.eval_batch_size, 1)
+        _check_int("bn_recalibrate_batches", self.bn_recalibrate_batches, 1)
+        if self.max_steps is not None:
+            _check_int("max_steps", self.max_steps, 1)
+        if self.threads is not None:
+            _check_int("threads", self.threads, 1)
+        _check_int("seed", self.seed, 0)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} must be a finite number > 0")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum={self.momentum!r} must lie in [0, 1)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise ValueError(f"warmup_epochs={self.warmup_epochs!r} must be a finite number >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={self.label_smoothing!r} must lie in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train_and_evaluate`.
+
+    Attributes:
+        accuracy: top-1 accuracy (0-1) on ``split``; 0.0 when training diverged.
+        loss: mean training loss over the last epoch's worth of steps (all steps if fewer);
+            NaN if no step had a finite loss.
+        eval_loss: mean cross-entropy on ``split`` (no label smoothing); NaN when diverged.
+        steps: optimizer steps taken (the diverging step included).
+        seconds: wall time of training plus evaluation.
+        diverged: the training loss (or the evaluation loss) became NaN or infinite.
+        diverged_step: 1-based step whose loss was not finite (``steps`` if only the
+            evaluation loss was), else ``None``.
+        split: the split that was evaluated.
+    """
+
+    accuracy: float
+    loss: float
+    eval_loss: float
+    steps: int
+    seconds: float
+    diverged: bool
+    diverged_step: int | None
+    split: str
+
+
+def train_and_evaluate(
+    model: nn.Module,
+    data: DatasetSplits,
+    config: TrainConfig,
+    eval_split: str = "val",
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``data.train_*`` under ``config``, then evaluate it.
+
+    Never raises because training went bad: a NaN or infinite loss stops training and is
+    reported as ``diverged=True`` with ``accuracy=0.0`` (so a search ranks such a child last).
+
+    Args:
+        model: the network; trained in place on the device of its parameters.
+        data: the dataset splits (uint8 images, normalised on the fly).
+        config: budget and hyperparameters.
+        eval_split: ``val`` (search), ``test`` (final evaluation) or ``train``.
+        progress: called after every step as ``progress(step, total_steps, loss)``.
+
+    Returns:
+        The accuracy and losses, step count, wall time and divergence flag.
+
+    Raises:
+        ValueError: unknown ``eval_split`` or an empty split.
+    """
+    if eval_split not in SPLITS:
+        raise ValueError(f"eval_split={eval_split!r} is not one of {', '.join(SPLITS)}")
+    eval_x, eval_y = data.split(eval_split)
+    if len(eval_y) == 0:
+        raise ValueError(f"split {eval_split!r} of {data.name} is empty; choose another split")
+    if len(data.train_y) == 0:
+        raise ValueError(f"training split of {data.name} is empty")
+
+    start = time.perf_counter()
+    with _threads(config.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        fit = fit_model(model, data, config, progress)
+        if fit.diverged_step is not None:
+            accuracy, eval_loss = 0.0, math.nan
+        else:
+            accuracy, eval_loss = evaluate(
+                model, eval_x, eval_y, data.mean, data.std, config.eval_batch_size
+            )
+    diverged_step = fit.diverged_step
+    if diverged_step is None and not math.isfinite(eval_loss):
+        diverged_step, accuracy = fit.steps, 0.0
+    seconds = time.perf_counter() - start
+    result = TrainResult(
+        accuracy=accuracy,
+        loss=fit.loss,
+        eval_loss=eval_loss,
+        steps=fit.steps,
+        seconds=seconds,
+        diverged=diverged_step is not None,
+        diverged_step=diverged_step,
+        split=eval_split,
+    )
+    logger.info(
+        "trained %d steps in %.2fs: %s accuracy %.4f, eval loss %.4f, train loss %.4f%s",
+        result.steps,
+        seconds,
+        eval_split,
+        accuracy,
+        eval_loss,
+        fit.loss,
+        f" (diverged at step {diverged_step})" if result.diverged else "",
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Outcome of :func:`fit_model`: steps taken, smoothed final loss, divergence step."""
+
+    steps: int
+    loss: float
+    diverged_step: int | None
+
+
+def fit_model(
+    model: nn.Module,
+    data: DatasetSplits,
+    config: TrainConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> FitResult:
+    """Train ``model`` in place without evaluating it (fine-tuning, retraining).
+
+    Uses the global RNG for dropout; :func:`train_and_evaluate` seeds and isolates it.
+    Recalibrates BatchNorm statistics at the end if ``config.bn_recalibrate``.
+
+    Args:
+        model: the network, trained on the device of its parameters.
+        data: dataset splits; only ``train_x``/``train_y`` are used.
+        config: budget and hyperparameters (``threads`` is applied by the caller).
+        progress: called after every step as ``progress(step, total_steps, loss)``.
+
+    Returns:
+        Steps, the mean loss of the last epoch's worth of steps, and the diverging step.
+    """
+    device = _device_of(model)
+    n = len(data.train_y)
+    batch_size = min(config.batch_size, n)
+    steps_per_epoch = n / batch_size
+    total = max(1, math.ceil(config.epochs * steps_per_epoch))
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
+    hflip = default_hflip(data.name) if config.hflip is None else config.hflip
+    norm = _Normalizer(data.mean, data.std, device)
+    gen = torch.Generator().manual_seed(config.seed)
+    optimizer = make_optimizer(model, config)
+    recent: list[float] = []
+    window = max(1, math.ceil(steps_per_epoch))
+    diverged_step = None
+    step = 0
+
+    model.train()
+    for step, idx in enumerate(_index_stream(n, batch_size, total, gen), start=1):
+        lr = lr_at(step - 1, total, warmup, config.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = data.train_x[idx]
+        if config.augment:
+            x = augment_batch(x, gen, hflip)
+        x = norm(x.to(device, non_blocking=True))
+        y = data.train_y[idx].to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+        value = loss.item()
+        if not math.isfinite(value):
+            diverged_step = step
+            logger.warning("loss %s at step %d of %d: diverged", value, step, total)
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        recent.append(value)
+        if len(recent) > window:
+            recent.pop(0)
+        if progress is not None:
+            progress(step, total, value)
+        if step % 100 == 0:
+            logger.debug("step %d/%d loss %.4f lr %.5f", step, total, value, lr)
+
+    if diverged_step is None and config.bn_recalibrate:
+        recalibrate_bn(
+            model,
+            data.train_x,
+            data.mean,
+            data.std,
+            batch_size=batch_size,
+            num_batches=config.bn_recalibrate_batches,
+            generator=gen,
+        )
+    mean_loss = sum(recent) / len(recent) if recent else math.nan
+    return FitResult(steps=step, loss=mean_loss, diverged_step=diverged_step)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``config``; weight decay applies only to parameters with 2+ dims."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0
+        )
+    if config.optimizer == "rmsprop":
+        # MnasNet/EfficientNet TPU code: RMSProp decay 0.9, momentum 0.9, epsilon 1e-3.
+        return torch.optim.RMSprop(
+            groups, lr=config.lr, alpha=0.9, eps=1e-3, momentum=config.momentum
+        )
+    return torch.optim.Adam(groups, lr=config.lr)
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Learning rate at 0-based ``step``: linear warm-up over ``warmup`` steps, then cosine
+    from ``peak`` to zero at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    span = max(1, total - warmup)
+    return 0.5 * peak * (1.0 + math.cos(math.pi * (step - warmup) / span))
+
+
+def augment_batch(x: Tensor, generator: torch.Generator, hflip: bool, pad: int = 4) -> Tensor:
+    """Random crop with ``pad`` pixels of zero padding, and optionally a random horizontal flip.
+
+    Args:
+        x: uint8 (or float) images ``(B, C, H, W)``.
+        generator: source of the random offsets and flips.
+        hflip: whether to flip half of the images.
+        pad: padding on each side before cropping back to ``H x W``.
+
+    Returns:
+        A new tensor of the same shape and dtype.
+    """
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    if hflip:
+        flip = torch.rand(b, generator=generator) < 0.5
+        cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
+    batch = torch.arange(b)[:, None, None, None]
+    chans = torch.arange(c)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 512,
+) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` in ``eval()`` mode.
+
+    The model's previous train/eval mode is restored afterwards.
+
+    Args:
+        model: the network.
+        x: uint8 images ``(N, C, H, W)`` (0-255).
+        y: int64 labels.
+        mean: per-channel mean in 0-1 units.
+        std: per-channel standard deviation in 0-1 units.
+        batch_size: images per forward pass.
+
+    Returns:
+        ``(accuracy, loss)``; accuracy in 0-1.
+    """
+    if len(y) == 0 or len(x) != len(y):
+        raise ValueError(f"need as many labels as images (> 0), got {len(x)} and {len(y)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    device = _device_of(model)
+    norm = _Normalizer(mean, std, device)
+    was_training = model.training
+    model.eval()
+    correct = 0
+    loss_sum = 0.0
+    try:
+        for start in range(0, len(y), batch_size):
+            xb = norm(x[start : start + batch_size].to(device))
+            yb = y[start : start + batch_size].to(device)
+            logits = model(xb)
+            loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").item()
+            correct += (logits.argmax(1) == yb).sum().item()
+    finally:
+        model.train(was_training)
+    return correct / len(y), loss_sum / len(y)
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module,
+    x: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 64,
+    num_batches: int = 8,
+    generator: torch.Generator | None = None,
+) -> int:
+    """Re-estimate BatchNorm running statistics of the current weights.
+
+    Resets every BN layer's running mean and variance and replaces them with the plain
+    average over ``num_batches`` random training batches (BN's cumulative mode), run in train
+    mode without gradients. Momentum and the model's train/eval mode are restored afterwards.
+
+    Args:
+        model: the network.
+        x: uint8 training images ``(N, C, H, W)``.
+        mean: per-channel mean in 0-1 units.
+        std: per-channel standard deviation in 0-1 units.
+        batch_size: images per batch (use the training batch size: BN statistics depend on it).
+        num_batches: how many batches to average.
+        generator: source of the random batches (default: a fresh one seeded with 0).
+
+    Returns:
+        The number of BatchNorm layers recalibrated.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in bns if m.track_running_stats]
+    if not bns:
+        return 0
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    batch_size = min(batch_size, len(x))
+    device = _device_of(model)
+    norm = _Normalizer(mean, std, device)
+    was_training = model.training
+    momenta = [m.momentum for m in bns]
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        steps = min(num_batches, max(1, len(x) // batch_size))
+        for idx in _index_stream(len(x), batch_size, steps, generator):
+            model(norm(x[idx].to(device)))
+    finally:
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(bns)
+
+
+class _Normalizer:
+    """uint8 images to normalised float32: ``x * scale + shift`` per channel, one fused pass."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+        std_t = torch.tensor(std, dtype=torch.float32, device=device)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
+        if (std_t <= 0).any():
+            raise ValueError(f"std={tuple(std)} must be > 0 in every channel")
+        self.scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1)
+        self.shift = (-mean_t / std_t).view(1, -1, 1, 1)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+
+def _index_stream(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Iterator[Tensor]:
+    """``steps`` full batches of indices, walking through one random permutation after another."""
+    perm = torch.randperm(n, generator=gen)
+    pos = 0
+    for _ in range(steps):
+        if pos + batch_size <= n:
+            yield perm[pos : pos + batch_size]
+            pos += batch_size
+        else:
+            head = perm[pos:]
+            perm = torch.randperm(n, generator=gen)
+            pos = batch_size - len(head)
+            yield torch.cat([head, perm[:pos]])
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+class _threads:
+    """Context manager: ``torch.set_num_threads(n)`` inside, the previous count after."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+        self.before = torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        if self.n is not None:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.before)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
