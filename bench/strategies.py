@@ -163,6 +163,7 @@ def metrics_at(rows: list[int], prob: Problem, ref: tuple[float, float], true_hv
         "hv": hypervolume_of_rows(uniq, lat, test, *ref) / true_hv,
         "hv_sel": hypervolume_of_rows([uniq[i] for i in seen], lat, test, *ref) / true_hv,
         "best_t": 100 * float(test[pick_t]) if pick_t is not None else math.nan,
+        "best_t_oracle": 100 * max((float(test[r]) for r in under), default=math.nan),
         "best_acc": 100 * float(test[pick]),
         "unique": len(uniq),
     }
@@ -340,6 +341,21 @@ def main(argv=None) -> int:
                 v = col(s, o, b, "best_t")
                 cells.append(f"{mean_std(v)} ({mean_std(best_t_table - np.asarray(v))})")
             print(f"| {s} | " + " | ".join(cells) + " |")
+
+    if "random" in args.strategies:
+        print("\n## Calibration (REFERENCES.md): random search\n")
+        for o in [o for o in ("soft", "hard") if o in args.objectives][:1]:
+            print(
+                "- hypervolume fraction: "
+                + ", ".join(f"{b}: {mean_std(col('random', o, b, 'hv'))}" for b in budgets)
+            )
+            regret = {
+                b: best_t_table - np.asarray(col("random", o, b, "best_t_oracle")) for b in budgets
+            }
+            print(
+                "- regret under T, best test accuracy among all found with LAT <= T: "
+                + ", ".join(f"{b}: {mean_std(regret[b])}" for b in budgets)
+            )
 
     tests = {}
     b_test = 200 if 200 in budgets else budgets[len(budgets) // 2]
