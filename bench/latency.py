@@ -60,6 +60,7 @@ def run_setup(label: str, n: int, size: int, stem_stride: int, args, seed: int) 
     p10s: list[list[float]] = []
     seconds: list[float] = []
     cvs: list[float] = []
+    exports: list[float] = []
     for p in range(args.passes):
         ev = OrtLatency(**setup, pin_cpu=args.pin_cpu)
         medians, lows = [], []
@@ -70,6 +71,7 @@ def run_setup(label: str, n: int, size: int, stem_stride: int, args, seed: int) 
             medians.append(s.median_ms)
             lows.append(s.p10_ms)
             cvs.append(s.cv)
+            exports.append(s.export_seconds)
         passes.append(medians)
         p10s.append(lows)
         print(f"   pass {p + 1}: median of medians {statistics.median(medians):.3f} ms")
@@ -80,6 +82,7 @@ def run_setup(label: str, n: int, size: int, stem_stride: int, args, seed: int) 
         f"   seconds per measurement incl. export: median {statistics.median(seconds):.2f}, "
         f"mean {statistics.mean(seconds):.2f}, max {max(seconds):.2f}"
     )
+    print(f"   of which export + session creation: median {statistics.median(exports):.2f} s")
     print(f"   latency range: {mean_medians.min():.3f} .. {mean_medians.max():.3f} ms")
     print(f"   within-measurement cv of runs: median {statistics.median(cvs):.1%}")
     print(f"   Kendall tau pass 1 vs pass 2: {kendall_tau(passes[0], passes[1]):.3f}")
