@@ -48,9 +48,7 @@ class Net(nn.Module):
         for spec in specs:
             out_chs = _make_divisible(spec.out_chs * width_mult, 8)
             for i in range(spec.repeats):
-                layers.append(
-                    _make_layer(spec, in_chs, out_chs, spec.stride if i == 0 else 1, norm)
-                )
+                layers.append(make_layer(spec, in_chs, out_chs, spec.stride if i == 0 else 1, norm))
                 in_chs = out_chs
         head_chs = _make_divisible(HEAD_CHS * max(1.0, width_mult), 8)
         layers.append(Conv2dNormActivation(in_chs, head_chs, 1, norm_layer=norm))
@@ -63,7 +61,7 @@ class Net(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def _make_layer(
+def make_layer(
     spec: BlockSpec, in_chs: int, out_chs: int, stride: int, norm: type[nn.Module]
 ) -> nn.Module:
     common = dict(

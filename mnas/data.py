@@ -138,7 +138,7 @@ def load_dataset(
     for arg, value, minimum in (
         ("train_size", train_size, 1),
         ("val_size", val_size, 0),
-        ("test_size", test_size, 1),
+        ("test_size", test_size, 0),
     ):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < minimum

@@ -33,7 +33,7 @@ from torch import nn
 from torchvision.models._utils import _make_divisible
 from torchvision.ops import Conv2dNormActivation
 
-from mnas.builder import HEAD_CHS, STEM_CHS, _make_layer
+from mnas.builder import HEAD_CHS, STEM_CHS, make_layer
 from mnas.latency.ort import (
     OrtLatency,
     describe_arch,
@@ -110,7 +110,7 @@ class LayerConfig:
             self.se_ratio,
             self.skip,
         )
-        return _make_layer(spec, self.in_chs, self.out_chs, self.stride, norm)
+        return make_layer(spec, self.in_chs, self.out_chs, self.stride, norm)
 
 
 def _fmt(x: float) -> str:

@@ -1,0 +1,222 @@
+"""Glue from a composed search config to library objects (used by scripts/search.py).
+
+This is the one place that reads a whole config: it turns each node into the plain
+arguments of the library's constructors, so that the library itself never sees one.
+It lives in the package rather than in the script so tests can call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from mnas.child import DataSpec, ModelSpec, TableEvaluator, TrainedEvaluator
+from mnas.config import data_root, plain, reward_params, target_value, train_config, validate_search
+from mnas.ppo import PPOConfig
+from mnas.search import RUN_INFO, Search
+from mnas.space import make_space
+from mnas.strategies import make_strategy
+
+log = logging.getLogger(__name__)
+
+SAVED_CONFIG = "config.yaml"
+NB201_CSV = "nasbench201/nb201_acc_latency.csv"
+
+
+def load_resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
+    """The saved config of a run, with plain ``key=value`` overrides from the command line
+    (``steps=20`` extends a search); group overrides cannot change a running search."""
+    path = Path(run_dir) / SAVED_CONFIG
+    if not path.exists():
+        raise ValueError(
+            f"resume={run_dir}: no {SAVED_CONFIG} there; is it a search run directory?"
+        )
+    cfg = OmegaConf.load(path)
+    OmegaConf.set_struct(cfg, True)
+    dotlist = [o for o in overrides if not o.startswith(("resume=", "hydra.", "+", "~"))]
+    for o in dotlist:
+        key = o.split("=", 1)[0]
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" or isinstance(
+            OmegaConf.select(cfg, key), DictConfig
+        ):
+            raise ValueError(f"resume: override {o!r} does not name a setting of the saved run")
+    cfg.merge_with(OmegaConf.from_dotlist(dotlist))
+    cfg.resume = str(run_dir)
+    return cfg
+
+
+def _latency_kwargs(cfg: DictConfig, input_size: int, in_channels: int, num_classes: int) -> dict:
+    lat, model = cfg.latency, cfg.model
+    common = dict(
+        input_size=input_size,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        width_mult=model.width_mult,
+        stem_stride=model.stem_stride,
+    )
+    if lat.kind == "macs":
+        return common
+    if lat.kind == "lut":
+        return dict(path=os.path.expanduser(lat.lut_path), **common)
+    cache = os.path.expanduser(lat.cache) if lat.cache else None
+    if cache:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+    return dict(
+        common,
+        batch_size=lat.batch_size,
+        threads=lat.threads,
+        warmup=lat.warmup,
+        min_runs=lat.min_runs,
+        max_runs=lat.max_runs,
+        rel_ci=lat.rel_ci,
+        time_cap_s=lat.time_cap_s,
+        pin_cpu=lat.pin_cpu,
+        cache_path=cache,
+    )
+
+
+def make_strategy_from(cfg: DictConfig, space):
+    s = cfg.strategy
+    if s.name in ("ppo", "reinforce"):
+        ppo = PPOConfig(
+            clip_eps=s.clip_eps,
+            epochs=s.epochs,
+            entropy_coef=s.entropy_coef,
+            max_grad_norm=s.max_grad_norm,
+            baseline_decay=s.baseline_decay,
+            normalize_advantages=s.normalize_advantages,
+        )
+        return make_strategy(
+            s.name, space, seed=cfg.seed, lr=s.lr, ppo=ppo, **plain(cfg.controller)
+        )
+    if s.name == "evolution":
+        return make_strategy(
+            s.name, space, seed=cfg.seed, population=s.population, sample_size=s.sample_size
+        )
+    return make_strategy(s.name, space, seed=cfg.seed)
+
+
+def make_executor_from(cfg: DictConfig):
+    from mnas.executors import make_executor
+
+    kwargs = {k: v for k, v in plain(cfg.executor).items() if k != "name"}
+    return make_executor(cfg.executor.name, **kwargs)
+
+
+def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None = None) -> Search:
+    """Validate ``cfg`` and assemble a :class:`Search` writing to ``run_dir``.
+
+    Raises:
+        ValueError: for any bad setting, before data is loaded or anything is timed.
+    """
+    validate_search(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / SAVED_CONFIG
+    if not saved.exists():
+        OmegaConf.save(cfg, saved)
+    alpha, beta = reward_params(cfg.reward)
+    target = target_value(cfg.reward)
+    if target is None and (run_dir / RUN_INFO).exists():
+        import json
+
+        target = json.loads((run_dir / RUN_INFO).read_text())["target_ms"]
+        log.info("resume: target T = %.4g from the run", target)
+    space = make_space(cfg.space.name)
+    strategy = make_strategy_from(cfg, space)
+    unit = "ms"
+    if cfg.evaluator.name == "tabular":
+        from mnas.nasbench201 import NB201Table, TabularEvaluator, median_reference
+
+        path = cfg.evaluator.table or (
+            os.path.join(os.environ["MNAS_DATA"], NB201_CSV)
+            if os.environ.get("MNAS_DATA")
+            else None
+        )
+        if not path or not os.path.exists(path):
+            raise ValueError(
+                f"evaluator=tabular needs the NAS-Bench-201 table: evaluator.table={path!r} "
+                "does not exist (set evaluator.table, or MNAS_DATA so that "
+                f"$MNAS_DATA/{NB201_CSV} exists)"
+            )
+        table = TabularEvaluator(
+            NB201Table(path), cfg.evaluator.dataset, cfg.evaluator.metric, cfg.evaluator.device
+        )
+        if target is None:
+            target, _ = median_reference(table.latencies, table.accuracies, table.table.connected)
+            log.info("target T = %.4g ms: median latency of connected cells", target)
+        evaluator = TableEvaluator(table)
+        run_info = {"evaluator": plain(cfg.evaluator)}
+    else:
+        from mnas.latency import make_latency_evaluator
+
+        data = DataSpec(
+            name=cfg.data.name,
+            root=data_root(cfg.data),
+            image_size=cfg.data.image_size,
+            train_size=cfg.data.train_size,
+            val_size=cfg.data.val_size,
+            test_size=0,
+            seed=cfg.data.seed,
+            download=cfg.data.download,
+        )
+        from mnas.child import get_dataset
+
+        splits = get_dataset(data)
+        model = ModelSpec(
+            num_classes=splits.num_classes,
+            in_channels=splits.in_channels,
+            width_mult=cfg.model.width_mult,
+            stem_stride=cfg.model.stem_stride,
+            dropout=cfg.model.dropout,
+            bn_momentum=cfg.model.bn_momentum,
+        )
+        latency = make_latency_evaluator(
+            cfg.latency.kind,
+            **_latency_kwargs(cfg, cfg.data.image_size, splits.in_channels, splits.num_classes),
+        )
+        unit = "MMACs" if cfg.latency.kind == "macs" else "ms"
+        if target is None:
+            baseline = space.architecture(space.baseline_tokens())
+            target = latency.measure(baseline).median_ms
+            log.info("target T = %.4g %s: MobileNetV2 at this width and input size", target, unit)
+        executor = make_executor_from(cfg)
+        evaluator = TrainedEvaluator(
+            latency,
+            executor,
+            model,
+            data,
+            train_config(cfg.trainer),
+            input_size=cfg.data.image_size,
+        )
+        run_info = {
+            "data": plain(cfg.data),
+            "model": plain(cfg.model),
+            "num_classes": splits.num_classes,
+            "in_channels": splits.in_channels,
+            "input_size": cfg.data.image_size,
+            "latency": plain(cfg.latency),
+            "trainer": plain(cfg.trainer),
+        }
+    tb = None
+    if cfg.tensorboard if tensorboard is None else tensorboard:
+        from mnas.tblog import TBLogger
+
+        tb = TBLogger(run_dir / "tb", hparams=cfg.hparams)
+    return Search(
+        run_dir,
+        space,
+        strategy,
+        evaluator,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        target_ms=target,
+        alpha=alpha,
+        beta=beta,
+        tb=tb,
+        run_info=run_info,
+        latency_unit=unit,
+    )

@@ -1,0 +1,429 @@
+"""The search loop: ask, evaluate, reward, tell, log, checkpoint.
+
+It only coordinates: the strategy proposes architectures, the evaluator scores new ones
+(already-evaluated hashes reuse their results), :mod:`mnas.reward` turns accuracy and
+latency into rewards, and the run directory receives
+
+- ``results.jsonl``: one flushed line per evaluated architecture;
+- ``pareto.json``: the non-dominated set (max accuracy, min latency), by latency;
+- ``checkpoint.pt``: strategy state and step, written atomically after every step;
+- ``run.json``: the settings needed to rebuild and retrain children;
+- ``tb/`` and ``pareto.png``.
+
+A run killed at any point resumes from its directory: the checkpoint holds the strategy
+after the last completed step, so the resumed run asks for the same architectures, and
+those already written to ``results.jsonl`` are reused instead of evaluated again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mnas.child import FAILED, OK, ChildResult, Evaluator
+from mnas.pareto import hypervolume, pareto_indices
+from mnas.reward import FAILED_REWARD, mnas_reward
+from mnas.space import Architecture, SearchSpace
+from mnas.strategies import Strategy
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+PARETO = "pareto.json"
+CHECKPOINT = "checkpoint.pt"
+RUN_INFO = "run.json"
+
+
+@dataclass
+class StepReport:
+    """What one step did (for progress bars and tests)."""
+
+    step: int
+    evaluated: int
+    reused: int
+    reward_mean: float
+    reward_max: float
+    best_reward: float
+    front_size: int
+    hypervolume: float
+    seconds: float
+    eval_seconds: float
+    diagnostics: dict = field(default_factory=dict)
+
+
+@dataclass
+class SearchSummary:
+    run_dir: Path
+    steps: int
+    evaluated: int
+    front: list[dict]
+    best: dict | None
+    seconds: float
+    eval_seconds: float
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that a reader (or a kill) never sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_results(run_dir: Path) -> list[dict]:
+    """Records of ``results.jsonl``; a torn last line (killed mid-write) is dropped."""
+    path = Path(run_dir) / RESULTS
+    if not path.exists():
+        return []
+    records, good_bytes = [], 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                records.append(json.loads(raw))
+            except json.JSONDecodeError:
+                log.warning("dropping a torn line at the end of %s", path)
+                break
+            good_bytes += len(raw)
+    if good_bytes != path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
+    return records
+
+
+def front_of(records: Sequence[dict]) -> list[dict]:
+    """The non-dominated ``ok`` records (max accuracy, min latency), by latency."""
+    ok = [r for r in records if r["status"] == OK]
+    idx = pareto_indices([(r["latency_ms"], r["accuracy"]) for r in ok])
+    return [ok[i] for i in idx]
+
+
+class Search:
+    """One search run.
+
+    Args:
+        run_dir: output directory (created; an existing checkpoint there is resumed).
+        space: the search space.
+        strategy: proposes architectures (``ask``) and learns from rewards (``tell``).
+        evaluator: scores new architectures.
+        steps: strategy updates in total (a resumed run continues up to this).
+        batch_size: architectures per step.
+        target_ms: target latency T.
+        alpha, beta: reward exponents.
+        tb: an optional :class:`mnas.tblog.TBLogger`.
+        run_info: settings stored in ``run.json`` (data, model, ...).
+        latency_unit: "ms", or "MMACs" when latency is multiply-adds.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        space: SearchSpace,
+        strategy: Strategy,
+        evaluator: Evaluator,
+        steps: int,
+        batch_size: int,
+        target_ms: float,
+        alpha: float,
+        beta: float,
+        tb=None,
+        run_info: dict | None = None,
+        latency_unit: str = "ms",
+    ) -> None:
+        if steps < 1 or batch_size < 1:
+            raise ValueError(f"steps={steps} and batch_size={batch_size} must be >= 1")
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.space = space
+        self.strategy = strategy
+        self.evaluator = evaluator
+        self.steps = steps
+        self.batch_size = batch_size
+        self.target_ms, self.alpha, self.beta = float(target_ms), float(alpha), float(beta)
+        self.tb = tb
+        self.latency_unit = latency_unit
+        self.step = 0
+        self.records: list[dict] = []
+        self.by_hash: dict[str, dict] = {}
+        self.best_reward = -math.inf
+        info = dict(run_info or {})
+        info.update(
+            space=space.name,
+            target_ms=self.target_ms,
+            alpha=self.alpha,
+            beta=self.beta,
+            steps=steps,
+            batch_size=batch_size,
+            latency_unit=latency_unit,
+        )
+        self.run_info = info
+        self._resume_if_possible()
+        write_atomic(self.run_dir / RUN_INFO, json.dumps(self.run_info, indent=2).encode())
+
+    # ---- state -------------------------------------------------------------------------
+    def _resume_if_possible(self) -> None:
+        ckpt_path = self.run_dir / CHECKPOINT
+        self.records = load_results(self.run_dir)
+        for r in self.records:
+            self.by_hash[r["hash"]] = r
+            self.best_reward = max(self.best_reward, r["reward"])
+        if not ckpt_path.exists():
+            if self.records:
+                log.info(
+                    "no checkpoint in %s: reusing %d results, strategy starts fresh",
+                    self.run_dir,
+                    len(self.records),
+                )
+            return
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        for key in ("target_ms", "alpha", "beta"):
+            if not math.isclose(ckpt[key], getattr(self, key), rel_tol=1e-9):
+                raise ValueError(
+                    f"resume: {key}={getattr(self, key)} differs from the run's {ckpt[key]}; "
+                    "a resumed search must keep its reward"
+                )
+        if ckpt["space"] != self.space.name:
+            raise ValueError(
+                f"resume: space {self.space.name!r} differs from the run's {ckpt['space']!r}"
+            )
+        self.strategy.load_state_dict(ckpt["strategy"])
+        self.step = int(ckpt["step"])
+        log.info(
+            "resumed %s at step %d with %d results", self.run_dir, self.step, len(self.records)
+        )
+
+    def _checkpoint(self) -> None:
+        state = {
+            "step": self.step,
+            "strategy": self.strategy.state_dict(),
+            "strategy_name": self.strategy.name,
+            "space": self.space.name,
+            "target_ms": self.target_ms,
+            "alpha": self.alpha,
+            "beta": self.beta,
+        }
+        tmp = self.run_dir / (CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.run_dir / CHECKPOINT)
+
+    # ---- records -----------------------------------------------------------------------
+    def reward_of(self, res: ChildResult) -> float:
+        if res.status != OK:
+            return FAILED_REWARD
+        return mnas_reward(res.accuracy, res.latency_ms, self.target_ms, self.alpha, self.beta)
+
+    def _record(self, res: ChildResult) -> dict:
+        arch = res.arch
+        rec = {
+            "step": self.step,
+            "hash": arch.hash,
+            "space": arch.space,
+            "tokens": list(arch.tokens),
+            "key": arch.key,
+            "blocks": list(arch.blocks),
+            "accuracy": _finite_or_none(res.accuracy),
+            "latency_ms": _finite_or_none(res.latency_ms),
+            "latency": res.latency,
+            "params": res.params,
+            "macs": res.macs,
+            "reward": self.reward_of(res),
+            "target_ms": self.target_ms,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "seconds": round(res.train_seconds + res.latency_seconds, 4),
+            "train_seconds": round(res.train_seconds, 4),
+            "latency_seconds": round(res.latency_seconds, 4),
+            "status": res.status,
+            "reason": res.reason,
+            **res.extra,
+        }
+        return rec
+
+    def _append(self, rec: dict) -> None:
+        with open(self.run_dir / RESULTS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.append(rec)
+        self.by_hash[rec["hash"]] = rec
+        self.best_reward = max(self.best_reward, rec["reward"])
+
+    def front(self) -> list[dict]:
+        return front_of(self.records)
+
+    def hypervolume(self) -> float:
+        """Dominated area with the reference at (2T, accuracy 0): a fixed corner per run."""
+        pts = [(r["latency_ms"], r["accuracy"]) for r in self.records if r["status"] == OK]
+        return hypervolume(pts, 2 * self.target_ms, 0.0)
+
+    def _write_front(self) -> list[dict]:
+        front = self.front()
+        doc = {
+            "target_ms": self.target_ms,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "latency_unit": self.latency_unit,
+            "points": front,
+        }
+        write_atomic(self.run_dir / PARETO, json.dumps(doc, indent=1).encode())
+        return front
+
+    # ---- the loop ----------------------------------------------------------------------
+    def run_step(self, on_child: Callable[[dict], None] | None = None) -> StepReport:
+        start = time.perf_counter()
+        archs = self.strategy.ask(self.batch_size)
+        new: list[Architecture] = []
+        seen: set[str] = set()
+        for a in archs:
+            if a.hash not in self.by_hash and a.hash not in seen:
+                new.append(a)
+                seen.add(a.hash)
+
+        def on_result(res: ChildResult) -> None:
+            rec = self._record(res)
+            self._append(rec)
+            if on_child is not None:
+                on_child(rec)
+
+        t0 = time.perf_counter()
+        self.evaluator.evaluate(new, on_result)
+        eval_seconds = time.perf_counter() - t0
+        rewards = [self.by_hash[a.hash]["reward"] for a in archs]
+        diag = self.strategy.tell(archs, rewards)
+        self.step += 1
+        front = self._write_front()
+        self._checkpoint()
+        report = StepReport(
+            step=self.step,
+            evaluated=len(new),
+            reused=len(archs) - len(new),
+            reward_mean=sum(rewards) / len(rewards),
+            reward_max=max(rewards),
+            best_reward=self.best_reward,
+            front_size=len(front),
+            hypervolume=self.hypervolume(),
+            seconds=time.perf_counter() - start,
+            eval_seconds=eval_seconds,
+            diagnostics=diag,
+        )
+        if self.tb is not None:
+            self._log_tb(report, archs, front)
+        return report
+
+    def run(
+        self,
+        on_child: Callable[[dict], None] | None = None,
+        on_step: Callable[[StepReport], None] | None = None,
+    ) -> SearchSummary:
+        start = time.perf_counter()
+        eval_seconds = 0.0
+        steps_done = 0
+        while self.step < self.steps:
+            report = self.run_step(on_child)
+            eval_seconds += report.eval_seconds
+            steps_done += 1
+            if on_step is not None:
+                on_step(report)
+        front = self._write_front()
+        ok = [r for r in self.records if r["status"] == OK]
+        best = max(ok, key=lambda r: r["reward"]) if ok else None
+        if self.tb is not None:
+            self.tb.flush()
+        return SearchSummary(
+            self.run_dir,
+            self.step,
+            len(self.records),
+            front,
+            best,
+            time.perf_counter() - start,
+            eval_seconds,
+        )
+
+    def _log_tb(self, report: StepReport, archs: Sequence[Architecture], front: list[dict]) -> None:
+        tb, step = self.tb, self.step
+        batch = [self.by_hash[a.hash] for a in archs]
+        ok = [r for r in batch if r["status"] == OK]
+        # records evaluated in this step (not reused from earlier ones), once each
+        fresh = list({r["hash"]: r for r in batch if r["step"] == step - 1}.values())
+        tb.scalars(
+            step,
+            {
+                "reward/mean": report.reward_mean,
+                "reward/max": report.reward_max,
+                "reward/best": report.best_reward,
+                "child/accuracy_mean": _mean([r["accuracy"] for r in ok]),
+                "child/latency_mean": _mean([r["latency_ms"] for r in ok]),
+                "child/failed": sum(r["status"] != OK for r in batch),
+                "child/reused": report.reused,
+                "child/seconds_mean": _mean([r["seconds"] for r in fresh]),
+                "pareto/front_size": report.front_size,
+                "pareto/hypervolume": report.hypervolume,
+                "search/evaluated": len(self.records),
+                "search/step_seconds": report.seconds,
+            },
+        )
+        tb.scalars(step, report.diagnostics, prefix="controller/")
+        from mnas.tblog import pareto_figure
+
+        pts = [(r["latency_ms"], r["accuracy"]) for r in self.records if r["status"] == OK]
+        fig = pareto_figure(
+            pts,
+            [(r["latency_ms"], r["accuracy"]) for r in front],
+            self.target_ms,
+            unit=self.latency_unit,
+        )
+        tb.figure("pareto", fig, step)
+        fig.savefig(self.run_dir / "pareto.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        for rec in fresh:
+            self._log_session(rec)
+        best = sorted((r for r in self.records if r["status"] == OK), key=lambda r: -r["reward"])
+        tb.text("best_architectures", front_markdown(best[:5], self.latency_unit), step)
+
+    def _log_session(self, rec: dict) -> None:
+        hparams = {}
+        for d, t in zip(self.space.decisions, rec["tokens"], strict=False):
+            hparams[f"b{d.block}_{d.name}"] = d.choices[t]
+        self.tb.arch_session(
+            rec["hash"],
+            hparams,
+            {
+                "accuracy": rec["accuracy"] if rec["accuracy"] is not None else math.nan,
+                "latency_ms": rec["latency_ms"] if rec["latency_ms"] is not None else math.nan,
+                "reward": rec["reward"],
+                "params": float(rec["params"]),
+            },
+        )
+
+
+def front_markdown(records: Sequence[dict], unit: str = "ms") -> str:
+    lines = [f"| accuracy | latency ({unit}) | reward | params | blocks |", "|---|---|---|---|---|"]
+    for r in records:
+        lines.append(
+            f"| {100 * r['accuracy']:.2f}% | {r['latency_ms']:.3f} | {r['reward']:.4f} | "
+            f"{r['params']:,} | {' '.join(r['blocks'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _mean(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+__all__ = ["FAILED", "Search", "SearchSummary", "StepReport", "front_of", "load_results"]

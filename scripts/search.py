@@ -1,0 +1,117 @@
+"""Run an architecture search: ``python scripts/search.py [overrides]``.
+
+Examples::
+
+    python scripts/search.py                                   # digits, PPO, soft reward
+    python scripts/search.py experiment=fashion_mnist_proxy    # needs MNAS_DATA
+    python scripts/search.py reward=hard reward.target_ms=2.5
+    python scripts/search.py -m reward.target_ms=1.5,2,3       # a target sweep
+    python scripts/search.py resume=outputs/search/<run>       # continue a run
+
+Returns the best reward (so that Hydra sweepers can optimise it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from mnas.config import register_configs
+from mnas.runner import build_search, load_resume_config
+
+register_configs()
+# A resumed run writes into its own directory instead of a new one.
+OmegaConf.register_new_resolver(
+    "run_dir_or", lambda resume, default: resume or default, replace=True
+)
+log = logging.getLogger("mnas.search")
+
+
+def print_table(summary, unit: str) -> None:
+    rows = summary.front
+    print()
+    print(f"Pareto front: {len(rows)} architectures (max accuracy, min latency)")
+    header = (
+        f"{'#':>3} {'acc %':>7} {'lat ' + unit:>11} {'reward':>8} {'params':>10} {'MACs':>12}"
+        "  blocks"
+    )
+    print(header)
+    print("-" * len(header))
+    for i, r in enumerate(rows):
+        print(
+            f"{i:>3} {100 * r['accuracy']:>7.2f} {r['latency_ms']:>11.4f} {r['reward']:>8.4f} "
+            f"{r['params']:>10,} {r['macs']:>12,}  {' '.join(r['blocks'])}"
+        )
+    print()
+
+
+@hydra.main(config_path="../conf", config_name="search", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        if cfg.resume:
+            run_dir = Path(cfg.resume)
+            cfg = load_resume_config(run_dir, list(HydraConfig.get().overrides.task))
+        search = build_search(cfg, run_dir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+    total = search.steps * search.batch_size
+    bar = tqdm(
+        total=total,
+        initial=search.step * search.batch_size,
+        unit="arch",
+        desc="search",
+        dynamic_ncols=True,
+    )
+    evaluated = {"n": 0, "seconds": 0.0}
+
+    def on_child(rec: dict) -> None:
+        evaluated["n"] += 1
+        evaluated["seconds"] += rec["seconds"]
+
+    def on_step(report) -> None:
+        bar.update(search.batch_size)
+        per = evaluated["seconds"] / max(1, evaluated["n"])
+        bar.set_postfix(
+            best=f"{report.best_reward:.4f}",
+            front=report.front_size,
+            s_per_arch=f"{per:.1f}",
+            reused=report.reused,
+        )
+
+    try:
+        summary = search.run(on_child=on_child, on_step=on_step)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted; resume with: python scripts/search.py resume={run_dir}")
+        sys.exit(130)
+    finally:
+        search.evaluator.close()
+        if search.tb is not None:
+            search.tb.close()
+    bar.close()
+    unit = search.latency_unit
+    print_table(summary, unit)
+    n = max(1, evaluated["n"])
+    print(
+        f"evaluated {summary.evaluated} architectures in {summary.steps} steps "
+        f"({evaluated['seconds'] / n:.1f} s per architecture this session; "
+        f"target T = {search.target_ms:.4g} {unit})"
+    )
+    print(f"run directory: {run_dir}")
+    print(f"tensorboard:   tensorboard --logdir {run_dir / 'tb'}")
+    best = summary.best["reward"] if summary.best else -math.inf
+    return best
+
+
+if __name__ == "__main__":
+    main()
