@@ -148,12 +148,18 @@ class TrainOutcome:
 
 def train_child(task: TrainTask) -> TrainOutcome:
     """Build, train and score one child; failures come back as a status, never raised."""
+    import torch
+
     from mnas.builder import model_stats
     from mnas.train import train_and_evaluate
 
     start = time.perf_counter()
     try:
-        model = task.model.build(task.arch)
+        # Initial weights from the task alone, not from whatever this process drew before,
+        # so that a child trains the same in any executor and any worker.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(task.train.seed ^ int(task.arch.hash[:8], 16))
+            model = task.model.build(task.arch)
         stats = model_stats(model, task.input_size, task.model.in_channels)
         result = train_and_evaluate(model, get_dataset(task.data), task.train, eval_split="val")
     except Exception as e:  # a child that cannot be built or trained must not stop the search
