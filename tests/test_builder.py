@@ -9,7 +9,7 @@ import torchvision
 from mnas.builder import build_model, count_macs, count_params, model_stats
 from mnas.space import MnasSpace, reference
 
-torch.set_num_threads(2)
+
 
 
 def test_mnasnet_b1_matches_torchvision_mnasnet1_0_exactly():

@@ -1,0 +1,18 @@
+"""Shared test set-up: one torch thread (tiny models run fastest that way on 2 shared cores)."""
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+DATA = os.environ.get("MNAS_DATA")
+
+
+@pytest.fixture
+def mnas_data():
+    """Path of ../shared/datasets (from MNAS_DATA); skips the test when absent."""
+    if not DATA or not os.path.isdir(DATA):
+        pytest.skip("MNAS_DATA is not set or missing (../shared/datasets)")
+    return DATA
