@@ -1,0 +1,166 @@
+"""Executors (issue 6): pool and Ray match serial, crashed workers, Ray missing."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mnas.config import register_configs
+from mnas.executors import PoolExecutor, TaskError, make_executor
+from mnas.runner import build_search
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+TINY = [
+    "steps=2",
+    "batch_size=2",
+    "data.image_size=8",
+    "model.width_mult=0.25",
+    "trainer.epochs=0.2",
+    "latency=macs",
+    "tensorboard=false",
+]
+
+
+def compose_search(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="search", overrides=[*TINY, *overrides])
+
+
+def run_search(tmp_path: Path, name: str, *overrides: str) -> dict[str, dict]:
+    search = build_search(compose_search(*overrides), tmp_path / name)
+    try:
+        search.run()
+    finally:
+        search.evaluator.close()
+    lines = (tmp_path / name / "results.jsonl").read_text().splitlines()
+    return {r["hash"]: r for r in map(json.loads, lines)}
+
+
+def same_results(a: dict[str, dict], b: dict[str, dict]) -> None:
+    assert a.keys() == b.keys() and len(a) >= 2
+    for h in a:
+        for key in ("step", "accuracy", "latency_ms", "params", "macs", "status", "reward"):
+            assert a[h][key] == b[h][key], (h, key)
+
+
+@pytest.fixture(scope="module")
+def serial_results(tmp_path_factory) -> dict[str, dict]:
+    return run_search(tmp_path_factory.mktemp("serial"), "serial", "executor=serial")
+
+
+def test_pool_matches_serial(tmp_path, serial_results):
+    pool = run_search(tmp_path, "pool", "executor=pool", "executor.workers=2")
+    same_results(serial_results, pool)
+    assert all(r["status"] == "ok" for r in pool.values())
+
+
+def test_ray_matches_serial(tmp_path, serial_results):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        results = run_search(tmp_path, "ray", "executor=ray", "executor.workers=2")
+    finally:
+        ray.shutdown()
+    same_results(serial_results, results)
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def die_once(args: tuple[str, int]) -> int:
+    """Kill this worker on the first attempt at a task (a marker file remembers it)."""
+    marker, x = args
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        os.kill(os.getpid(), 9)
+    return x * x
+
+
+def die_always(x: int) -> int:
+    os._exit(3)
+
+
+def raise_error(x: int) -> int:
+    raise RuntimeError(f"bad task {x}")
+
+
+def collect(executor, fn, tasks) -> dict[int, object]:
+    out: dict[int, object] = {}
+    executor.map(fn, tasks, out.__setitem__)
+    return out
+
+
+def test_pool_retries_a_killed_worker_and_keeps_the_others(tmp_path):
+    pool = PoolExecutor(workers=2, threads_per_worker=1, retries=1)
+    try:
+        tasks = [(str(tmp_path / f"m{k}"), k) for k in range(4)]
+        tasks[1] = (str(tmp_path / "dies"), 1)
+        for k in (0, 2, 3):
+            Path(tasks[k][0]).touch()  # only task 1 kills its worker
+        assert collect(pool, die_once, tasks) == {0: 0, 1: 1, 2: 4, 3: 9}
+        assert (tmp_path / "dies").exists()
+        # the pool is whole again afterwards
+        assert collect(pool, square, [5, 6, 7]) == {0: 25, 1: 36, 2: 49}
+    finally:
+        pool.close()
+
+
+def test_pool_records_a_task_that_always_kills_its_worker():
+    pool = PoolExecutor(workers=2, threads_per_worker=1, retries=1)
+    try:
+        out = collect(pool, die_always, [1])
+        assert list(out) == [0]
+        rec = out[0]
+        assert rec.status == "failed" and math.isnan(rec.accuracy)
+        assert rec.reason == "worker crashed: exit code 3 (2 attempts)"
+        out = collect(make_executor("pool", workers=1, retries=0), die_always, [1])
+        assert out[0].reason == "worker crashed: exit code 3 (1 attempt)"
+    finally:
+        pool.close()
+
+
+def test_pool_propagates_an_exception_of_the_function():
+    pool = PoolExecutor(workers=2, threads_per_worker=1)
+    try:
+        with pytest.raises(TaskError, match=r"bad task [12]"):
+            collect(pool, raise_error, [1, 2])
+        assert collect(pool, square, [3]) == {0: 9}
+    finally:
+        pool.close()
+
+
+def test_ray_retries_a_killed_worker_then_records_it(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        ex = make_executor("ray", workers=2, retries=1)
+        marker = str(tmp_path / "dies")
+        assert collect(ex, die_once, [(marker, 3)]) == {0: 9}
+        rec = collect(ex, die_always, [1])[0]
+        assert rec.status == "failed" and rec.reason.startswith("worker crashed: ")
+        assert rec.reason.endswith("(2 attempts)")
+        ex.close()
+    finally:
+        ray.shutdown()
+
+
+def test_ray_missing_is_a_clear_config_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if absent
+    with pytest.raises(ValueError, match=r'pip install "mnas\[ray\]"'):
+        make_executor("ray")
+    with pytest.raises(ValueError, match=r'pip install "mnas\[ray\]"'):
+        build_search(compose_search("executor=ray"), tmp_path / "run")
+
+
+@pytest.mark.parametrize("kwargs", [{"workers": 0}, {"threads_per_worker": 0}, {"retries": -1}])
+def test_pool_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        make_executor("pool", **kwargs)
