@@ -135,7 +135,7 @@ def transfer_model(
     if imagenet_weights is not None:
         try:
             model.load_state_dict(imagenet_weights)
-        except RuntimeError as e:
+        except (RuntimeError, ValueError, KeyError) as e:
             raise PretrainedWeightsError(
                 f"the weights do not fit torchvision's mnasnet1_0 (1000 classes): {e}"
             ) from e

@@ -87,11 +87,11 @@ def format_table(m: dict) -> str:
 def run(cfg: DictConfig) -> float:
     """Compose-independent body: validate, load, train, measure, write; returns test accuracy."""
     validate(cfg)
+    # Before any data is loaded: missing weights must fail at once.
+    weights = imagenet_state_dict(cfg.weights_path) if cfg.pretrained else None
     config = train_config(cfg.trainer)
     latency = latency_settings(plain(cfg.latency))
     out = output_dir(cfg)
-    # Before any data is loaded: a missing weights file must fail at once.
-    weights = imagenet_state_dict(cfg.weights_path) if cfg.pretrained else None
     d = cfg.data
     data = load_dataset(
         d.name,
