@@ -77,9 +77,10 @@ def main(cfg: DictConfig) -> float:
     def on_child(rec: dict) -> None:
         evaluated["n"] += 1
         evaluated["seconds"] += rec["seconds"]
+        bar.update(1)
 
     def on_step(report) -> None:
-        bar.update(search.batch_size)
+        bar.update(report.reused)  # samples answered from earlier results
         per = evaluated["seconds"] / max(1, evaluated["n"])
         bar.set_postfix(
             best=f"{report.best_reward:.4f}",
