@@ -139,7 +139,9 @@ def test_pool_propagates_an_exception_of_the_function():
 
 def test_ray_retries_a_killed_worker_then_records_it(tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False)
+    # Ray workers import the task functions of this module by name.
+    here = {"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}}
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=here)
     try:
         ex = make_executor("ray", workers=2, retries=1)
         marker = str(tmp_path / "dies")
