@@ -188,7 +188,8 @@ class TrainedEvaluator:
         executor: runs :func:`train_child` over tasks (see :mod:`mnas.executors`).
         model: builder arguments.
         data: dataset to load in each worker.
-        train: a :class:`mnas.train.TrainConfig`; its seed is offset per child by ``seed``.
+        train: a :class:`mnas.train.TrainConfig`; a child's initial weights are seeded by
+            its seed XOR the architecture hash, so any process builds the same network.
         input_size: image size (for MACs).
     """
 

@@ -109,8 +109,8 @@ class ControllerConf:
 @dataclass
 class ExecutorConf:
     name: str = "serial"  # serial | pool | ray
-    workers: int | None = None  # pool/ray: parallel trainers (None: one per 2 cores, >= 1)
-    threads_per_worker: int | None = None  # torch threads per trainer (None: cores / workers)
+    workers: int | None = None  # pool: processes (None: one per core); ray: None = CPUs/threads
+    threads_per_worker: int | None = None  # torch threads per trainer (pool: cores/workers; ray: 1)
     address: str | None = None  # ray: cluster address (auto: a running cluster), None: local
     retries: int = 1  # a crashed worker's architecture is retried this often, then failed
 

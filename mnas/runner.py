@@ -151,56 +151,13 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
         evaluator = TableEvaluator(table)
         run_info = {"evaluator": plain(cfg.evaluator)}
     else:
-        from mnas.latency import make_latency_evaluator
-
-        data = DataSpec(
-            name=cfg.data.name,
-            root=data_root(cfg.data),
-            image_size=cfg.data.image_size,
-            train_size=cfg.data.train_size,
-            val_size=cfg.data.val_size,
-            test_size=0,
-            seed=cfg.data.seed,
-            download=cfg.data.download,
-        )
-        from mnas.child import get_dataset
-
-        splits = get_dataset(data)
-        model = ModelSpec(
-            num_classes=splits.num_classes,
-            in_channels=splits.in_channels,
-            width_mult=cfg.model.width_mult,
-            stem_stride=cfg.model.stem_stride,
-            dropout=cfg.model.dropout,
-            bn_momentum=cfg.model.bn_momentum,
-        )
-        latency = make_latency_evaluator(
-            cfg.latency.kind,
-            **_latency_kwargs(cfg, cfg.data.image_size, splits.in_channels, splits.num_classes),
-        )
-        unit = "MMACs" if cfg.latency.kind == "macs" else "ms"
-        if target is None:
-            baseline = space.architecture(space.baseline_tokens())
-            target = latency.measure(baseline).median_ms
-            log.info("target T = %.4g %s: MobileNetV2 at this width and input size", target, unit)
+        # Built first: a missing optional dependency (Ray) is a config error before any work.
         executor = make_executor_from(cfg)
-        evaluator = TrainedEvaluator(
-            latency,
-            executor,
-            model,
-            data,
-            train_config(cfg.trainer),
-            input_size=cfg.data.image_size,
-        )
-        run_info = {
-            "data": plain(cfg.data),
-            "model": plain(cfg.model),
-            "num_classes": splits.num_classes,
-            "in_channels": splits.in_channels,
-            "input_size": cfg.data.image_size,
-            "latency": plain(cfg.latency),
-            "trainer": plain(cfg.trainer),
-        }
+        try:
+            evaluator, run_info, target, unit = _trained_parts(cfg, space, executor, target)
+        except BaseException:
+            executor.close()
+            raise
     tb = None
     if cfg.tensorboard if tensorboard is None else tensorboard:
         from mnas.tblog import TBLogger
@@ -220,3 +177,51 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
         run_info=run_info,
         latency_unit=unit,
     )
+
+
+def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
+    """Evaluator, run info, target and unit of a search that trains its children."""
+    from mnas.child import get_dataset
+    from mnas.latency import make_latency_evaluator
+
+    data = DataSpec(
+        name=cfg.data.name,
+        root=data_root(cfg.data),
+        image_size=cfg.data.image_size,
+        train_size=cfg.data.train_size,
+        val_size=cfg.data.val_size,
+        test_size=0,
+        seed=cfg.data.seed,
+        download=cfg.data.download,
+    )
+    splits = get_dataset(data)
+    model = ModelSpec(
+        num_classes=splits.num_classes,
+        in_channels=splits.in_channels,
+        width_mult=cfg.model.width_mult,
+        stem_stride=cfg.model.stem_stride,
+        dropout=cfg.model.dropout,
+        bn_momentum=cfg.model.bn_momentum,
+    )
+    latency = make_latency_evaluator(
+        cfg.latency.kind,
+        **_latency_kwargs(cfg, cfg.data.image_size, splits.in_channels, splits.num_classes),
+    )
+    unit = "MMACs" if cfg.latency.kind == "macs" else "ms"
+    if target is None:
+        baseline = space.architecture(space.baseline_tokens())
+        target = latency.measure(baseline).median_ms
+        log.info("target T = %.4g %s: MobileNetV2 at this width and input size", target, unit)
+    evaluator = TrainedEvaluator(
+        latency, executor, model, data, train_config(cfg.trainer), input_size=cfg.data.image_size
+    )
+    run_info = {
+        "data": plain(cfg.data),
+        "model": plain(cfg.model),
+        "num_classes": splits.num_classes,
+        "in_channels": splits.in_channels,
+        "input_size": cfg.data.image_size,
+        "latency": plain(cfg.latency),
+        "trainer": plain(cfg.trainer),
+    }
+    return evaluator, run_info, target, unit
