@@ -586,7 +586,7 @@ def retrain(
         "image_size": data.image_size,
         "train_images": len(data.train_y),
         "test_images": len(data.test_y),
-        **{k: v for k, v in kwargs.items()},
+        **kwargs,
         "trainer": asdict(config),
     }
     checkpoint = {"arch": choice.arch.to_dict(), "build_kwargs": kwargs}
@@ -617,7 +617,7 @@ def load_checkpoint(path: str | os.PathLike) -> nn.Module:
 
 def comparison_table(rows: Sequence[dict]) -> str:
     """A plain-text table of retrained models: accuracy and latency side by side."""
-    header = ("model", "source", "hash", "params", "MMACs", "search acc", "test acc", "ORT ms")
+    header = ("model", "source", "hash", "params", "MMACs", "proxy val acc", "test acc", "ORT ms")
     lines = [header]
     for r in sorted(rows, key=lambda r: r["latency_ms"]):
         search = r.get("search_accuracy")

@@ -121,7 +121,7 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> float:
         progress = EpochProgress(
             len(data.train_y),
             config.batch_size,
-            lambda n, desc: tqdm(total=n, desc=desc, unit="step", leave=False),
+            lambda n, desc: tqdm(total=n, desc=desc, unit="step", leave=len(choices) == 1),
         )
         progress.prefix = f"[{i}/{len(choices)}] {choice.label} " if len(choices) > 1 else ""
         folder = out / f"{choice.label}_{choice.arch.hash[:8]}" if len(choices) > 1 else out
