@@ -10,8 +10,6 @@ from mnas.builder import build_model, count_macs, count_params, model_stats
 from mnas.space import MnasSpace, reference
 
 
-
-
 def test_mnasnet_b1_matches_torchvision_mnasnet1_0_exactly():
     ours = count_params(build_model(reference("mnasnet_b1")))
     theirs = count_params(torchvision.models.mnasnet1_0())
@@ -50,8 +48,13 @@ def test_thousand_sampled_architectures_build_and_run_at_32px(in_channels):
     assert len({a.hash for a in archs}) == 1000
     x = torch.randn(2, in_channels, 32, 32)
     for i, arch in enumerate(archs):
-        model = build_model(arch, num_classes=10, in_channels=in_channels, stem_stride=1,
-                            width_mult=0.25 if i % 2 else 0.35)
+        model = build_model(
+            arch,
+            num_classes=10,
+            in_channels=in_channels,
+            stem_stride=1,
+            width_mult=0.25 if i % 2 else 0.35,
+        )
         model.eval()
         with torch.no_grad():
             out = model(x)
@@ -60,14 +63,21 @@ def test_thousand_sampled_architectures_build_and_run_at_32px(in_channels):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_sampled_architecture_trains_a_gradient_into_every_parameter(seed):
+    torch.manual_seed(seed)
     arch = MnasSpace().sample(random.Random(seed))
     model = build_model(arch, num_classes=10, in_channels=1, stem_stride=1, width_mult=0.5)
-    out = model(torch.randn(4, 1, 28, 28))
+    out = model(torch.randn(8, 1, 28, 28))
     out.logsumexp(1).sum().backward()
     assert torch.isfinite(out).all()
+    zero = []
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
+        if p.grad.abs().sum() == 0:
+            zero.append(name)
+    # Every parameter is wired into the loss (grad is not None). A gradient can still be
+    # exactly zero at initialisation in one place: a narrow SE squeeze (width 2 here) whose
+    # ReLUs are all off for the batch, which zeroes both of that SE's convolutions.
+    assert all(".fc1." in n or ".fc2." in n for n in zero), zero
 
 
 def test_skip_ops_change_the_network():

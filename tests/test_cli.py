@@ -29,7 +29,8 @@ def test_describe_block_strings_small_input(capsys):
 def test_describe_bad_arch_is_a_clear_error():
     out = subprocess.run(
         [sys.executable, "-m", "mnas", "describe", "ir_r2_k3_s2_c24"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2
     assert "needs an expansion" in out.stderr

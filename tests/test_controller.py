@@ -97,7 +97,7 @@ def test_evolution_mutates_one_decision_of_a_tournament_winner():
     archs = evo.ask(4)
     evo.tell(archs, [0.1, 0.2, 0.9, 0.3])
     child = evo.ask(1)[0]
-    diffs = [min(sum(x != y for x, y in zip(child.tokens, a.tokens)) for a in archs)]
+    diffs = [min(sum(x != y for x, y in zip(child.tokens, a.tokens, strict=True)) for a in archs)]
     assert diffs == [1]
 
 

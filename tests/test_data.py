@@ -83,7 +83,7 @@ def test_channel_stats_match_float_computation():
         ({"name": "mnist"}, "'mnist'.*digits, fashion_mnist, cifar10, imagefolder"),
         ({"name": "digits", "train_size": 0}, "train_size=0"),
         ({"name": "digits", "val_size": -1}, "val_size=-1"),
-        ({"name": "digits", "test_size": 0}, "test_size=0"),
+        ({"name": "digits", "test_size": -1}, "test_size=-1"),
         ({"name": "digits", "image_size": 0}, "image_size=0"),
         ({"name": "digits", "train_size": 2.5}, "train_size=2.5"),
         ({"name": "digits", "train_size": 1400}, "train_size=1400.*at most 1150"),

@@ -41,8 +41,9 @@ def test_decode_first_block_of_known_tokens():
     # block 1: mbconv3, k5, se .25, pool skip, x1.25 filters, +1 layer
     tokens = [2, 1, 1, 2, 2, 2] + [0] * 36
     spec = space.decode(tokens)[0]
-    assert spec == BlockSpec("ir", repeats=2, kernel=5, stride=1, out_chs=24, exp_ratio=3,
-                             se_ratio=0.25, skip="pool")
+    assert spec == BlockSpec(
+        "ir", repeats=2, kernel=5, stride=1, out_chs=24, exp_ratio=3, se_ratio=0.25, skip="pool"
+    )
     assert spec.to_string() == "ir_r2_k5_s1_e3_c24_se0.25_pool"
     # layers never drop below one
     assert space.decode([0] * 42)[0].repeats == 1
@@ -84,7 +85,9 @@ def test_hash_is_stable_across_processes():
     )
     out = subprocess.run(
         [sys.executable, "-c", code, json.dumps(arch.to_dict())],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
         env={"PYTHONHASHSEED": "123", "PATH": ""},
     )
     assert out.stdout.strip() == arch.hash
