@@ -197,6 +197,22 @@ def data_root(cfg: DictConfig) -> str | None:
     return os.path.expanduser(root) if root else None
 
 
+def load_data(cfg: DictConfig):
+    """Load the dataset a ``data`` node describes (:func:`mnas.data.load_dataset`)."""
+    from mnas.data import load_dataset
+
+    return load_dataset(
+        cfg.name,
+        root=data_root(cfg),
+        image_size=cfg.image_size,
+        train_size=cfg.train_size,
+        val_size=cfg.val_size,
+        test_size=cfg.test_size,
+        seed=cfg.seed,
+        download=cfg.download,
+    )
+
+
 def validate_search(cfg: DictConfig) -> None:
     """Every check that can run before any work; raises ValueError naming the key."""
     from mnas.ppo import PPOConfig

@@ -22,8 +22,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnas.config import data_root, plain, train_config  # noqa: E402
-from mnas.data import load_dataset  # noqa: E402
+from mnas.config import load_data, plain, train_config  # noqa: E402
 from mnas.retrain import (  # noqa: E402
     ArchChoice,
     EpochProgress,
@@ -103,17 +102,7 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> float:
     config = train_config(cfg.trainer)
     latency = latency_settings(plain(cfg.latency))
     out = output_dir(cfg)
-    d = cfg.data
-    data = load_dataset(
-        d.name,
-        data_root(d),
-        d.image_size,
-        d.train_size,
-        d.val_size,
-        d.test_size,
-        d.seed,
-        d.download,
-    )
+    data = load_data(cfg.data)
     build_kwargs = plain(cfg.model)
     log.info("retraining %d architecture(s) on %s into %s", len(choices), data.name, out)
     rows = []

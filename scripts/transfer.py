@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnas.config import data_root, plain, train_config  # noqa: E402
-from mnas.data import load_dataset  # noqa: E402
+from mnas.config import load_data, plain, train_config  # noqa: E402
 from mnas.retrain import EpochProgress, export_settings, finalize, latency_settings  # noqa: E402
 from mnas.transfer import (  # noqa: E402
     TORCHVISION_BN_MOMENTUM,
@@ -92,17 +91,7 @@ def run(cfg: DictConfig) -> float:
     config = train_config(cfg.trainer)
     latency = latency_settings(plain(cfg.latency))
     out = output_dir(cfg)
-    d = cfg.data
-    data = load_dataset(
-        d.name,
-        data_root(d),
-        d.image_size,
-        d.train_size,
-        d.val_size,
-        d.test_size,
-        d.seed,
-        d.download,
-    )
+    data = load_data(cfg.data)
     model = transfer_model(data.in_channels, data.num_classes, weights, cfg.bn_momentum)
     model = model.to(cfg.device)
     progress = EpochProgress(
