@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: search test lint format bench clean
 
-# (Re)install when pyproject.toml changes.
+# (Re)install when pyproject.toml changes. Ray is installed too so that the Ray executor
+# tests run here and in CI instead of skipping.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 search: $(STAMP)

@@ -70,8 +70,9 @@ class LatencyConf:
     min_runs: int = 15  # at least this many timed runs
     max_runs: int = 300  # at most this many timed runs
     rel_ci: float = 0.01  # stop when the median's 95% CI half-width is below this fraction
-    time_cap_s: float = 1.0  # or when this many seconds of timing have passed
+    time_cap_s: float = 0.6  # or when this many seconds of timing have passed
     pin_cpu: int | None = None  # pin timing to this CPU (Linux), None: no pinning
+    reference: bool = True  # interleave a reference network and correct the machine's drift
     cache: str | None = "~/.cache/mnas/latency.sqlite"  # persistent cache (None: off)
     lut_path: str | None = None  # table built by scripts/latency_table.py (kind=lut)
 

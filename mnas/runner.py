@@ -74,6 +74,7 @@ def _latency_kwargs(cfg: DictConfig, input_size: int, in_channels: int, num_clas
         rel_ci=lat.rel_ci,
         time_cap_s=lat.time_cap_s,
         pin_cpu=lat.pin_cpu,
+        reference=lat.reference,
         cache_path=cache,
     )
 

@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pin-cpu", type=int, help="pin timing to this CPU (Linux)")
     p.add_argument("--time-cap", type=float, default=0.5, help="seconds of timed runs per layer")
     p.add_argument("--max-runs", type=int, default=200, help="timed runs per layer, at most")
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="raw timings, without the reference network's drift correction (the search's "
+        "latency.reference=true default uses it, so keep both the same)",
+    )
     p.add_argument("--dry-run", action="store_true", help="count the configurations and stop")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         pin_cpu=args.pin_cpu,
         time_cap_s=args.time_cap,
         max_runs=args.max_runs,
+        reference=not args.no_reference,
     )
     rng = random.Random(args.seed)
     calibration = [space.sample(rng) for _ in range(args.calibration)]
@@ -73,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     cal = table["calibration"]
     print(
         f"wrote {args.out}: {len(table['entries'])} layers, call overhead "
-        f"{table['overhead_ms']:.4f} ms, calibration {cal['intercept_ms']:.3f} ms + "
+        f"{table['overhead_ms']:.4f} ms, calibration ({cal['kind']}) "
+        f"{cal['intercept_ms']:.3f} ms + "
         f"{cal['slope']:.3f} x sum (in-sample MAPE {cal['mape_percent']:.1f}% on "
         f"{len(calibration)} networks), {table['build_seconds']:.0f} s"
     )

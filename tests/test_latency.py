@@ -41,7 +41,7 @@ from mnas.latency import (
     stats_from_samples,
 )
 from mnas.latency.lut import fit_calibration, mape
-from mnas.latency.ort import time_session
+from mnas.latency.ort import time_runs, time_session
 from mnas.space import Architecture, MnasSpace, parse_blocks, reference
 
 FAST = dict(warmup=1, min_runs=5, max_runs=20, rel_ci=0.05, time_cap_s=0.3)
@@ -128,6 +128,65 @@ def test_adaptive_stop_bounds(tiny_session):
     assert len(time_session(tiny_session, shape, capped)) == 5
     with pytest.raises(ValueError):
         TimingPlan(min_runs=10, max_runs=5)
+
+
+def test_reference_runs_alternate_in_blocks_each_after_an_untimed_call():
+    calls = []
+    plan = TimingPlan(warmup=2, min_runs=16, max_runs=16, rel_ci=1e-12, time_cap_s=30)
+    samples, ref = time_runs(lambda: calls.append("x"), plan, lambda: calls.append("r"))
+    block = ort_mod.REFERENCE_BLOCK
+    assert block == 8
+    warmup = ["x", "r"] * 2
+    expected = warmup + ["x"] * 8 + ["r"] * 9 + ["x"] * 9 + ["r"] * 9
+    assert calls == expected
+    assert len(samples) == 16 and len(ref) == 16
+    alone, none = time_runs(lambda: None, plan)
+    assert len(alone) == 16 and none == []
+
+
+def test_drift_correction_scales_every_run_by_nominal_over_reference(monkeypatch):
+    # The machine ran the reference 10% slower than its nominal during this measurement:
+    # every timing is scaled by 1 / 1.1, and the factor is reported.
+    def fake_time_runs(run, plan, reference=None):
+        n = 9
+        return [2.0, 2.2, 1.8] * 3, ([1.1] * n if reference is not None else [])
+
+    monkeypatch.setattr(ort_mod, "time_runs", fake_time_runs)
+    ev = OrtLatency(**SMALL, **FAST, reference=True, reference_ms=1.0)
+    s = ev.measure(TINY_ARCH)
+    assert s.drift_factor == pytest.approx(1 / 1.1)
+    assert s.median_ms == pytest.approx(2.0 / 1.1)
+    assert s.p90_ms == pytest.approx(2.2 / 1.1) and s.p10_ms == pytest.approx(1.8 / 1.1)
+    assert s.cv == pytest.approx(stats_from_samples([2.0, 2.2, 1.8] * 3).cv)
+    plain = OrtLatency(**SMALL, **FAST).measure(TINY_ARCH)
+    assert plain.drift_factor == 1.0 and plain.median_ms == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="reference_ms"):
+        OrtLatency(**SMALL, reference=True, reference_ms=0.0)
+
+
+def test_reference_nominal_is_timed_once_and_shared_through_the_cache(tmp_path):
+    path = tmp_path / "lat.sqlite"
+    first = OrtLatency(**SMALL, **FAST, reference=True, cache_path=path)
+    _, nominal = first.reference_runner()
+    assert nominal > 0
+    second = OrtLatency(**SMALL, **FAST, reference=True, cache_path=path)
+    assert second.reference_runner()[1] == nominal
+    # Another setup has its own nominal; a racing writer cannot replace a stored one.
+    cache = LatencyCache(path)
+    key = ort_mod.cache_key({"reference_nominal": "mobilenetv2", **first._base_setup()})
+    assert cache.get_reference(key) == nominal
+    assert cache.put_reference(key, nominal * 2) == nominal
+    s = second.measure(TINY_ARCH)
+    assert s.source == "measured" and 0.2 < s.drift_factor < 5
+    # Corrected and raw figures never share a cache entry.
+    assert second.cache_key(TINY_ARCH) != OrtLatency(**SMALL).cache_key(TINY_ARCH)
+    assert second.setup()["reference"] == "mobilenetv2"
+
+
+def test_stats_written_before_drift_correction_still_load():
+    old = stats_from_samples([1.0, 2.0]).to_dict()
+    del old["drift_factor"]
+    assert LatencyStats.from_dict(old).drift_factor == 1.0
 
 
 def test_measure_returns_consistent_stats():
@@ -332,11 +391,31 @@ def test_space_layer_configs_cover_exactly_the_space():
     assert len(configs) == 1 + 8 + 8 + 4 + 1
 
 
-def test_fit_calibration():
-    intercept, slope = fit_calibration([1.0, 2.0, 4.0, 8.0], [1.5, 2.3, 3.9, 7.1])
-    assert (intercept, slope) == (pytest.approx(0.7), pytest.approx(0.8))
-    assert fit_calibration([1.0, 2.0], [2.0, 3.5]) == (pytest.approx(1.25), 1.0)
-    assert fit_calibration([3.0, 2.0, 1.0], [1.0, 2.0, 3.0]) == (pytest.approx(0.0), 1.0)
+def test_fit_calibration_picks_the_model_that_predicts_left_out_networks():
+    # An exact affine relation: affine wins and recovers it.
+    raw = [1.0, 2.0, 4.0, 8.0, 16.0]
+    intercept, slope, kind = fit_calibration(raw, [0.5 + 0.8 * r for r in raw])
+    assert kind == "affine"
+    assert (intercept, slope) == (pytest.approx(0.5), pytest.approx(0.8))
+    # A pure ratio: affine can only tie out of sample, and the simpler model is kept.
+    intercept, slope, kind = fit_calibration(raw, [1.3 * r for r in raw])
+    assert kind == "scale" and intercept == 0.0 and slope == pytest.approx(1.3)
+    # Relative error, not absolute: scale minimises sum((b*x/y - 1)^2) -> b = sum(r)/sum(r^2).
+    measured = [1.5, 2.9, 6.2]
+    r = np.array([1.0, 2.0, 4.0]) / np.array(measured)
+    assert fit_calibration([1.0, 2.0, 4.0], measured) == (
+        0.0,
+        pytest.approx(r.sum() / (r * r).sum()),
+        "scale",
+    )
+    # Noise the fits chase: the plain sum predicts left-out networks best.
+    measured = [1.02, 1.98, 4.05, 7.9, 16.2]
+    assert fit_calibration(raw, measured) == (0.0, 1.0, "identity")
+    # Too few networks for a fit; a decreasing relation is never fitted.
+    assert fit_calibration([1.0, 2.0], [2.0, 3.5]) == (0.0, 1.0, "identity")
+    assert fit_calibration([4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0])[2] != "affine"
+    with pytest.raises(ValueError, match="> 0"):
+        fit_calibration([1.0, 2.0], [1.0, 0.0])
     assert mape([110.0, 90.0], [100.0, 100.0]) == pytest.approx(10.0)
 
 

@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS latency (
     fields TEXT NOT NULL,
     stats TEXT NOT NULL,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reference (
+    key TEXT PRIMARY KEY,
+    ms REAL NOT NULL,
+    created REAL NOT NULL
 )
 """
 
@@ -54,7 +59,7 @@ class LatencyCache:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             with conn:
-                conn.execute(_SCHEMA)
+                conn.executescript(_SCHEMA)
         finally:
             conn.close()
 
@@ -99,6 +104,30 @@ class LatencyCache:
                         time.time(),
                     ),
                 )
+        finally:
+            conn.close()
+
+    def get_reference(self, key: str) -> float | None:
+        """The nominal latency of a reference network stored under ``key``, if any."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT ms FROM reference WHERE key = ?", (key,)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else float(row[0])
+
+    def put_reference(self, key: str, ms: float) -> float:
+        """Store a nominal latency unless another process stored one first; returns the
+        value that is now stored, so that every process uses the same one."""
+        conn = self._connect()
+        try:
+            with conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO reference VALUES (?, ?, ?)", (key, ms, time.time())
+                )
+            return float(
+                conn.execute("SELECT ms FROM reference WHERE key = ?", (key,)).fetchone()[0]
+            )
         finally:
             conn.close()
 

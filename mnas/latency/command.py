@@ -24,7 +24,12 @@ def _add_args(add_model_args: Callable[[argparse.ArgumentParser], None]):
         p.add_argument("--table", help="latency table JSON for --kind lut")
         p.add_argument("--cache", help="SQLite cache file for --kind measured")
         p.add_argument("--pin-cpu", type=int, help="pin timing to this CPU (Linux)")
-        p.add_argument("--time-cap", type=float, default=1.0, help="seconds of timed runs, max")
+        p.add_argument("--time-cap", type=float, default=0.6, help="seconds of timed runs, max")
+        p.add_argument(
+            "--reference",
+            action="store_true",
+            help="interleave a reference network and correct for the machine's speed drift",
+        )
 
     return add
 
@@ -48,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
             pin_cpu=args.pin_cpu,
             cache_path=args.cache,
             time_cap_s=args.time_cap,
+            reference=args.reference,
         )
     elif args.kind == "lut":
         if not args.table:

@@ -9,9 +9,10 @@ Building a table (``scripts/latency_table.py`` or :func:`build_table`):
    chain, so this is a few thousand configurations, not 432^7 networks;
 2. each configuration is exported alone as a tiny ONNX graph and timed like a whole
    network; the per-call overhead (timed on a trivial graph) is subtracted;
-3. a handful of whole networks are measured and ``measured = a + b * predicted`` is fitted
-   by least squares (a constant offset if the fit is degenerate); the fit absorbs what
-   summing misses (fusion across layers, cache effects).
+3. a handful of whole networks are measured and the sum is calibrated against them: the
+   plain sum, ``b * sum`` or ``a + b * sum``, whichever predicts left-out networks best
+   (:func:`fit_calibration`); the fit absorbs what summing misses (fusion across layers,
+   cache effects).
 
 A prediction is then ``a + b * (overhead + sum of the network's layer entries)``.
 """
@@ -248,21 +249,67 @@ def profile_layers(
     return entries, overhead
 
 
-def fit_calibration(raw_ms: Sequence[float], measured_ms: Sequence[float]) -> tuple[float, float]:
-    """``(intercept, slope)`` of ``measured = intercept + slope * raw`` by least squares.
+CALIBRATIONS = ("identity", "scale", "affine")
 
-    With fewer than three networks, no spread in ``raw`` or a non-positive slope, falls back
-    to slope 1 and the median offset, which can only shift predictions.
+
+def _fit(kind: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(intercept, slope)`` of one calibration model, fitted to minimise *relative* error
+    (the squared error of ``prediction / measured``), so small networks count as much as
+    large ones, as in the MAPE that judges the table."""
+    if kind == "identity":
+        return 0.0, 1.0
+    r = x / y
+    if kind == "scale":
+        return 0.0, float(np.sum(r) / np.sum(r * r))
+    design = np.stack([1.0 / y, r], axis=1)
+    (intercept, slope), *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
+    return float(intercept), float(slope)
+
+
+def fit_calibration(
+    raw_ms: Sequence[float], measured_ms: Sequence[float]
+) -> tuple[float, float, str]:
+    """Calibrate the summed layer timings against measured whole networks.
+
+    Three models are candidates: ``identity`` (the sum as it is), ``scale``
+    (``slope * sum``) and ``affine`` (``intercept + slope * sum``), each fitted for relative
+    error. The one with the lowest leave-one-out MAPE wins, so a handful of noisy
+    calibration networks cannot make the table worse than the plain sum; a fit with a
+    non-positive slope is never chosen. Needs 3 networks for ``scale`` and 4 for ``affine``.
+
+    Returns:
+        ``(intercept, slope, kind)``.
+
+    Raises:
+        ValueError: on lists of different or zero length, or non-positive measurements.
     """
     x = np.asarray(raw_ms, dtype=np.float64)
     y = np.asarray(measured_ms, dtype=np.float64)
     if x.shape != y.shape or x.size == 0:
         raise ValueError(f"need equal, non-empty lists; got {x.size} raw and {y.size} measured")
-    if x.size >= 3 and float(np.ptp(x)) > 0:
-        slope, intercept = np.polyfit(x, y, 1)
-        if slope > 0:
-            return float(intercept), float(slope)
-    return float(np.median(y - x)), 1.0
+    if np.any(y <= 0):
+        raise ValueError(f"measured latencies must be > 0, got {y.tolist()}")
+    candidates = ["identity"]
+    if x.size >= 3:
+        candidates.append("scale")
+    if x.size >= 4 and float(np.ptp(x)) > 0:
+        candidates.append("affine")
+    best = (math.inf, "identity")
+    for kind in candidates:
+        errors = []
+        for i in range(x.size):
+            keep = np.arange(x.size) != i
+            intercept, slope = _fit(kind, x[keep], y[keep])
+            if not slope > 0:
+                break
+            errors.append(abs(intercept + slope * x[i] - y[i]) / y[i])
+        else:
+            loo = float(np.mean(errors))
+            if loo < best[0]:
+                best = (loo, kind)
+    kind = best[1]
+    intercept, slope = _fit(kind, x, y)
+    return intercept, slope, kind
 
 
 def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
@@ -296,9 +343,12 @@ def build_table(
     }
     raw = [_raw_ms(table, arch) for arch in calibration_archs]
     measured = [evaluator.measure(arch).median_ms for arch in calibration_archs]
-    intercept, slope = fit_calibration(raw, measured) if calibration_archs else (0.0, 1.0)
+    intercept, slope, kind = (
+        fit_calibration(raw, measured) if calibration_archs else (0.0, 1.0, "identity")
+    )
     predicted = [intercept + slope * r for r in raw]
     table["calibration"] = {
+        "kind": kind,
         "intercept_ms": intercept,
         "slope": slope,
         "archs": [a.key for a in calibration_archs],

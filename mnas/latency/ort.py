@@ -12,6 +12,14 @@ How a figure is produced (see docs/latency.md):
    within ``rel_ci`` of it, ``max_runs`` is reached, or ``time_cap_s`` has passed;
 4. the median, p10, p90, mean and coefficient of variation of the timed runs are returned.
 
+With ``reference=True`` every timed run is followed by a timed run of a fixed reference
+network (the space's MobileNetV2 at the same setup) and all timings are multiplied by
+``nominal / median(reference runs)``, where ``nominal`` is the reference's median measured
+once (and kept in the cache, so every run on this machine shares it). On a shared or
+virtual machine the speed drifts by several percent within seconds, and it drifts for
+every network alike; the correction cancels that common factor, which makes repeated
+measurements and rankings far more repeatable (figures in docs/latency.md).
+
 Timing must not overlap training: the search runs a separate latency phase in which
 children are timed one at a time while nothing trains. ``pin_cpu`` additionally pins the
 timing thread (and ONNX Runtime's pool, created after pinning) to fixed cores.
@@ -40,11 +48,16 @@ from torch import nn
 from mnas.builder import build_model
 from mnas.latency.cache import LatencyCache, cache_key
 from mnas.latency.stats import LatencyError, LatencyStats, median_ci_halfwidth, stats_from_samples
-from mnas.space import Architecture
+from mnas.space import Architecture, MnasSpace
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
+# The network interleaved with every timed run when drift correction is on.
+REFERENCE_NAME = "mobilenetv2"
+REFERENCE_SECONDS = 2.0
+# Timed runs per block when candidate and reference alternate.
+REFERENCE_BLOCK = 8
 # Bump when export settings change the graph, so old cache entries stop matching.
 EXPORT_FORMAT = 1
 
@@ -162,7 +175,7 @@ class TimingPlan:
     min_runs: int = 15
     max_runs: int = 300
     rel_ci: float = 0.01
-    time_cap_s: float = 1.0
+    time_cap_s: float = 0.6
 
     def __post_init__(self) -> None:
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
@@ -179,28 +192,53 @@ class TimingPlan:
 
 _CHECK_EVERY = 5
 _MIN_RUNS_AT_CAP = 5
+_REFERENCE_PLAN = TimingPlan(
+    warmup=10, min_runs=50, max_runs=100_000, rel_ci=0.002, time_cap_s=REFERENCE_SECONDS
+)
 
 
-def time_session(
-    session: ort.InferenceSession, input_shape: tuple[int, ...], plan: TimingPlan
-) -> list[float]:
-    """Timed runs of ``session`` in milliseconds, following ``plan``'s stopping rule."""
+def bound_runner(session: ort.InferenceSession, input_shape: tuple[int, ...]) -> Callable[[], None]:
+    """One run of ``session`` on a fixed random input, with input and output bound once so
+    that a timed call costs one Python call on top of the graph."""
     x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
     binding = session.io_binding()
     binding.bind_cpu_input(session.get_inputs()[0].name, x)
     for out in session.get_outputs():
         binding.bind_output(out.name, "cpu")
-    run = session.run_with_iobinding
+    return functools.partial(session.run_with_iobinding, binding)
+
+
+def time_runs(
+    run: Callable[[], None], plan: TimingPlan, reference: Callable[[], None] | None = None
+) -> tuple[list[float], list[float]]:
+    """Timed calls of ``run`` (ms) following ``plan``'s stopping rule.
+
+    With a ``reference``, timing alternates between blocks of ``REFERENCE_BLOCK`` timed
+    calls of ``run`` and of ``reference``, each block after one untimed call (the other
+    network has just used the caches), so that both see the same machine speed while each
+    is still timed warm, back to back. Returns the two lists of timings (the second empty
+    without a reference).
+    """
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(plan.warmup):
-            run(binding)
+            run()
+            if reference is not None:
+                reference()
         samples: list[float] = []
+        ref_samples: list[float] = []
         start = time.perf_counter()
         while len(samples) < plan.max_runs:
+            if reference is not None and samples and len(samples) % REFERENCE_BLOCK == 0:
+                reference()
+                for _ in range(REFERENCE_BLOCK):
+                    t0 = time.perf_counter_ns()
+                    reference()
+                    ref_samples.append((time.perf_counter_ns() - t0) / 1e6)
+                run()
             t0 = time.perf_counter_ns()
-            run(binding)
+            run()
             samples.append((time.perf_counter_ns() - t0) / 1e6)
             n = len(samples)
             if n >= _MIN_RUNS_AT_CAP and time.perf_counter() - start > plan.time_cap_s:
@@ -208,10 +246,24 @@ def time_session(
             if n >= plan.min_runs and (n - plan.min_runs) % _CHECK_EVERY == 0:
                 if median_ci_halfwidth(samples) <= plan.rel_ci:
                     break
+        if reference is not None and len(ref_samples) < len(samples):
+            # close with a reference block, so that it brackets the last candidate block
+            reference()
+            for _ in range(REFERENCE_BLOCK):
+                t0 = time.perf_counter_ns()
+                reference()
+                ref_samples.append((time.perf_counter_ns() - t0) / 1e6)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return samples
+    return samples, ref_samples
+
+
+def time_session(
+    session: ort.InferenceSession, input_shape: tuple[int, ...], plan: TimingPlan
+) -> list[float]:
+    """Timed runs of ``session`` in milliseconds, following ``plan``'s stopping rule."""
+    return time_runs(bound_runner(session, input_shape), plan)[0]
 
 
 def describe_arch(arch: Architecture) -> str:
@@ -233,6 +285,10 @@ class OrtLatency:
         pin_cpu: if set, pin timing to CPUs ``pin_cpu .. pin_cpu + threads - 1`` with
             ``os.sched_setaffinity`` (Linux); ignored with a warning where unavailable.
         cache_path: SQLite file of cached measurements; None disables caching.
+        reference: interleave a reference network with every timed run and correct for
+            the machine's speed drift (see the module docstring).
+        reference_ms: the reference's nominal median; None: from the cache, or timed on
+            first use (give it to make several evaluators share one scale).
 
     Attributes:
         exports: ONNX exports attempted so far (a cache hit does not export).
@@ -252,9 +308,11 @@ class OrtLatency:
         min_runs: int = 15,
         max_runs: int = 300,
         rel_ci: float = 0.01,
-        time_cap_s: float = 1.0,
+        time_cap_s: float = 0.6,
         pin_cpu: int | None = None,
         cache_path: str | os.PathLike | None = None,
+        reference: bool = False,
+        reference_ms: float | None = None,
     ) -> None:
         self.input_size = _positive_int("input_size", input_size)
         self.in_channels = _positive_int("in_channels", in_channels)
@@ -268,8 +326,19 @@ class OrtLatency:
         self.plan = TimingPlan(warmup, min_runs, max_runs, rel_ci, time_cap_s)
         self.pin_cpus = self._pin_set(pin_cpu)
         self.cache = LatencyCache(cache_path) if cache_path is not None else None
+        self.reference = bool(reference)
+        if reference_ms is not None and not reference_ms > 0:
+            raise ValueError(f"reference_ms={reference_ms} must be > 0 (or None)")
+        self.reference_ms = reference_ms
+        self._ref: tuple[Callable[[], None], float] | None = None
         self.exports = 0
         self.cache_hits = 0
+
+    def __getstate__(self) -> dict:
+        # ONNX Runtime sessions do not pickle; a copy in another process makes its own.
+        state = dict(self.__dict__)
+        state["_ref"] = None
+        return state
 
     def _pin_set(self, pin_cpu: int | None) -> frozenset[int] | None:
         if pin_cpu is None:
@@ -292,6 +361,12 @@ class OrtLatency:
 
     def setup(self) -> dict:
         """Everything besides the architecture that changes a measurement's meaning."""
+        setup = self._base_setup()
+        if self.reference:
+            setup["reference"] = REFERENCE_NAME
+        return setup
+
+    def _base_setup(self) -> dict:
         return {
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
@@ -303,6 +378,46 @@ class OrtLatency:
             "opset": OPSET,
             "export_format": EXPORT_FORMAT,
         }
+
+    def _build(self, arch: Architecture) -> nn.Module:
+        return build_model(
+            arch,
+            num_classes=self.num_classes,
+            in_channels=self.in_channels,
+            width_mult=self.width_mult,
+            stem_stride=self.stem_stride,
+        )
+
+    def reference_runner(self) -> tuple[Callable[[], None], float]:
+        """The reference network's bound run and its nominal median (ms), made on first use.
+
+        The nominal is ``reference_ms`` if given, else the cache's for this setup, else
+        timed alone for up to ``REFERENCE_SECONDS`` (and stored in the cache).
+        """
+        if self._ref is None:
+            space = MnasSpace()
+            arch = space.architecture(space.baseline_tokens())
+            try:
+                onnx_bytes = export_onnx(
+                    self._build(arch), self.input_size, self.in_channels, self.batch_size
+                )
+                with self._pinned():
+                    run = bound_runner(make_session(onnx_bytes, self.threads), self.input_shape)
+            except Exception as e:
+                raise LatencyError(f"cannot time the reference network: {e}") from e
+            key = cache_key({"reference_nominal": REFERENCE_NAME, **self._base_setup()})
+            nominal = self.reference_ms
+            if nominal is None and self.cache is not None:
+                nominal = self.cache.get_reference(key)
+            if nominal is None:
+                with self._pinned():
+                    samples, _ = time_runs(run, _REFERENCE_PLAN)
+                nominal = float(np.median(samples))
+                if self.cache is not None:
+                    nominal = self.cache.put_reference(key, nominal)
+                log.info("reference %s: nominal %.4f ms", REFERENCE_NAME, nominal)
+            self._ref = (run, nominal)
+        return self._ref
 
     def cache_key(self, arch: Architecture) -> str:
         return cache_key({"arch": arch.hash, **self.setup()})
@@ -321,16 +436,7 @@ class OrtLatency:
                 self.cache_hits += 1
                 return replace(hit, source="cache", export_seconds=0.0)
 
-        def make() -> nn.Module:
-            return build_model(
-                arch,
-                num_classes=self.num_classes,
-                in_channels=self.in_channels,
-                width_mult=self.width_mult,
-                stem_stride=self.stem_stride,
-            )
-
-        stats = self._measure(make, describe_arch(arch))
+        stats = self._measure(lambda: self._build(arch), describe_arch(arch))
         if self.cache is not None:
             self.cache.put(key, arch.hash, arch.key, self.setup(), stats)
         return stats
@@ -344,24 +450,38 @@ class OrtLatency:
         return self._measure(lambda: model, name)
 
     def time_onnx(self, onnx_bytes: bytes, input_shape: tuple[int, ...]) -> list[float]:
-        """Timed runs (ms) of an ONNX graph under this evaluator's threads, pinning and plan."""
+        """Timed runs (ms) of an ONNX graph under this evaluator's threads, pinning, plan
+        and drift correction."""
+        ref = self.reference_runner() if self.reference else None
         with self._pinned():
-            session = make_session(onnx_bytes, self.threads)
-            return time_session(session, input_shape, self.plan)
+            run = bound_runner(make_session(onnx_bytes, self.threads), input_shape)
+            samples, _ = self._timed(run, ref)
+        return samples
+
+    def _timed(
+        self, run: Callable[[], None], ref: tuple[Callable[[], None], float] | None
+    ) -> tuple[list[float], float]:
+        """Timed runs, corrected by the reference's drift factor when there is one."""
+        if ref is None:
+            return time_runs(run, self.plan)[0], 1.0
+        samples, ref_samples = time_runs(run, self.plan, ref[0])
+        factor = ref[1] / float(np.median(ref_samples))
+        return [t * factor for t in samples], factor
 
     def _measure(self, make_model: Callable[[], nn.Module], name: str) -> LatencyStats:
+        ref = self.reference_runner() if self.reference else None
         t0 = time.perf_counter()
         try:
             model = make_model()
             self.exports += 1
             onnx_bytes = export_onnx(model, self.input_size, self.in_channels, self.batch_size)
             with self._pinned():
-                session = make_session(onnx_bytes, self.threads)
+                run = bound_runner(make_session(onnx_bytes, self.threads), self.input_shape)
                 export_seconds = time.perf_counter() - t0
-                samples = time_session(session, self.input_shape, self.plan)
+                samples, factor = self._timed(run, ref)
         except Exception as e:
             raise LatencyError(f"cannot time {name}: {type(e).__name__}: {e}") from e
-        stats = stats_from_samples(samples, export_seconds, "measured")
+        stats = stats_from_samples(samples, export_seconds, "measured", factor)
         log.debug(
             "%s: median %.3f ms (p10 %.3f, p90 %.3f, cv %.3f, %d runs, export %.2f s)",
             name,

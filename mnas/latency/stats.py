@@ -25,6 +25,9 @@ class LatencyStats:
         export_seconds: ONNX export + session creation; 0 for cache hits and predictors.
         source: ``measured``, ``cache``, ``lut`` or ``macs``. For ``macs`` every ``*_ms``
             field holds millions of multiply-adds, not milliseconds.
+        drift_factor: with reference timing, the factor every run was multiplied by (the
+            reference network's nominal median over its median during this measurement);
+            1.0 without.
     """
 
     median_ms: float
@@ -35,6 +38,7 @@ class LatencyStats:
     runs: int
     export_seconds: float
     source: str
+    drift_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -45,7 +49,8 @@ class LatencyStats:
 
     @classmethod
     def from_dict(cls, data: dict) -> LatencyStats:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        # Fields added later have defaults; records written before them still load.
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     @classmethod
     def point(cls, value: float, source: str) -> LatencyStats:
@@ -58,7 +63,10 @@ class LatencyError(RuntimeError):
 
 
 def stats_from_samples(
-    samples_ms: Sequence[float], export_seconds: float = 0.0, source: str = "measured"
+    samples_ms: Sequence[float],
+    export_seconds: float = 0.0,
+    source: str = "measured",
+    drift_factor: float = 1.0,
 ) -> LatencyStats:
     """Summarise timed runs: median, p10/p90 (linear interpolation), mean, cv (ddof=1).
 
@@ -82,6 +90,7 @@ def stats_from_samples(
         runs=int(x.size),
         export_seconds=float(export_seconds),
         source=source,
+        drift_factor=float(drift_factor),
     )
 
 
