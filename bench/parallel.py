@@ -95,11 +95,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random architectures")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument(
+        "--no-reference", action="store_true", help="time without drift correction (raw runs)"
+    )
     args = p.parse_args()
+    overrides = ["latency.cache=null", "tensorboard=false"]
+    if args.no_reference:
+        overrides.append("latency.reference=false")
 
     register_configs()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="search", overrides=["latency.cache=null", "tensorboard=false"])
+        cfg = compose(config_name="search", overrides=overrides)
     search = build_search(cfg, tempfile.mkdtemp(prefix="mnas-bench-parallel-"))
     ev: TrainedEvaluator = search.evaluator
     rng = random.Random(args.seed)
@@ -139,8 +145,9 @@ def main() -> None:
         from mnas.latency import make_latency_evaluator
         from mnas.runner import _latency_kwargs
 
-        print("\n## Latency isolation (ONNX Runtime median per architecture, ms)")
-        lat_cfg = compose_latency(cfg)
+        mode = "raw" if args.no_reference else "drift-corrected"
+        print(f"\n## Latency isolation ({mode} ONNX Runtime median per architecture, ms)")
+        lat_cfg = compose_latency(cfg, overrides)
         latency = make_latency_evaluator(
             "measured",
             **_latency_kwargs(
@@ -180,14 +187,14 @@ def main() -> None:
         print(f"phase-based pool : {summary(rel(alone, phase))}   [{load()}]")
 
 
-def compose_latency(cfg):
+def compose_latency(cfg, overrides: list[str]):
     """The search config with the measured latency group (the default search uses it)."""
     if cfg.latency.kind == "measured":
         return cfg
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose(
             config_name="search",
-            overrides=["latency=measured", "latency.cache=null", "tensorboard=false"],
+            overrides=["latency=measured", *overrides],
         )
 
 

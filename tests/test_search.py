@@ -278,3 +278,36 @@ def test_search_script_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Pareto front:" in out.stdout and f"tensorboard --logdir {tmp_path}" in out.stdout
     assert len(results(tmp_path)) == 2
+
+
+def test_target_sweep_with_hydra_multirun(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "scripts/search.py",
+            "-m",
+            *TINY,
+            "steps=1",
+            "batch_size=2",
+            "latency=macs",
+            "tensorboard=false",
+            "reward.target_ms=0.3,0.7",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    targets = []
+    for job in ("0", "1"):
+        recs = results(tmp_path / job)
+        assert len(recs) == 2
+        targets.append(recs[0]["target_ms"])
+        doc = json.loads((tmp_path / job / "pareto.json").read_text())
+        assert doc["target_ms"] == targets[-1]
+    # Same seed: the same architectures are scored under each target.
+    assert targets == [0.3, 0.7]
+    assert [r["hash"] for r in results(tmp_path / "0")] == [r["hash"] for r in results(tmp_path / "1")]

@@ -192,9 +192,6 @@ class TimingPlan:
 
 _CHECK_EVERY = 5
 _MIN_RUNS_AT_CAP = 5
-_REFERENCE_PLAN = TimingPlan(
-    warmup=10, min_runs=50, max_runs=100_000, rel_ci=0.002, time_cap_s=REFERENCE_SECONDS
-)
 
 
 def bound_runner(session: ort.InferenceSession, input_shape: tuple[int, ...]) -> Callable[[], None]:
@@ -392,7 +389,8 @@ class OrtLatency:
         """The reference network's bound run and its nominal median (ms), made on first use.
 
         The nominal is ``reference_ms`` if given, else the cache's for this setup, else
-        timed alone for up to ``REFERENCE_SECONDS`` (and stored in the cache).
+        timed alone for up to ``REFERENCE_SECONDS`` (or 4 time caps, if less) and stored
+        in the cache.
         """
         if self._ref is None:
             space = MnasSpace()
@@ -410,8 +408,16 @@ class OrtLatency:
             if nominal is None and self.cache is not None:
                 nominal = self.cache.get_reference(key)
             if nominal is None:
+                # as precise as a few measurements together, at most REFERENCE_SECONDS
+                plan = TimingPlan(
+                    warmup=10,
+                    min_runs=50,
+                    max_runs=100_000,
+                    rel_ci=0.002,
+                    time_cap_s=min(REFERENCE_SECONDS, 4 * self.plan.time_cap_s),
+                )
                 with self._pinned():
-                    samples, _ = time_runs(run, _REFERENCE_PLAN)
+                    samples, _ = time_runs(run, plan)
                 nominal = float(np.median(samples))
                 if self.cache is not None:
                     nominal = self.cache.put_reference(key, nominal)
