@@ -310,4 +310,6 @@ def test_target_sweep_with_hydra_multirun(tmp_path):
         assert doc["target_ms"] == targets[-1]
     # Same seed: the same architectures are scored under each target.
     assert targets == [0.3, 0.7]
-    assert [r["hash"] for r in results(tmp_path / "0")] == [r["hash"] for r in results(tmp_path / "1")]
+    assert [r["hash"] for r in results(tmp_path / "0")] == [
+        r["hash"] for r in results(tmp_path / "1")
+    ]
