@@ -151,7 +151,8 @@ def run_setup(label: str, n: int, size: int, stem_stride: int, args, seed: int) 
     print(
         f"   lookup table: {len(configs)} layer configs (full space: {full}) in {build_s:.0f} s "
         f"({build_s / len(configs):.2f} s per layer); calibration {cal['kind']}: "
-        f"{cal['intercept_ms']:.3f} ms + {cal['slope']:.3f} x sum on {len(calib)} other "
+        f"{cal['intercept_ms']:.3f} ms + {cal['slope']:.3f} x sum + {cal['ms_per_mparam']:.4f} "
+        f"ms x Mparams, on {len(calib)} other "
         f"networks (in-sample MAPE {cal['mape_percent']:.1f}%)"
     )
     raw_sum = [lut.raw_ms(a) for a in archs]
@@ -173,7 +174,7 @@ def main() -> None:
     p.add_argument("--n32", type=int, default=30)
     p.add_argument("--n224", type=int, default=5)
     p.add_argument("--passes", type=int, default=3, help="independent passes (>= 2)")
-    p.add_argument("--calibration", type=int, default=8, help="networks to calibrate the LUT")
+    p.add_argument("--calibration", type=int, default=16, help="networks to calibrate the LUT")
     p.add_argument("--stem-stride-32", type=int, default=1, help="stem stride at 32x32")
     p.add_argument("--pin-cpu", type=int)
     p.add_argument("--out", default="/tmp/mnas_bench_latency")

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from mnas.child import DataSpec, ModelSpec, TrainTask, get_dataset, train_child
-from mnas.config import data_root, register_configs, train_config, validate_search
+from mnas.child import ModelSpec, TrainTask, get_dataset, train_child
+from mnas.config import register_configs, train_config, validate_search
+from mnas.runner import data_spec_from
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -38,15 +39,7 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("search", overrides=[f"experiment={args.experiment}", *args.overrides])
     validate_search(cfg)
-    data = DataSpec(
-        name=cfg.data.name,
-        root=data_root(cfg.data),
-        image_size=cfg.data.image_size,
-        train_size=cfg.data.train_size,
-        val_size=cfg.data.val_size,
-        test_size=0,
-        seed=cfg.data.seed,
-    )
+    data = data_spec_from(cfg)
     splits = get_dataset(data)
     train = train_config(cfg.trainer)
     space = MnasSpace()

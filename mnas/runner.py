@@ -180,12 +180,9 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
     )
 
 
-def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
-    """Evaluator, run info, target and unit of a search that trains its children."""
-    from mnas.child import get_dataset
-    from mnas.latency import make_latency_evaluator
-
-    data = DataSpec(
+def data_spec_from(cfg: DictConfig) -> DataSpec:
+    """The search's dataset: train and validation splits only (no test set is loaded)."""
+    return DataSpec(
         name=cfg.data.name,
         root=data_root(cfg.data),
         image_size=cfg.data.image_size,
@@ -195,6 +192,14 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
         seed=cfg.data.seed,
         download=cfg.data.download,
     )
+
+
+def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
+    """Evaluator, run info, target and unit of a search that trains its children."""
+    from mnas.child import get_dataset
+    from mnas.latency import make_latency_evaluator
+
+    data = data_spec_from(cfg)
     splits = get_dataset(data)
     model = ModelSpec(
         num_classes=splits.num_classes,

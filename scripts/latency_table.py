@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stem-stride", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--calibration", type=int, default=8, help="whole networks to fit against")
+    p.add_argument("--calibration", type=int, default=16, help="whole networks to fit against")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks")
     p.add_argument("--pin-cpu", type=int, help="pin timing to this CPU (Linux)")
     p.add_argument("--time-cap", type=float, default=0.5, help="seconds of timed runs per layer")
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {args.out}: {len(table['entries'])} layers, call overhead "
         f"{table['overhead_ms']:.4f} ms, calibration ({cal['kind']}) "
-        f"{cal['intercept_ms']:.3f} ms + "
-        f"{cal['slope']:.3f} x sum (in-sample MAPE {cal['mape_percent']:.1f}% on "
+        f"{cal['intercept_ms']:.3f} ms + {cal['slope']:.3f} x sum + "
+        f"{cal['ms_per_mparam']:.4f} ms x Mparams (in-sample MAPE {cal['mape_percent']:.1f}% on "
         f"{len(calibration)} networks), {table['build_seconds']:.0f} s"
     )
     return 0

@@ -40,7 +40,7 @@ from mnas.latency import (
     space_layer_configs,
     stats_from_samples,
 )
-from mnas.latency.lut import fit_calibration, mape
+from mnas.latency.lut import Calibration, fit_calibration, mape
 from mnas.latency.ort import time_runs, time_session
 from mnas.space import Architecture, MnasSpace, parse_blocks, reference
 
@@ -394,29 +394,47 @@ def test_space_layer_configs_cover_exactly_the_space():
 def test_fit_calibration_picks_the_model_that_predicts_left_out_networks():
     # An exact affine relation: affine wins and recovers it.
     raw = [1.0, 2.0, 4.0, 8.0, 16.0]
-    intercept, slope, kind = fit_calibration(raw, [0.5 + 0.8 * r for r in raw])
-    assert kind == "affine"
-    assert (intercept, slope) == (pytest.approx(0.5), pytest.approx(0.8))
+    cal = fit_calibration(raw, [0.5 + 0.8 * r for r in raw])
+    assert cal.kind == "affine"
+    assert (cal.intercept_ms, cal.slope) == (pytest.approx(0.5), pytest.approx(0.8))
     # A pure ratio: affine can only tie out of sample, and the simpler model is kept.
-    intercept, slope, kind = fit_calibration(raw, [1.3 * r for r in raw])
-    assert kind == "scale" and intercept == 0.0 and slope == pytest.approx(1.3)
+    cal = fit_calibration(raw, [1.3 * r for r in raw])
+    assert cal == Calibration("scale", 0.0, pytest.approx(1.3), 0.0)
     # Relative error, not absolute: scale minimises sum((b*x/y - 1)^2) -> b = sum(r)/sum(r^2).
     measured = [1.5, 2.9, 6.2]
     r = np.array([1.0, 2.0, 4.0]) / np.array(measured)
-    assert fit_calibration([1.0, 2.0, 4.0], measured) == (
-        0.0,
-        pytest.approx(r.sum() / (r * r).sum()),
-        "scale",
+    assert fit_calibration([1.0, 2.0, 4.0], measured) == Calibration(
+        "scale", 0.0, pytest.approx(r.sum() / (r * r).sum()), 0.0
     )
     # Noise the fits chase: the plain sum predicts left-out networks best.
-    measured = [1.02, 1.98, 4.05, 7.9, 16.2]
-    assert fit_calibration(raw, measured) == (0.0, 1.0, "identity")
+    noisy = [1.02, 1.98, 4.05, 7.9, 16.2]
+    assert fit_calibration(raw, noisy) == Calibration()
     # Too few networks for a fit; a decreasing relation is never fitted.
-    assert fit_calibration([1.0, 2.0], [2.0, 3.5]) == (0.0, 1.0, "identity")
-    assert fit_calibration([4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0])[2] != "affine"
+    assert fit_calibration([1.0, 2.0], [2.0, 3.5]) == Calibration()
+    assert fit_calibration([4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0]).kind != "affine"
     with pytest.raises(ValueError, match="> 0"):
         fit_calibration([1.0, 2.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match="mparams"):
+        fit_calibration([1.0, 2.0], [1.0, 2.0], [1.0])
     assert mape([110.0, 90.0], [100.0, 100.0]) == pytest.approx(10.0)
+
+
+def test_weights_term_wins_when_big_networks_are_slower_than_their_layers():
+    # Measured = 0.1 + 1.05 * sum + 0.08 ms per million parameters (weights leave the cache).
+    raw = [0.4, 0.6, 0.5, 0.9, 0.7, 0.8, 0.55]
+    mp = [1.0, 4.5, 2.0, 1.5, 3.0, 5.5, 0.8]
+    measured = [0.1 + 1.05 * x + 0.08 * p for x, p in zip(raw, mp, strict=True)]
+    cal = fit_calibration(raw, measured, mp)
+    assert cal.kind == "affine_weights"
+    assert (cal.intercept_ms, cal.slope, cal.ms_per_mparam) == (
+        pytest.approx(0.1),
+        pytest.approx(1.05),
+        pytest.approx(0.08),
+    )
+    assert cal.predict(1.0, 2.0) == pytest.approx(0.1 + 1.05 + 0.16)
+    # Without parameter counts (or all equal) the weights model is not a candidate.
+    assert fit_calibration(raw, measured).kind != "affine_weights"
+    assert fit_calibration(raw, measured, [2.0] * 7).kind != "affine_weights"
 
 
 def test_lut_build_save_load_round_trip(tmp_path):
@@ -437,10 +455,16 @@ def test_lut_build_save_load_round_trip(tmp_path):
     arch = space.sample(random.Random(11))
     layers = network_layers(parse_blocks(arch.key), 32, 3, 10, 1.0, 2)
     raw = table["overhead_ms"] + sum(table["entries"][c.key] for c in layers)
+    mparams = sum(table["mparams"][c.key] for c in layers)
+    assert mparams * 1e6 == pytest.approx(
+        sum(p.numel() for p in build_model(arch, num_classes=10).parameters())
+    )
     cal = table["calibration"]
     s = lut.measure(arch)
     assert s.source == "lut" and s.runs == 0 and s.export_seconds == 0.0
-    assert s.median_ms == pytest.approx(cal["intercept_ms"] + cal["slope"] * raw)
+    assert s.median_ms == pytest.approx(
+        cal["intercept_ms"] + cal["slope"] * raw + cal["ms_per_mparam"] * mparams
+    )
     assert s.median_ms > 0
     same = make_latency_evaluator("lut", path=str(path), input_size=32)
     assert same.measure(arch) == s

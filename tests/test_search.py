@@ -257,9 +257,9 @@ def test_nasbench201_search_on_the_real_table(tmp_path, mnas_data):
     assert len(summary.front) >= 3 and math.isfinite(summary.best["reward"])
 
 
-def test_search_script_end_to_end(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
+def run_search_script(*overrides: str) -> subprocess.CompletedProcess:
+    """``scripts/search.py`` with the tiny settings, one step of 2 architectures, MACs."""
+    return subprocess.run(
         [
             sys.executable,
             "scripts/search.py",
@@ -267,38 +267,25 @@ def test_search_script_end_to_end(tmp_path):
             "steps=1",
             "batch_size=2",
             "latency=macs",
-            "reward.target_ms=0.5",
-            f"hydra.run.dir={tmp_path}",
+            *overrides,
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def test_search_script_end_to_end(tmp_path):
+    out = run_search_script("reward.target_ms=0.5", f"hydra.run.dir={tmp_path}")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Pareto front:" in out.stdout and f"tensorboard --logdir {tmp_path}" in out.stdout
     assert len(results(tmp_path)) == 2
 
 
 def test_target_sweep_with_hydra_multirun(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "scripts/search.py",
-            "-m",
-            *TINY,
-            "steps=1",
-            "batch_size=2",
-            "latency=macs",
-            "tensorboard=false",
-            "reward.target_ms=0.3,0.7",
-            f"hydra.sweep.dir={tmp_path}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
+    out = run_search_script(
+        "-m", "tensorboard=false", "reward.target_ms=0.3,0.7", f"hydra.sweep.dir={tmp_path}"
     )
     assert out.returncode == 0, out.stderr[-2000:]
     targets = []

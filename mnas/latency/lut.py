@@ -14,7 +14,8 @@ Building a table (``scripts/latency_table.py`` or :func:`build_table`):
    (:func:`fit_calibration`); the fit absorbs what summing misses (fusion across layers,
    cache effects).
 
-A prediction is then ``a + b * (overhead + sum of the network's layer entries)``.
+A prediction is then ``a + b * (overhead + sum of the network's layer entries)``, plus
+``c * (millions of parameters)`` when the weights term won the calibration.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from mnas.space import Architecture, BlockSpec, specs_of
 
 log = logging.getLogger(__name__)
 
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2
+# Format 1 tables have no per-layer parameter counts (no ``affine_weights`` calibration).
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -227,8 +230,9 @@ def profile_layers(
     configs: Iterable[LayerConfig],
     evaluator: OrtLatency,
     progress: Callable[[int, int, LayerConfig], None] | None = None,
-) -> tuple[dict[str, float], float]:
-    """Time each configuration alone; returns (key -> ms without call overhead, overhead ms).
+) -> tuple[dict[str, float], float, dict[str, float]]:
+    """Time each configuration alone; returns (key -> ms without call overhead, overhead ms,
+    key -> millions of parameters).
 
     Raises:
         LatencyError: naming the layer configuration that failed.
@@ -236,80 +240,112 @@ def profile_layers(
     overhead = _overhead_ms(evaluator)
     ordered = sorted(set(configs), key=_sort_key)
     entries: dict[str, float] = {}
+    mparams: dict[str, float] = {}
     batch = evaluator.batch_size
     for i, cfg in enumerate(ordered):
         try:
-            onnx_bytes = export_onnx(cfg.module(), cfg.res, cfg.in_chs, batch)
+            module = cfg.module()
+            mparams[cfg.key] = sum(p.numel() for p in module.parameters()) / 1e6
+            onnx_bytes = export_onnx(module, cfg.res, cfg.in_chs, batch)
             samples = evaluator.time_onnx(onnx_bytes, (batch, cfg.in_chs, cfg.res, cfg.res))
         except Exception as e:
             raise LatencyError(f"cannot time layer {cfg.key}: {type(e).__name__}: {e}") from e
         entries[cfg.key] = max(0.0, float(np.median(samples)) - overhead)
         if progress is not None:
             progress(i + 1, len(ordered), cfg)
-    return entries, overhead
+    return entries, overhead, mparams
 
 
-CALIBRATIONS = ("identity", "scale", "affine")
+CALIBRATIONS = ("identity", "scale", "affine", "affine_weights")
+# networks needed before a model is a candidate (one more than its coefficients)
+_MIN_NETWORKS = {"identity": 1, "scale": 3, "affine": 4, "affine_weights": 5}
 
 
-def _fit(kind: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """``(intercept, slope)`` of one calibration model, fitted to minimise *relative* error
-    (the squared error of ``prediction / measured``), so small networks count as much as
-    large ones, as in the MAPE that judges the table."""
+@dataclass(frozen=True)
+class Calibration:
+    """How summed layer timings become a network's latency:
+    ``intercept_ms + slope * sum + ms_per_mparam * (millions of parameters)``."""
+
+    kind: str = "identity"
+    intercept_ms: float = 0.0
+    slope: float = 1.0
+    ms_per_mparam: float = 0.0
+
+    def predict(self, raw_ms: float, mparams: float = 0.0) -> float:
+        return self.intercept_ms + self.slope * raw_ms + self.ms_per_mparam * mparams
+
+
+def _design(kind: str, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+    columns = {
+        "scale": [x],
+        "affine": [np.ones_like(x), x],
+        "affine_weights": [np.ones_like(x), x, p],
+    }[kind]
+    return np.stack(columns, axis=1)
+
+
+def _fit(kind: str, x: np.ndarray, y: np.ndarray, p: np.ndarray) -> Calibration:
+    """One calibration model fitted to minimise *relative* error (the squared error of
+    ``prediction / measured - 1``), so small networks count as much as large ones, as in the
+    MAPE that judges the table."""
     if kind == "identity":
-        return 0.0, 1.0
-    r = x / y
+        return Calibration()
+    design = _design(kind, x, p) / y[:, None]
+    coef, *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
     if kind == "scale":
-        return 0.0, float(np.sum(r) / np.sum(r * r))
-    design = np.stack([1.0 / y, r], axis=1)
-    (intercept, slope), *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
-    return float(intercept), float(slope)
+        return Calibration(kind, 0.0, float(coef[0]))
+    if kind == "affine":
+        return Calibration(kind, float(coef[0]), float(coef[1]))
+    return Calibration(kind, float(coef[0]), float(coef[1]), float(coef[2]))
 
 
 def fit_calibration(
-    raw_ms: Sequence[float], measured_ms: Sequence[float]
-) -> tuple[float, float, str]:
+    raw_ms: Sequence[float],
+    measured_ms: Sequence[float],
+    mparams: Sequence[float] | None = None,
+) -> Calibration:
     """Calibrate the summed layer timings against measured whole networks.
 
-    Three models are candidates: ``identity`` (the sum as it is), ``scale``
-    (``slope * sum``) and ``affine`` (``intercept + slope * sum``), each fitted for relative
-    error. The one with the lowest leave-one-out MAPE wins, so a handful of noisy
-    calibration networks cannot make the table worse than the plain sum; a fit with a
-    non-positive slope is never chosen. Needs 3 networks for ``scale`` and 4 for ``affine``.
-
-    Returns:
-        ``(intercept, slope, kind)``.
+    Candidates: ``identity`` (the sum as it is), ``scale`` (``slope * sum``), ``affine``
+    (``intercept + slope * sum``) and, given the networks' parameter counts (millions),
+    ``affine_weights`` (``+ ms_per_mparam * mparams``: a layer timed alone keeps its
+    weights in cache, inside a network with megabytes of weights it does not). Each is
+    fitted for relative error; the one with the lowest leave-one-out MAPE wins, so a few
+    noisy calibration networks cannot make the table worse than the plain sum. A model
+    needs one network more than it has coefficients; one whose fit has a non-positive
+    slope is never chosen.
 
     Raises:
         ValueError: on lists of different or zero length, or non-positive measurements.
     """
     x = np.asarray(raw_ms, dtype=np.float64)
     y = np.asarray(measured_ms, dtype=np.float64)
-    if x.shape != y.shape or x.size == 0:
-        raise ValueError(f"need equal, non-empty lists; got {x.size} raw and {y.size} measured")
+    p = np.zeros_like(x) if mparams is None else np.asarray(mparams, dtype=np.float64)
+    if x.shape != y.shape or x.shape != p.shape or x.size == 0:
+        raise ValueError(
+            f"need equal, non-empty lists; got {x.size} raw, {y.size} measured, {p.size} mparams"
+        )
     if np.any(y <= 0):
         raise ValueError(f"measured latencies must be > 0, got {y.tolist()}")
-    candidates = ["identity"]
-    if x.size >= 3:
-        candidates.append("scale")
-    if x.size >= 4 and float(np.ptp(x)) > 0:
-        candidates.append("affine")
+    candidates = [k for k in CALIBRATIONS if x.size >= _MIN_NETWORKS[k]]
+    if mparams is None or float(np.ptp(p)) == 0:
+        candidates = [k for k in candidates if k != "affine_weights"]
+    if float(np.ptp(x)) == 0:
+        candidates = [k for k in candidates if k in ("identity", "scale")]
     best = (math.inf, "identity")
     for kind in candidates:
         errors = []
         for i in range(x.size):
             keep = np.arange(x.size) != i
-            intercept, slope = _fit(kind, x[keep], y[keep])
-            if not slope > 0:
+            cal = _fit(kind, x[keep], y[keep], p[keep])
+            if not cal.slope > 0:
                 break
-            errors.append(abs(intercept + slope * x[i] - y[i]) / y[i])
+            errors.append(abs(cal.predict(x[i], p[i]) - y[i]) / y[i])
         else:
             loo = float(np.mean(errors))
             if loo < best[0]:
                 best = (loo, kind)
-    kind = best[1]
-    intercept, slope = _fit(kind, x, y)
-    return intercept, slope, kind
+    return _fit(best[1], x, y, p)
 
 
 def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
@@ -331,7 +367,7 @@ def build_table(
     threads) and the timing plan for layers and calibration networks alike.
     """
     t0 = time.perf_counter()
-    entries, overhead = profile_layers(configs, evaluator, progress)
+    entries, overhead, mparams = profile_layers(configs, evaluator, progress)
     setup = evaluator.setup()
     table = {
         "format": TABLE_FORMAT,
@@ -339,30 +375,30 @@ def build_table(
         "machine_description": machine_description(),
         "overhead_ms": overhead,
         "entries": entries,
-        "calibration": {"intercept_ms": 0.0, "slope": 1.0},
+        "mparams": mparams,
     }
     raw = [_raw_ms(table, arch) for arch in calibration_archs]
+    weights = [_mparams(table, arch) for arch in calibration_archs]
     measured = [evaluator.measure(arch).median_ms for arch in calibration_archs]
-    intercept, slope, kind = (
-        fit_calibration(raw, measured) if calibration_archs else (0.0, 1.0, "identity")
-    )
-    predicted = [intercept + slope * r for r in raw]
+    cal = fit_calibration(raw, measured, weights) if calibration_archs else Calibration()
+    predicted = [cal.predict(r, w) for r, w in zip(raw, weights, strict=True)]
     table["calibration"] = {
-        "kind": kind,
-        "intercept_ms": intercept,
-        "slope": slope,
+        "kind": cal.kind,
+        "intercept_ms": cal.intercept_ms,
+        "slope": cal.slope,
+        "ms_per_mparam": cal.ms_per_mparam,
         "archs": [a.key for a in calibration_archs],
         "raw_ms": raw,
+        "mparams": weights,
         "measured_ms": measured,
         "mape_percent": mape(predicted, measured) if calibration_archs else None,
     }
     table["build_seconds"] = time.perf_counter() - t0
     log.info(
-        "latency table: %d layers, overhead %.4f ms, fit %.4f + %.4f x sum, %.0f s",
+        "latency table: %d layers, overhead %.4f ms, calibration %s, %.0f s",
         len(entries),
         overhead,
-        intercept,
-        slope,
+        cal,
         table["build_seconds"],
     )
     return table
@@ -393,6 +429,15 @@ def _raw_ms(table: dict, arch: Architecture) -> float:
             )
         total += ms
     return total
+
+
+def _mparams(table: dict, arch: Architecture) -> float:
+    """Millions of parameters of ``arch`` from the table's per-layer counts (0 for a
+    format-1 table, which has none)."""
+    counts = table.get("mparams")
+    if not counts:
+        return 0.0
+    return float(sum(counts[cfg.key] for cfg in _layers_of(table, arch)))
 
 
 def save_table(table: dict, path: str | os.PathLike) -> None:
@@ -431,8 +476,9 @@ class LutLatency:
         self.path = os.fspath(path)
         with open(self.path, encoding="utf-8") as f:
             table = json.load(f)
-        if not isinstance(table, dict) or table.get("format") != TABLE_FORMAT:
-            raise ValueError(f"{self.path} is not a latency table of format {TABLE_FORMAT}")
+        if not isinstance(table, dict) or table.get("format") not in READABLE_FORMATS:
+            formats = " or ".join(map(str, READABLE_FORMATS))
+            raise ValueError(f"{self.path} is not a latency table of format {formats}")
         self.table = table
         setup = table["setup"]
         batch, chans, size, _ = setup["input_shape"]
@@ -468,8 +514,13 @@ class LutLatency:
                 table.get("machine_description", {}).get("cpu", "?"),
                 setup["onnxruntime"],
             )
-        self.intercept = float(table["calibration"]["intercept_ms"])
-        self.slope = float(table["calibration"]["slope"])
+        c = table["calibration"]
+        self.calibration = Calibration(
+            c.get("kind", "affine"),
+            float(c["intercept_ms"]),
+            float(c["slope"]),
+            float(c.get("ms_per_mparam", 0.0)),
+        )
 
     def raw_ms(self, arch: Architecture) -> float:
         """Uncalibrated sum: call overhead plus the network's layer entries."""
@@ -481,7 +532,8 @@ class LutLatency:
         Raises:
             LatencyError: if a layer of ``arch`` is missing from the table.
         """
-        return LatencyStats.point(self.intercept + self.slope * self.raw_ms(arch), "lut")
+        predicted = self.calibration.predict(self.raw_ms(arch), _mparams(self.table, arch))
+        return LatencyStats.point(predicted, "lut")
 
 
 def table_configs_for(

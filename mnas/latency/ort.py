@@ -56,8 +56,10 @@ OPSET = 17
 # The network interleaved with every timed run when drift correction is on.
 REFERENCE_NAME = "mobilenetv2"
 REFERENCE_SECONDS = 2.0
-# Timed runs per block when candidate and reference alternate.
+# Timed runs per block when candidate and reference alternate, each block after this many
+# untimed runs (the other network has just used the caches).
 REFERENCE_BLOCK = 8
+REFERENCE_UNTIMED = 1
 # Bump when export settings change the graph, so old cache entries stop matching.
 EXPORT_FORMAT = 1
 
@@ -211,8 +213,8 @@ def time_runs(
     """Timed calls of ``run`` (ms) following ``plan``'s stopping rule.
 
     With a ``reference``, timing alternates between blocks of ``REFERENCE_BLOCK`` timed
-    calls of ``run`` and of ``reference``, each block after one untimed call (the other
-    network has just used the caches), so that both see the same machine speed while each
+    calls of ``run`` and of ``reference``, each block after ``REFERENCE_UNTIMED`` untimed
+    calls (the other network has just used the caches), so that both see the same machine speed while each
     is still timed warm, back to back. Returns the two lists of timings (the second empty
     without a reference).
     """
@@ -228,12 +230,14 @@ def time_runs(
         start = time.perf_counter()
         while len(samples) < plan.max_runs:
             if reference is not None and samples and len(samples) % REFERENCE_BLOCK == 0:
-                reference()
+                for _ in range(REFERENCE_UNTIMED):
+                    reference()
                 for _ in range(REFERENCE_BLOCK):
                     t0 = time.perf_counter_ns()
                     reference()
                     ref_samples.append((time.perf_counter_ns() - t0) / 1e6)
-                run()
+                for _ in range(REFERENCE_UNTIMED):
+                    run()
             t0 = time.perf_counter_ns()
             run()
             samples.append((time.perf_counter_ns() - t0) / 1e6)
@@ -245,7 +249,8 @@ def time_runs(
                     break
         if reference is not None and len(ref_samples) < len(samples):
             # close with a reference block, so that it brackets the last candidate block
-            reference()
+            for _ in range(REFERENCE_UNTIMED):
+                reference()
             for _ in range(REFERENCE_BLOCK):
                 t0 = time.perf_counter_ns()
                 reference()
