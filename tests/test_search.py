@@ -257,12 +257,13 @@ def test_nasbench201_search_on_the_real_table(tmp_path, mnas_data):
     assert len(summary.front) >= 3 and math.isfinite(summary.best["reward"])
 
 
-def run_search_script(*overrides: str) -> subprocess.CompletedProcess:
+def run_search_script(*overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
     """``scripts/search.py`` with the tiny settings, one step of 2 architectures, MACs."""
     return subprocess.run(
         [
             sys.executable,
             "scripts/search.py",
+            *(["-m"] if multirun else []),
             *TINY,
             "steps=1",
             "batch_size=2",
@@ -285,7 +286,10 @@ def test_search_script_end_to_end(tmp_path):
 
 def test_target_sweep_with_hydra_multirun(tmp_path):
     out = run_search_script(
-        "-m", "tensorboard=false", "reward.target_ms=0.3,0.7", f"hydra.sweep.dir={tmp_path}"
+        "tensorboard=false",
+        "reward.target_ms=0.3,0.7",
+        f"hydra.sweep.dir={tmp_path}",
+        multirun=True,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     targets = []

@@ -214,9 +214,9 @@ def time_runs(
 
     With a ``reference``, timing alternates between blocks of ``REFERENCE_BLOCK`` timed
     calls of ``run`` and of ``reference``, each block after ``REFERENCE_UNTIMED`` untimed
-    calls (the other network has just used the caches), so that both see the same machine speed while each
-    is still timed warm, back to back. Returns the two lists of timings (the second empty
-    without a reference).
+    calls (the other network has just used the caches), so that both see the same machine
+    speed while each is still timed warm, back to back. Returns the two lists of timings
+    (the second empty without a reference).
     """
     gc_was_enabled = gc.isenabled()
     gc.disable()
