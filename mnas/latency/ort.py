@@ -218,6 +218,17 @@ def time_runs(
     speed while each is still timed warm, back to back. Returns the two lists of timings
     (the second empty without a reference).
     """
+    samples: list[float] = []
+    ref_samples: list[float] = []
+
+    def timed(fn: Callable[[], None], out: list[float], untimed: int, count: int) -> None:
+        for _ in range(untimed):
+            fn()
+        for _ in range(count):
+            t0 = time.perf_counter_ns()
+            fn()
+            out.append((time.perf_counter_ns() - t0) / 1e6)
+
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -225,22 +236,12 @@ def time_runs(
             run()
             if reference is not None:
                 reference()
-        samples: list[float] = []
-        ref_samples: list[float] = []
         start = time.perf_counter()
         while len(samples) < plan.max_runs:
-            if reference is not None and samples and len(samples) % REFERENCE_BLOCK == 0:
-                for _ in range(REFERENCE_UNTIMED):
-                    reference()
-                for _ in range(REFERENCE_BLOCK):
-                    t0 = time.perf_counter_ns()
-                    reference()
-                    ref_samples.append((time.perf_counter_ns() - t0) / 1e6)
-                for _ in range(REFERENCE_UNTIMED):
-                    run()
-            t0 = time.perf_counter_ns()
-            run()
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
+            switch = reference is not None and bool(samples) and len(samples) % REFERENCE_BLOCK == 0
+            if switch:
+                timed(reference, ref_samples, REFERENCE_UNTIMED, REFERENCE_BLOCK)
+            timed(run, samples, REFERENCE_UNTIMED if switch else 0, 1)
             n = len(samples)
             if n >= _MIN_RUNS_AT_CAP and time.perf_counter() - start > plan.time_cap_s:
                 break
@@ -249,12 +250,7 @@ def time_runs(
                     break
         if reference is not None and len(ref_samples) < len(samples):
             # close with a reference block, so that it brackets the last candidate block
-            for _ in range(REFERENCE_UNTIMED):
-                reference()
-            for _ in range(REFERENCE_BLOCK):
-                t0 = time.perf_counter_ns()
-                reference()
-                ref_samples.append((time.perf_counter_ns() - t0) / 1e6)
+            timed(reference, ref_samples, REFERENCE_UNTIMED, REFERENCE_BLOCK)
     finally:
         if gc_was_enabled:
             gc.enable()
