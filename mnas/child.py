@@ -180,6 +180,25 @@ def train_child(task: TrainTask) -> TrainOutcome:
     return TrainOutcome(result.accuracy, stats.params, stats.macs, OK, "", result.seconds)
 
 
+def time_batch(job: tuple) -> list[tuple[dict, float, float, str]]:
+    """``job = (latency evaluator, architectures)``: time them one after another; per
+    architecture (stats dict, median, seconds, error). A picklable function of one
+    argument, so that a Ray latency device can run it."""
+    from mnas.latency import LatencyError
+
+    latency, archs = job
+    out = []
+    for arch in archs:
+        start = time.perf_counter()
+        try:
+            stats = latency.measure(arch)
+        except LatencyError as e:
+            out.append(({}, math.nan, time.perf_counter() - start, str(e)))
+            continue
+        out.append((stats.to_dict(), stats.median_ms, time.perf_counter() - start, ""))
+    return out
+
+
 class TrainedEvaluator:
     """Latency phase (serial, in this process) then training phase (through ``executor``).
 
@@ -201,22 +220,25 @@ class TrainedEvaluator:
         self.train = train
         self.input_size = input_size
 
-    def measure_latency(self, arch: Architecture) -> tuple[dict, float, float, str]:
-        """(stats dict, median, seconds, error) for one architecture."""
-        from mnas.latency import LatencyError
+    def time_children(self, archs: Sequence[Architecture]) -> list[tuple[dict, float, float, str]]:
+        """(stats dict, median, seconds, error) per architecture, timed one at a time here,
+        or on the executor's latency device when it has one (Ray ``latency_resource``)."""
+        job = (self.latency, list(archs))
+        if getattr(self.executor, "latency_resource", None):
+            from mnas.executors import TaskError
 
-        start = time.perf_counter()
-        try:
-            stats = self.latency.measure(arch)
-        except LatencyError as e:
-            return {}, math.nan, time.perf_counter() - start, str(e)
-        return stats.to_dict(), stats.median_ms, time.perf_counter() - start, ""
+            try:
+                return self.executor.on_latency_device(time_batch, job)
+            except TaskError as e:
+                reason = f"latency device: {str(e).splitlines()[0]}"
+                return [({}, math.nan, 0.0, reason) for _ in archs]
+        return time_batch(job)
 
     def evaluate(
         self, archs: Sequence[Architecture], on_result: Callable[[ChildResult], None]
     ) -> list[ChildResult]:
         # Phase 1: time every child while nothing trains.
-        timed = [self.measure_latency(a) for a in archs]
+        timed = self.time_children(archs)
         # Phase 2: train those that could be timed.
         results: list[ChildResult | None] = [None] * len(archs)
         tasks, index = [], []

@@ -114,6 +114,7 @@ class ExecutorConf:
     threads_per_worker: int | None = None  # torch threads per trainer (pool: cores/workers; ray: 1)
     address: str | None = None  # ray: cluster address (auto: a running cluster), None: local
     retries: int = 1  # a crashed worker's architecture is retried this often, then failed
+    latency_resource: str | None = None  # ray: custom resource of the node that times children
 
 
 @dataclass

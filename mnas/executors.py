@@ -318,9 +318,14 @@ class RayExecutor:
         retries: re-runs of a task whose worker or node died, before it is recorded as
             failed. Ray's own task retries are off so that the count means the same as in
             the pool.
+        latency_resource: a Ray custom resource that marks the machine latency is measured
+            on (e.g. ``latency_device``, given to ``ray start --resources``): children are
+            then timed there, by :meth:`on_latency_device`, instead of on the coordinator.
+            A local instance started by the executor offers one unit of it itself.
 
     Raises:
-        ValueError: Ray is not installed (the message says how to install it).
+        ValueError: Ray is not installed (the message says how to install it), or no node
+            of the cluster offers ``latency_resource``.
     """
 
     name = "ray"
@@ -331,6 +336,7 @@ class RayExecutor:
         threads_per_worker: int | None = None,
         address: str | None = None,
         retries: int = 1,
+        latency_resource: str | None = None,
     ) -> None:
         try:
             import ray
@@ -350,7 +356,19 @@ class RayExecutor:
             if address:
                 ray.init(address=address, include_dashboard=False)
             else:
-                ray.init(num_cpus=usable_cores(), include_dashboard=False)
+                ray.init(
+                    num_cpus=usable_cores(),
+                    resources={latency_resource: 1} if latency_resource else None,
+                    include_dashboard=False,
+                )
+        self.latency_resource = latency_resource
+        if latency_resource and ray.cluster_resources().get(latency_resource, 0) < 1:
+            self.close()
+            raise ValueError(
+                f"executor.latency_resource={latency_resource!r}: no node of the Ray cluster "
+                "offers it; start the timing machine with `ray start --address=<head> "
+                f"--num-cpus=0 --resources='{{\"{latency_resource}\": 1}}'`"
+            )
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or max(1, cpus // self.threads)
         self._remote = ray.remote(_ray_run).options(num_cpus=self.threads, max_retries=0)
@@ -401,6 +419,30 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
             raise
 
+    def on_latency_device(self, fn: Callable[[Any], Any], task: Any) -> Any:
+        """``fn(task)`` as one Ray task on the node that offers ``latency_resource`` (it
+        declares no CPUs, so a timing node started with ``--num-cpus=0`` accepts it and
+        trains nothing); returns its result.
+
+        Raises:
+            ValueError: this executor has no ``latency_resource``.
+            TaskError: the task raised, or its worker or node died.
+        """
+        if not self.latency_resource:
+            raise ValueError("this Ray executor has no latency_resource")
+        ray = self._ray
+        remote = ray.remote(_ray_run).options(
+            num_cpus=0, resources={self.latency_resource: 1}, max_retries=self.retries
+        )
+        ref = remote.remote(fn, task, 1)
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as e:
+            raise TaskError(f"latency task on {self.latency_resource!r} failed:\n{e}") from e
+        except BaseException:
+            ray.cancel(ref, force=True)
+            raise
+
     def close(self) -> None:
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
@@ -413,21 +455,28 @@ def make_executor(
     threads_per_worker: int | None = None,
     address: str | None = None,
     retries: int = 1,
+    latency_resource: str | None = None,
 ) -> Executor:
     """An executor by name: ``serial``, ``pool`` or ``ray``.
 
     Every executor takes the same arguments and ignores those it has no use for
-    (``serial`` uses only ``threads_per_worker``; ``address`` is Ray's).
+    (``serial`` uses only ``threads_per_worker``; ``address`` is Ray's), except
+    ``latency_resource``, which only Ray has.
 
     Raises:
-        ValueError: an unknown name, a bad value, or ``ray`` without Ray installed.
+        ValueError: an unknown name, a bad value, ``latency_resource`` without Ray, or
+            ``ray`` without Ray installed.
     """
+    if latency_resource and name != "ray":
+        raise ValueError(
+            f"executor.latency_resource={latency_resource!r} needs executor=ray (got {name!r})"
+        )
     if name == "serial":
         return SerialExecutor(threads_per_worker)
     if name == "pool":
         return PoolExecutor(workers, threads_per_worker, retries)
     if name == "ray":
-        return RayExecutor(workers, threads_per_worker, address, retries)
+        return RayExecutor(workers, threads_per_worker, address, retries, latency_resource)
     raise ValueError(f"unknown executor {name!r}; known: ['serial', 'pool', 'ray']")
 
 

@@ -214,13 +214,16 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
         **_latency_kwargs(cfg, cfg.data.image_size, splits.in_channels, splits.num_classes),
     )
     unit = "MMACs" if cfg.latency.kind == "macs" else "ms"
-    if target is None:
-        baseline = space.architecture(space.baseline_tokens())
-        target = latency.measure(baseline).median_ms
-        log.info("target T = %.4g %s: MobileNetV2 at this width and input size", target, unit)
     evaluator = TrainedEvaluator(
         latency, executor, model, data, train_config(cfg.trainer), input_size=cfg.data.image_size
     )
+    if target is None:
+        # timed where the children will be timed (the latency device, if there is one)
+        baseline = space.architecture(space.baseline_tokens())
+        ((_, target, _, err),) = evaluator.time_children([baseline])
+        if err:
+            raise ValueError(f"reward.target_ms=auto: cannot time MobileNetV2: {err}")
+        log.info("target T = %.4g %s: MobileNetV2 at this width and input size", target, unit)
     run_info = {
         "data": plain(cfg.data),
         "model": plain(cfg.model),

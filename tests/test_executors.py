@@ -71,6 +71,51 @@ def test_ray_matches_serial(tmp_path, serial_results):
     same_results(serial_results, results)
 
 
+def test_ray_latency_device_times_children_and_target_on_that_node(tmp_path, serial_results):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, resources={"latency_device": 1}, include_dashboard=False)
+    try:
+        cfg = compose_search(
+            "executor=ray",
+            "executor.workers=2",
+            "executor.latency_resource=latency_device",
+            "latency=measured",
+            "latency.cache=null",
+            "latency.reference=false",
+            "latency.time_cap_s=0.05",
+        )
+        search = build_search(cfg, tmp_path / "device")
+        try:
+            search.run()
+        finally:
+            search.evaluator.close()
+    finally:
+        ray.shutdown()
+    # The coordinator's own evaluator exported nothing: the target and every child were
+    # timed by a copy of it in the Ray task that held the latency_device resource.
+    assert search.evaluator.latency.exports == 0
+    recs = [json.loads(x) for x in (tmp_path / "device" / "results.jsonl").read_text().splitlines()]
+    assert len(recs) >= 2 and all(r["status"] == "ok" for r in recs)
+    assert all(r["latency"]["source"] == "measured" and r["latency_ms"] > 0 for r in recs)
+    assert search.target_ms > 0
+    # Training is unaffected by where timing ran.
+    assert {r["hash"]: r["accuracy"] for r in recs} == {
+        h: r["accuracy"] for h, r in serial_results.items()
+    }
+
+
+def test_ray_latency_resource_nobody_offers_is_a_config_error():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        with pytest.raises(ValueError, match="'phone'.*no node"):
+            make_executor("ray", latency_resource="phone")
+    finally:
+        ray.shutdown()
+    with pytest.raises(ValueError, match="needs executor=ray"):
+        make_executor("pool", latency_resource="latency_device")
+
+
 def square(x: int) -> int:
     return x * x
 
