@@ -12,8 +12,9 @@ How a figure is produced (see docs/latency.md):
    within ``rel_ci`` of it, ``max_runs`` is reached, or ``time_cap_s`` has passed;
 4. the median, p10, p90, mean and coefficient of variation of the timed runs are returned.
 
-With ``reference=True`` every timed run is followed by a timed run of a fixed reference
-network (the space's MobileNetV2 at the same setup) and all timings are multiplied by
+With ``reference=True`` timing alternates between blocks of runs of the candidate and of a
+fixed reference network (the space's MobileNetV2 at the same setup; :func:`time_runs`), and
+all of the candidate's timings are multiplied by
 ``nominal / median(reference runs)``, where ``nominal`` is the reference's median measured
 once (and kept in the cache, so every run on this machine shares it). On a shared or
 virtual machine the speed drifts by several percent within seconds, and it drifts for
@@ -53,7 +54,7 @@ from mnas.space import Architecture, MnasSpace
 log = logging.getLogger(__name__)
 
 OPSET = 17
-# The network interleaved with every timed run when drift correction is on.
+# The network timed in blocks alternating with the candidate's when drift correction is on.
 REFERENCE_NAME = "mobilenetv2"
 REFERENCE_SECONDS = 2.0
 # Timed runs per block when candidate and reference alternate, each block after this many
@@ -283,8 +284,8 @@ class OrtLatency:
         pin_cpu: if set, pin timing to CPUs ``pin_cpu .. pin_cpu + threads - 1`` with
             ``os.sched_setaffinity`` (Linux); ignored with a warning where unavailable.
         cache_path: SQLite file of cached measurements; None disables caching.
-        reference: interleave a reference network with every timed run and correct for
-            the machine's speed drift (see the module docstring).
+        reference: time a reference network in blocks alternating with the candidate's and
+            correct for the machine's speed drift (see the module docstring).
         reference_ms: the reference's nominal median; None: from the cache, or timed on
             first use (give it to make several evaluators share one scale).
 
