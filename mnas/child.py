@@ -14,8 +14,10 @@ A child that fails to build, export or train, or whose loss diverges, comes back
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import pickle
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -199,6 +201,20 @@ def time_batch(job: tuple) -> list[tuple[dict, float, float, str]]:
     return out
 
 
+# Evaluators kept by the latency device's process, by their pickled settings.
+_KEPT_EVALUATORS: dict[bytes, object] = {}
+
+
+def time_batch_on_device(job: tuple) -> list[tuple[dict, float, float, str]]:
+    """:func:`time_batch` in the latency device's long-lived process. Each step ships a
+    fresh copy of the evaluator; the first copy with the same settings is kept and used
+    instead, so its reference network is exported and its nominal timed once per search,
+    and every step is on the same scale even without a cache."""
+    latency, archs = job
+    key = hashlib.sha256(pickle.dumps(latency)).digest()
+    return time_batch((_KEPT_EVALUATORS.setdefault(key, latency), archs))
+
+
 class TrainedEvaluator:
     """Latency phase (serial, in this process) then training phase (through ``executor``).
 
@@ -228,7 +244,7 @@ class TrainedEvaluator:
             from mnas.executors import TaskError
 
             try:
-                return self.executor.on_latency_device(time_batch, job)
+                return self.executor.on_latency_device(time_batch_on_device, job)
             except TaskError as e:
                 reason = f"latency device: {str(e).splitlines()[0]}"
                 return [({}, math.nan, 0.0, reason) for _ in archs]

@@ -304,6 +304,13 @@ def _ray_run(fn: Callable[[Any], Any], task: Any, threads: int) -> Any:
     return fn(task)
 
 
+class _DeviceWorker:
+    """The Ray actor on the latency device: one process for the whole search."""
+
+    def call(self, fn: Callable[[Any], Any], task: Any) -> Any:
+        return fn(task)
+
+
 class RayExecutor:
     """Tasks on a Ray cluster (or a local Ray instance).
 
@@ -362,6 +369,7 @@ class RayExecutor:
                     include_dashboard=False,
                 )
         self.latency_resource = latency_resource
+        self._device = None
         if latency_resource and ray.cluster_resources().get(latency_resource, 0) < 1:
             self.close()
             raise ValueError(
@@ -420,21 +428,32 @@ class RayExecutor:
             raise
 
     def on_latency_device(self, fn: Callable[[Any], Any], task: Any) -> Any:
-        """``fn(task)`` as one Ray task on the node that offers ``latency_resource`` (it
-        declares no CPUs, so a timing node started with ``--num-cpus=0`` accepts it and
-        trains nothing); returns its result.
+        """``fn(task)`` on the node that offers ``latency_resource``, in one long-lived Ray
+        actor (made on first use, declaring no CPUs, so a timing node started with
+        ``--num-cpus=0`` accepts it and trains nothing; it holds the resource until
+        :meth:`close`, so nothing else times there meanwhile). Whatever ``fn`` keeps in its
+        process survives from one call to the next. Returns the result.
 
         Raises:
             ValueError: this executor has no ``latency_resource``.
-            TaskError: the task raised, or its worker or node died.
+            TaskError: the call raised, or the actor's process or node died (it is
+                restarted up to ``retries`` times first).
         """
         if not self.latency_resource:
             raise ValueError("this Ray executor has no latency_resource")
         ray = self._ray
-        remote = ray.remote(_ray_run).options(
-            num_cpus=0, resources={self.latency_resource: 1}, max_retries=self.retries
-        )
-        ref = remote.remote(fn, task, 1)
+        if self._device is None:
+            self._device = (
+                ray.remote(_DeviceWorker)
+                .options(
+                    num_cpus=0,
+                    resources={self.latency_resource: 1},
+                    max_restarts=self.retries,
+                    max_task_retries=self.retries,
+                )
+                .remote()
+            )
+        ref = self._device.call.remote(fn, task)
         try:
             return ray.get(ref)
         except ray.exceptions.RayError as e:
@@ -444,6 +463,9 @@ class RayExecutor:
             raise
 
     def close(self) -> None:
+        if self._device is not None and self._ray.is_initialized():
+            self._ray.kill(self._device)  # frees the latency device for other drivers
+        self._device = None
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
             self._owns = False

@@ -104,6 +104,31 @@ def test_ray_latency_device_times_children_and_target_on_that_node(tmp_path, ser
     }
 
 
+def test_latency_device_keeps_one_evaluator_per_settings_across_steps():
+    import pickle
+
+    from mnas import child
+    from mnas.latency import MacsLatency
+    from mnas.space import MnasSpace
+
+    arch = MnasSpace().architecture(MnasSpace().baseline_tokens())
+    first, again, other = (
+        MacsLatency(input_size=16),
+        MacsLatency(input_size=16),
+        MacsLatency(input_size=32),
+    )
+    child._KEPT_EVALUATORS.clear()
+    out1 = child.time_batch_on_device((first, [arch]))
+    # Each step ships a fresh copy; the one kept from the first step does the timing.
+    out2 = child.time_batch_on_device((pickle.loads(pickle.dumps(again)), [arch]))
+    assert out1[0][1] == out2[0][1] > 0
+    assert len(child._KEPT_EVALUATORS) == 1
+    assert next(iter(child._KEPT_EVALUATORS.values())) is first
+    child.time_batch_on_device((other, [arch]))
+    assert len(child._KEPT_EVALUATORS) == 2
+    child._KEPT_EVALUATORS.clear()
+
+
 def test_ray_latency_resource_nobody_offers_is_a_config_error():
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=1, include_dashboard=False)
