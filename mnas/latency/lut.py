@@ -377,8 +377,11 @@ def build_table(
         "entries": entries,
         "mparams": mparams,
     }
-    raw = [_raw_ms(table, arch) for arch in calibration_archs]
-    weights = [_mparams(table, arch) for arch in calibration_archs]
+    raw, weights = [], []
+    for arch in calibration_archs:
+        r, w = _sums(table, arch)
+        raw.append(r)
+        weights.append(w)
     measured = [evaluator.measure(arch).median_ms for arch in calibration_archs]
     cal = fit_calibration(raw, measured, weights) if calibration_archs else Calibration()
     predicted = [cal.predict(r, w) for r, w in zip(raw, weights, strict=True)]
@@ -417,9 +420,13 @@ def _layers_of(table: dict, arch: Architecture) -> list[LayerConfig]:
     )
 
 
-def _raw_ms(table: dict, arch: Architecture) -> float:
+def _sums(table: dict, arch: Architecture) -> tuple[float, float]:
+    """(call overhead + the network's layer entries in ms, its millions of parameters from
+    the table's per-layer counts; 0 for a format-1 table, which has none), from one walk
+    over the network's layers."""
     entries = table["entries"]
-    total = table["overhead_ms"]
+    counts = table.get("mparams") or {}
+    total, mparams = table["overhead_ms"], 0.0
     for cfg in _layers_of(table, arch):
         ms = entries.get(cfg.key)
         if ms is None:
@@ -428,16 +435,8 @@ def _raw_ms(table: dict, arch: Architecture) -> float:
                 "build a table for this space and setup with scripts/latency_table.py"
             )
         total += ms
-    return total
-
-
-def _mparams(table: dict, arch: Architecture) -> float:
-    """Millions of parameters of ``arch`` from the table's per-layer counts (0 for a
-    format-1 table, which has none)."""
-    counts = table.get("mparams")
-    if not counts:
-        return 0.0
-    return float(sum(counts[cfg.key] for cfg in _layers_of(table, arch)))
+        mparams += counts.get(cfg.key, 0.0)
+    return total, mparams
 
 
 def save_table(table: dict, path: str | os.PathLike) -> None:
@@ -524,7 +523,7 @@ class LutLatency:
 
     def raw_ms(self, arch: Architecture) -> float:
         """Uncalibrated sum: call overhead plus the network's layer entries."""
-        return _raw_ms(self.table, arch)
+        return _sums(self.table, arch)[0]
 
     def measure(self, arch: Architecture) -> LatencyStats:
         """Predicted latency of ``arch`` (``source="lut"``, no spread).
@@ -532,8 +531,7 @@ class LutLatency:
         Raises:
             LatencyError: if a layer of ``arch`` is missing from the table.
         """
-        predicted = self.calibration.predict(self.raw_ms(arch), _mparams(self.table, arch))
-        return LatencyStats.point(predicted, "lut")
+        return LatencyStats.point(self.calibration.predict(*_sums(self.table, arch)), "lut")
 
 
 def table_configs_for(
