@@ -32,10 +32,10 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from mnas.child import TrainedEvaluator, TrainTask, train_child
-from mnas.config import register_configs
-from mnas.executors import PoolExecutor, make_executor
-from mnas.runner import build_search
+from mnas.conf import register_configs
+from mnas.conf.runner import build_search
+from mnas.evaluate.executors import PoolExecutor, make_executor
+from mnas.evaluate.trained import TrainedEvaluator, TrainTask, train_child
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -142,17 +142,19 @@ def main() -> None:
             )
 
     if not args.skip_latency:
+        from mnas.conf.arguments import latency_settings
         from mnas.latency import make_latency_evaluator
-        from mnas.runner import _latency_kwargs
 
         mode = "raw" if args.no_reference else "drift-corrected"
         print(f"\n## Latency isolation ({mode} ONNX Runtime median per architecture, ms)")
         lat_cfg = compose_latency(cfg, overrides)
         latency = make_latency_evaluator(
-            "measured",
-            **_latency_kwargs(
-                lat_cfg, cfg.data.image_size, ev.model.in_channels, ev.model.num_classes
-            ),
+            latency_settings(lat_cfg.latency),
+            input_size=cfg.data.image_size,
+            in_channels=ev.model.in_channels,
+            num_classes=ev.model.num_classes,
+            width_mult=lat_cfg.model.width_mult,
+            stem_stride=lat_cfg.model.stem_stride,
         )
         time_all(latency, archs[:1])  # warm ORT itself up
         alone = time_all(latency, archs)

@@ -2,8 +2,8 @@
 
 Composes the real search config (``conf/search.yaml`` plus the experiment given), then
 trains MobileNetV2 (the space's baseline) at each width through the same code a search
-uses for a child (:func:`mnas.child.train_child`), one thread, and prints a table. Asserts
-nothing; the figures vary with load on the machine.
+uses for a child (:func:`mnas.evaluate.trained.train_child`), one thread, and prints a
+table. Asserts nothing; the figures vary with load on the machine.
 
     .venv/bin/python bench/proxy.py                                   # digits_quick
     MNAS_DATA=../shared/datasets .venv/bin/python bench/proxy.py \\
@@ -19,9 +19,12 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from mnas.child import ModelSpec, TrainTask, get_dataset, train_child
-from mnas.config import register_configs, train_config, validate_search
-from mnas.runner import data_spec_from
+from mnas.conf import register_configs
+from mnas.conf.arguments import train_config
+from mnas.conf.runner import data_spec_from
+from mnas.conf.validate import validate_search
+from mnas.data import get_dataset
+from mnas.evaluate.trained import ModelSpec, TrainTask, train_child
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

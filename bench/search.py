@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +24,12 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mnas.conf import register_configs
+from mnas.conf.runner import build_search
+from mnas.search import load_results
+from mnas.search.pareto import hypervolume, pareto_indices
 
-from mnas.config import register_configs  # noqa: E402
-from mnas.pareto import hypervolume, pareto_indices  # noqa: E402
-from mnas.runner import build_search  # noqa: E402
-from mnas.search import load_results  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_one(strategy: str, seed: int, args, run_dir: Path) -> dict:
@@ -56,7 +54,7 @@ def run_one(strategy: str, seed: int, args, run_dir: Path) -> dict:
     if search.tb is not None:
         search.tb.close()
     wall = time.perf_counter() - start
-    recs = load_results(run_dir)
+    recs = [r.to_dict() for r in load_results(run_dir)]
     inside = sum(r["train_seconds"] + r["latency_seconds"] for r in recs)
     # the loop proper: everything in run() that is not training or timing a child
     loop_overhead = summary.seconds - inside

@@ -47,20 +47,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import torch
 
-from mnas.nasbench201 import (
-    NB201Space,
-    NB201Table,
+from mnas.evaluate.tabular import NB201Table
+from mnas.search.pareto import (
     best_under,
     hypervolume_of_rows,
     median_reference,
+    pareto_indices,
     true_front,
 )
-from mnas.pareto import pareto_indices
-from mnas.ppo import PPOConfig
-from mnas.reward import PRESETS, mnas_reward
-from mnas.strategies import STRATEGIES, make_strategy
+from mnas.search.ppo import PPOConfig
+from mnas.search.reward import PRESETS, mnas_reward
+from mnas.search.strategies import STRATEGIES, make_strategy
+from mnas.space import NB201Space
 
 REPO = Path(__file__).resolve().parents[1]
 OBJECTIVES = ("soft", "hard", "single")
@@ -186,26 +187,12 @@ def permutation_test(a, b, n_perm: int = 100_000, seed: int = 0) -> float:
 
 
 def mann_whitney_p(a, b) -> tuple[float, float]:
-    """Mann-Whitney U of a and one-sided p (a > b), normal approximation with tie correction."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    pooled = np.concatenate([a, b])
-    order = pooled.argsort(kind="mergesort")
-    ranks = np.empty(len(pooled))
-    sorted_vals = pooled[order]
-    i = 0
-    while i < len(pooled):
-        j = i
-        while j + 1 < len(pooled) and sorted_vals[j + 1] == sorted_vals[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    n1, n2 = len(a), len(b)
-    u = ranks[:n1].sum() - n1 * (n1 + 1) / 2
-    _, counts = np.unique(pooled, return_counts=True)
-    n = n1 + n2
-    var = n1 * n2 / 12 * ((n + 1) - np.sum(counts**3 - counts) / (n * (n - 1)))
-    z = (u - n1 * n2 / 2 - 0.5) / math.sqrt(var)
-    return float(u), 0.5 * math.erfc(z / math.sqrt(2))
+    """Mann-Whitney U of a and one-sided p (a > b), normal approximation with tie and
+    continuity correction."""
+    res = scipy.stats.mannwhitneyu(
+        a, b, alternative="greater", method="asymptotic", use_continuity=True
+    )
+    return float(res.statistic), float(res.pvalue)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Images per second of mnas.train against a bare hand-written PyTorch loop.
+"""Images per second of mnas.training against a bare hand-written PyTorch loop.
 
 Both train the same model (same initial weights) on the same data at the same batch size and
 step count; runs are interleaved (bare, trainer, bare, trainer, ...) so that load from other
@@ -19,9 +19,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mnas.builder import build_model
 from mnas.data import load_dataset
-from mnas.train import TrainConfig, evaluate, fit_model, recalibrate_bn
+from mnas.nn import build_model
+from mnas.training import TrainConfig, evaluate, fit_model, recalibrate_bn
 
 
 def bare_loop(model, x, y, steps: int, batch: int, lr: float, seed: int) -> float:
@@ -105,7 +105,7 @@ def main() -> None:
         f"{args.steps} steps, {args.threads} thread(s), {args.repeats} interleaved repeats"
     )
     print(f"bare loop        {b:8.1f} images/s  (runs: {', '.join(f'{v:.0f}' for v in bare)})")
-    print(f"mnas.train fit   {f:8.1f} images/s  (runs: {', '.join(f'{v:.0f}' for v in fit)})")
+    print(f"mnas.training fit {f:8.1f} images/s  (runs: {', '.join(f'{v:.0f}' for v in fit)})")
     print(f"trainer/bare     {f / b:8.3f}  -> overhead {100 * (b / f - 1):+.1f}%")
     t_fit, t_recal, t_eval = (statistics.median(t[i] for t in full) for i in range(3))
     print(

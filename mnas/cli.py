@@ -28,7 +28,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from mnas.builder import build_model, model_stats
+    from mnas.nn import build_model, model_stats
 
     arch = resolve_arch(args.arch)
     model = build_model(

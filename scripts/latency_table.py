@@ -1,9 +1,16 @@
-"""Build a latency lookup table for this machine: ``python scripts/latency_table.py --out T.json``.
+"""Build a latency lookup table for the search a config describes.
 
-Profiles every distinct layer configuration of the MnasNet search space at the resolution it
-sees (each as a tiny ONNX graph on ONNX Runtime's CPU provider), calibrates the summed
-prediction against a handful of measured whole networks, and saves JSON that
-``LutLatency(path)`` / ``latency=lut`` loads. Run it on the device you search for; see
+    python scripts/latency_table.py experiment=fashion_mnist_proxy
+    python scripts/latency_table.py --out tables/fmnist.json experiment=fashion_mnist_proxy
+    python scripts/search.py experiment=fashion_mnist_proxy latency=lut latency.lut_path=<table>
+
+Composes the same Hydra config as ``scripts/search.py`` (``conf/search.yaml`` with the
+overrides given), so the table is built for that search's setup: image size, channels and
+classes of its dataset, width multiplier, stem stride, and its latency settings (threads,
+batch, drift correction, pinning). It profiles every distinct layer configuration of the
+MnasNet search space at the resolution it sees (each as a tiny ONNX graph on ONNX Runtime's
+CPU provider), calibrates the summed prediction against a handful of measured whole networks,
+and saves JSON that ``latency=lut`` loads. Run it on the device you search for; see
 docs/latency.md.
 """
 
@@ -14,56 +21,72 @@ import logging
 import random
 import sys
 import time
+from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+
+from mnas.conf import register_configs
+from mnas.conf.arguments import latency_settings
+from mnas.conf.runner import data_spec_from
+from mnas.conf.validate import validate_search
+from mnas.data import get_dataset
 from mnas.latency import OrtLatency, build_table, save_table, space_layer_configs
 from mnas.space import MnasSpace
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="where to write the table (JSON)")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--in-channels", type=int, default=3)
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--width-mult", type=float, default=1.0)
-    p.add_argument("--stem-stride", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--batch-size", type=int, default=1)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Other arguments are Hydra overrides of conf/search.yaml, as for the search.",
+    )
+    p.add_argument(
+        "--out",
+        help="where to write the table (default: latency_table.json in "
+        "outputs/latency_table/<experiment>)",
+    )
     p.add_argument("--calibration", type=int, default=16, help="whole networks to fit against")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks")
-    p.add_argument("--pin-cpu", type=int, help="pin timing to this CPU (Linux)")
     p.add_argument("--time-cap", type=float, default=0.5, help="seconds of timed runs per layer")
     p.add_argument("--max-runs", type=int, default=200, help="timed runs per layer, at most")
-    p.add_argument(
-        "--no-reference",
-        action="store_true",
-        help="raw timings, without the reference network's drift correction (the search's "
-        "latency.reference=true default uses it, so keep both the same)",
-    )
     p.add_argument("--dry-run", action="store_true", help="count the configurations and stop")
-    args = p.parse_args(argv)
+    args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="search", overrides=overrides)
+    try:
+        validate_search(cfg)
+        settings = latency_settings(cfg.latency)
+        # Channels and classes come from the dataset itself, as in the search.
+        splits = get_dataset(data_spec_from(cfg))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
     setup = dict(
-        input_size=args.input_size,
-        in_channels=args.in_channels,
-        num_classes=args.num_classes,
-        width_mult=args.width_mult,
-        stem_stride=args.stem_stride,
+        input_size=cfg.data.image_size,
+        in_channels=splits.in_channels,
+        num_classes=splits.num_classes,
+        width_mult=cfg.model.width_mult,
+        stem_stride=cfg.model.stem_stride,
     )
+    print(f"setup: {setup}, threads {settings.threads}, batch {settings.batch_size}", flush=True)
     space = MnasSpace()
     configs = space_layer_configs(space, **setup)
     print(f"{len(configs)} distinct layer configurations in space {space.name!r}", flush=True)
     if args.dry_run:
         return 0
+    out = Path(args.out or f"outputs/latency_table/{cfg.data.name}/latency_table.json")
     evaluator = OrtLatency(
         **setup,
-        threads=args.threads,
-        batch_size=args.batch_size,
-        pin_cpu=args.pin_cpu,
+        threads=settings.threads,
+        batch_size=settings.batch_size,
+        pin_cpu=settings.pin_cpu,
         time_cap_s=args.time_cap,
         max_runs=args.max_runs,
-        reference=not args.no_reference,
+        reference=settings.reference,
     )
     rng = random.Random(args.seed)
     calibration = [space.sample(rng) for _ in range(args.calibration)]
@@ -76,15 +99,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {done}/{total} layers, {elapsed:.0f} s, about {eta:.0f} s left", flush=True)
 
     table = build_table(evaluator, configs, calibration, progress)
-    save_table(table, args.out)
+    save_table(table, out)
     cal = table["calibration"]
     print(
-        f"wrote {args.out}: {len(table['entries'])} layers, call overhead "
+        f"wrote {out}: {len(table['entries'])} layers, call overhead "
         f"{table['overhead_ms']:.4f} ms, calibration ({cal['kind']}) "
         f"{cal['intercept_ms']:.3f} ms + {cal['slope']:.3f} x sum + "
         f"{cal['ms_per_mparam']:.4f} ms x Mparams (in-sample MAPE {cal['mape_percent']:.1f}% on "
         f"{len(calibration)} networks), {table['build_seconds']:.0f} s"
     )
+    print(f"search with: latency=lut latency.lut_path={out}")
     return 0
 
 

@@ -5,7 +5,7 @@
     python scripts/retrain.py arch=mnasnet_a1 data=cifar10 trainer.epochs=10
     python scripts/retrain.py -m arch=<run>/pareto.json:0,<run>/pareto.json:1,mobilenetv2
 
-Config: conf/retrain.yaml (schema mnas/retrain.py:RetrainConf). Each model's folder gets
+Config: conf/retrain.yaml (schema mnas/conf/schema.py:RetrainConf). Each model's folder gets
 metrics.json, model.pt and model.onnx; with all=true the output folder also gets summary.txt,
 summary.json, comparison.png and a TensorBoard figure (tb/).
 """
@@ -13,29 +13,30 @@ summary.json, comparison.png and a TensorBoard figure (tb/).
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mnas.config import load_data, plain, train_config  # noqa: E402
-from mnas.retrain import (  # noqa: E402
+from mnas.conf import register_configs
+from mnas.conf.arguments import (
+    export_settings,
+    latency_settings,
+    load_data,
+    plain,
+    train_config,
+)
+from mnas.deploy import (
     ArchChoice,
     EpochProgress,
     comparison_table,
-    export_settings,
-    latency_settings,
     read_run_json,
-    register_configs,
     resolve_choices,
     retrain,
     write_comparison,
 )
-from mnas.space import reference  # noqa: E402
+from mnas.space import reference
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -69,7 +70,7 @@ def choices_of(cfg: DictConfig) -> tuple[list[ArchChoice], str | None]:
 def validate(cfg: DictConfig) -> list[ArchChoice]:
     """Every check that can run before loading data; returns what will be retrained."""
     train_config(cfg.trainer)
-    latency_settings(plain(cfg.latency))
+    latency_settings(cfg.latency, measured_only=True)
     export_settings(cfg)
     if cfg.model.width_mult <= 0:
         raise ValueError(f"model.width_mult={cfg.model.width_mult} must be > 0")
@@ -100,7 +101,7 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> float:
         apply_run_settings(cfg, read_run_json(run_dir), list(overrides))
     choices = validate(cfg)
     config = train_config(cfg.trainer)
-    latency = latency_settings(plain(cfg.latency))
+    latency = latency_settings(cfg.latency, measured_only=True)
     out = output_dir(cfg)
     data = load_data(cfg.data)
     build_kwargs = plain(cfg.model)

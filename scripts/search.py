@@ -23,8 +23,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from mnas.config import register_configs
-from mnas.runner import build_search, load_resume_config
+from mnas.conf import register_configs
+from mnas.conf.runner import build_search, load_resume_config
 
 register_configs()
 # A resumed run writes into its own directory instead of a new one.
@@ -46,8 +46,8 @@ def print_table(summary, unit: str) -> None:
     print("-" * len(header))
     for i, r in enumerate(rows):
         print(
-            f"{i:>3} {100 * r['accuracy']:>7.2f} {r['latency_ms']:>11.4f} {r['reward']:>8.4f} "
-            f"{r['params']:>10,} {r['macs']:>12,}  {' '.join(r['blocks'])}"
+            f"{i:>3} {100 * r.accuracy:>7.2f} {r.latency_ms:>11.4f} {r.reward:>8.4f} "
+            f"{r.params:>10,} {r.macs:>12,}  {' '.join(r.blocks)}"
         )
     print()
 
@@ -74,9 +74,9 @@ def main(cfg: DictConfig) -> float:
     )
     evaluated = {"n": 0, "seconds": 0.0}
 
-    def on_child(rec: dict) -> None:
+    def on_child(rec) -> None:
         evaluated["n"] += 1
-        evaluated["seconds"] += rec["seconds"]
+        evaluated["seconds"] += rec.seconds
         bar.update(1)
 
     def on_step(report) -> None:
@@ -110,7 +110,7 @@ def main(cfg: DictConfig) -> float:
     )
     print(f"run directory: {run_dir}")
     print(f"tensorboard:   tensorboard --logdir {run_dir / 'tb'}")
-    best = summary.best["reward"] if summary.best else -math.inf
+    best = summary.best.reward if summary.best else -math.inf
     return best
 
 

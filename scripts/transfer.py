@@ -1,31 +1,28 @@
 """The MNASNet transfer experiments (torchvision mnasnet1_0 on CIFAR-10 / Fashion-MNIST).
 
-    MNAS_DATA=../shared/datasets python scripts/transfer.py experiment=transfer_cifar10
-    MNAS_DATA=../shared/datasets python scripts/transfer.py experiment=transfer_fashion_mnist
-    python scripts/transfer.py experiment=transfer_cifar10 pretrained=true weights_path=mnasnet.pth
+    MNAS_DATA=../shared/datasets python scripts/transfer.py transfer_experiment=cifar10
+    MNAS_DATA=../shared/datasets python scripts/transfer.py transfer_experiment=fashion_mnist
+    python scripts/transfer.py transfer_experiment=cifar10 pretrained=true weights_path=mnasnet.pth
 
-Config: conf/transfer.yaml (schema mnas/transfer.py:TransferConf). Writes metrics.json,
+Config: conf/transfer.yaml (schema mnas/conf/schema.py:TransferConf). Writes metrics.json,
 model.pt and model.onnx to the run directory and prints the report's table.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mnas.config import load_data, plain, train_config  # noqa: E402
-from mnas.retrain import EpochProgress, export_settings, finalize, latency_settings  # noqa: E402
-from mnas.transfer import (  # noqa: E402
+from mnas.conf import register_configs
+from mnas.conf.arguments import export_settings, latency_settings, load_data, train_config
+from mnas.deploy import EpochProgress, finalize
+from mnas.experiments.transfer import (
     TORCHVISION_BN_MOMENTUM,
     imagenet_state_dict,
-    register_configs,
     train_transfer,
     transfer_model,
 )
@@ -37,7 +34,7 @@ register_configs()
 def validate(cfg: DictConfig) -> None:
     """Every check that can run before loading data or building the model."""
     train_config(cfg.trainer)
-    latency_settings(plain(cfg.latency))
+    latency_settings(cfg.latency, measured_only=True)
     if cfg.weights_path is not None and not cfg.pretrained:
         raise ValueError(f"weights_path={cfg.weights_path!r} needs pretrained=true")
     if cfg.bn_momentum is not None and not 0.0 < cfg.bn_momentum <= 1.0:
@@ -89,7 +86,7 @@ def run(cfg: DictConfig) -> float:
     # Before any data is loaded: missing weights must fail at once.
     weights = imagenet_state_dict(cfg.weights_path) if cfg.pretrained else None
     config = train_config(cfg.trainer)
-    latency = latency_settings(plain(cfg.latency))
+    latency = latency_settings(cfg.latency, measured_only=True)
     out = output_dir(cfg)
     data = load_data(cfg.data)
     model = transfer_model(data.in_channels, data.num_classes, weights, cfg.bn_momentum)

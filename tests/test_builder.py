@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from mnas.builder import build_model, count_macs, count_params, model_stats
+from mnas.nn import build_model, count_macs, count_params, model_stats
 from mnas.space import MnasSpace, reference
 
 

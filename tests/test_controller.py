@@ -5,10 +5,10 @@ import random
 import pytest
 import torch
 
-from mnas.controller import Controller
-from mnas.ppo import PPOConfig, ppo_loss
+from mnas.search.controller import Controller
+from mnas.search.ppo import PPOConfig, ppo_loss
+from mnas.search.strategies import make_strategy
 from mnas.space import MnasSpace
-from mnas.strategies import make_strategy
 
 
 def test_controller_is_sized_from_the_decision_list():

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mnas.config import register_configs
-from mnas.executors import PoolExecutor, TaskError, make_executor
-from mnas.runner import build_search
+from mnas.conf import register_configs
+from mnas.conf.runner import build_search
+from mnas.evaluate.executors import PoolExecutor, TaskError, make_executor
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TINY = [
@@ -107,7 +107,7 @@ def test_ray_latency_device_times_children_and_target_on_that_node(tmp_path, ser
 def test_latency_device_keeps_one_evaluator_per_settings_across_steps():
     import pickle
 
-    from mnas import child
+    from mnas.evaluate import trained as child
     from mnas.latency import MacsLatency
     from mnas.space import MnasSpace
 

@@ -20,10 +20,10 @@ from torch import nn
 
 import mnas.latency.ort as ort_mod
 from mnas import cli
-from mnas.builder import build_model
 from mnas.latency import (
     LatencyCache,
     LatencyError,
+    LatencySettings,
     LatencyStats,
     LutLatency,
     MacsLatency,
@@ -42,6 +42,7 @@ from mnas.latency import (
 )
 from mnas.latency.lut import Calibration, fit_calibration, mape
 from mnas.latency.ort import time_runs, time_session
+from mnas.nn import build_model
 from mnas.space import Architecture, MnasSpace, parse_blocks, reference
 
 FAST = dict(warmup=1, min_runs=5, max_runs=20, rel_ci=0.05, time_cap_s=0.3)
@@ -466,7 +467,8 @@ def test_lut_build_save_load_round_trip(tmp_path):
         cal["intercept_ms"] + cal["slope"] * raw + cal["ms_per_mparam"] * mparams
     )
     assert s.median_ms > 0
-    same = make_latency_evaluator("lut", path=str(path), input_size=32)
+    settings = LatencySettings(kind="lut", lut_path=str(path))
+    same = make_latency_evaluator(settings, input_size=32, num_classes=10)
     assert same.measure(arch) == s
 
     with pytest.raises(ValueError, match="input_size"):
@@ -488,10 +490,17 @@ def test_macs_proxy_matches_published_a1():
 
 
 def test_make_latency_evaluator():
-    assert isinstance(make_latency_evaluator("measured", input_size=32), OrtLatency)
-    assert isinstance(make_latency_evaluator("macs", input_size=32), MacsLatency)
-    with pytest.raises(ValueError, match="unknown latency evaluator"):
-        make_latency_evaluator("flops")
+    measured = make_latency_evaluator(LatencySettings(cache=None), input_size=32)
+    assert isinstance(measured, OrtLatency) and measured.reference and measured.cache is None
+    assert isinstance(
+        make_latency_evaluator(LatencySettings(kind="macs"), input_size=32), MacsLatency
+    )
+    with pytest.raises(ValueError, match="latency.kind='flops'"):
+        LatencySettings(kind="flops")
+    with pytest.raises(ValueError, match="needs latency.lut_path"):
+        LatencySettings(kind="lut")
+    with pytest.raises(ValueError, match="max_runs=3 must be >= min_runs=15"):
+        LatencySettings(max_runs=3)
 
 
 def test_cli_json(capsys):
@@ -508,3 +517,20 @@ def test_cli_json(capsys):
     assert cli.main(["latency", "mnasnet_a1", "--kind", "macs", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["median_ms"] == pytest.approx(312, rel=0.01)
     assert cli.main(["latency", "mnasnet_a1", "--kind", "lut"]) == 2
+
+
+def test_latency_table_script_composes_the_search_config(capsys):
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "scripts", "latency_table.py")
+    spec = importlib.util.spec_from_file_location("script_latency_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rc = script.main(["--dry-run", "data.image_size=16", "model.width_mult=0.5"])
+    out = capsys.readouterr().out
+    # digits: one channel, ten classes; the search's stem stride (1) and width.
+    assert rc == 0
+    assert "'input_size': 16, 'in_channels': 1, 'num_classes': 10" in out
+    assert "'width_mult': 0.5, 'stem_stride': 1" in out
+    assert "distinct layer configurations" in out

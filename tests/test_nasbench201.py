@@ -15,19 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnas.nasbench201 import (
-    NB201Space,
-    NB201Table,
-    TabularEvaluator,
-    best_under,
-    hypervolume_of_rows,
-    is_connected,
-    median_reference,
-    parse_cell,
-    true_front,
-)
+from mnas.evaluate.tabular import NB201Table, TabularEvaluator
+from mnas.search.pareto import best_under, hypervolume_of_rows, median_reference, true_front
+from mnas.search.strategies import STRATEGIES, make_strategy
 from mnas.space import make_space
-from mnas.strategies import STRATEGIES, make_strategy
+from mnas.space.nasbench201 import NB201Space, is_connected, parse_cell
 
 TINY = Path(__file__).parent / "data" / "nb201_tiny.csv"
 BEST = (

@@ -12,18 +12,17 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from mnas.builder import build_model
 from mnas.data import load_dataset
-from mnas.latency import export_onnx
-from mnas.retrain import (
+from mnas.deploy import (
     ExportMismatchError,
     ExportSettings,
-    LatencySettings,
     check_onnx,
     finalize,
     load_checkpoint,
     resolve_choices,
 )
+from mnas.latency import LatencySettings, export_onnx
+from mnas.nn import build_model
 from mnas.space import MnasSpace, reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,7 +234,7 @@ def test_onnx_matches_pytorch_on_real_images(tmp_path: Path):
 
 
 def test_finalize_raises_on_mismatch_after_writing(tmp_path: Path, monkeypatch):
-    import mnas.retrain as retrain_mod
+    import mnas.deploy.artifacts as retrain_mod
 
     data = load_dataset("digits", image_size=16, train_size=128, val_size=0)
     model = _random_net("mobilenetv2")

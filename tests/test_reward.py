@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mnas.reward import FAILED_REWARD, RewardSpec, latency_weight, mnas_reward, preset
+from mnas.search.reward import FAILED_REWARD, RewardSpec, latency_weight, mnas_reward, preset
 
 
 def test_soft_reward_below_and_above_target():

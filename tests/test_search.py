@@ -12,11 +12,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from mnas import child
-from mnas.config import register_configs
-from mnas.reward import mnas_reward
-from mnas.runner import build_search, load_resume_config
+from mnas.conf import register_configs
+from mnas.conf.runner import build_search, load_resume_config
+from mnas.data import spec as data_spec
 from mnas.search import load_results
+from mnas.search.reward import mnas_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -56,7 +56,7 @@ def make_cfg(*overrides):
 
 
 def results(run_dir):
-    return load_results(Path(run_dir))
+    return [r.to_dict() for r in load_results(Path(run_dir))]
 
 
 def test_tiny_search_writes_every_output(tmp_path):
@@ -148,10 +148,10 @@ def test_resume_can_extend_the_number_of_steps(tmp_path):
 
 
 def test_failed_child_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
-    import mnas.train
+    import mnas.training.trainer
 
     calls = {"n": 0}
-    original = mnas.train.train_and_evaluate
+    original = mnas.training.trainer.train_and_evaluate
 
     def flaky(model, data, config, eval_split="val", progress=None):
         calls["n"] += 1
@@ -163,7 +163,7 @@ def test_failed_child_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
             )
         return original(model, data, config, eval_split)
 
-    monkeypatch.setattr(mnas.train, "train_and_evaluate", flaky)
+    monkeypatch.setattr(mnas.training.trainer, "train_and_evaluate", flaky)
     cfg = make_cfg(
         "steps=2",
         "batch_size=2",
@@ -190,15 +190,14 @@ def test_failed_child_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
         ("reward.target_ms=fast", "'fast'; allowed: a number > 0 or 'auto'"),
         ("batch_size=0", "batch_size=0 must be >= 1"),
         ("trainer.batch_size=0", "batch_size=0"),
-        ("strategy.name=bayes", "strategy.name='bayes'"),
-        ("latency.kind=flops", "latency.kind='flops'"),
+        ("latency.max_runs=3", "max_runs=3 must be >= min_runs=15"),
     ],
 )
 def test_bad_config_fails_before_any_work(tmp_path, monkeypatch, override, fragment):
     def no_data(*a, **k):
         raise AssertionError("data was loaded before the config was validated")
 
-    monkeypatch.setattr(child, "get_dataset", no_data)
+    monkeypatch.setattr(data_spec, "get_dataset", no_data)
     with pytest.raises(ValueError, match=fragment):
         build_search(make_cfg(override), tmp_path)
     assert not (tmp_path / "results.jsonl").exists()
@@ -207,6 +206,35 @@ def test_bad_config_fails_before_any_work(tmp_path, monkeypatch, override, fragm
 def test_misspelt_key_fails_at_compose_time():
     with pytest.raises(ConfigCompositionException, match="lrr"):
         make_cfg("trainer.lrr=0.1")
+
+
+@pytest.mark.parametrize(
+    "override, allowed",
+    [
+        ("strategy.name=bayes", "ppo, reinforce, random, evolution"),
+        ("latency.kind=flops", "measured, lut, macs"),
+        ("executor.name=slurm", "serial, pool, ray"),
+        ("space.name=darts", "mnas, nasbench201"),
+        ("trainer.optimizer=lbfgs", "sgd, rmsprop, adam"),
+        ("reward.preset=medium", "soft, hard, custom"),
+    ],
+)
+def test_misspelt_name_of_a_closed_set_fails_at_compose_time(override, allowed):
+    with pytest.raises(ConfigCompositionException) as info:
+        make_cfg(override)
+    assert allowed in str(info.value.__cause__)
+
+
+def test_transfer_experiment_is_not_a_search_experiment():
+    with pytest.raises(ConfigCompositionException, match="transfer_cifar10"):
+        make_cfg("experiment=transfer_cifar10")
+
+
+def test_resumed_run_checks_overrides_against_the_schema(tmp_path):
+    build_search(make_cfg("latency=macs", "tensorboard=false", "batch_size=2", "steps=1"), tmp_path)
+    assert load_resume_config(tmp_path, ["steps=3"]).steps == 3
+    with pytest.raises(Exception, match="bayes"):
+        load_resume_config(tmp_path, ["strategy.name=bayes"])
 
 
 def test_script_reports_config_errors_with_exit_code_2(tmp_path):
@@ -254,7 +282,7 @@ def test_nasbench201_search_on_the_real_table(tmp_path, mnas_data):
     assert search.target_ms == pytest.approx(
         json.loads((tmp_path / "run.json").read_text())["target_ms"]
     )
-    assert len(summary.front) >= 3 and math.isfinite(summary.best["reward"])
+    assert len(summary.front) >= 3 and math.isfinite(summary.best.reward)
 
 
 def run_search_script(*overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:

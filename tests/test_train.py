@@ -1,4 +1,4 @@
-"""Proxy trainer: budget, divergence, eval mode, BN recalibration, determinism (mnas.train)."""
+"""Proxy trainer: budget, divergence, eval mode, BN recalibration, determinism (mnas.training)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from mnas.builder import build_model
 from mnas.data import load_dataset
+from mnas.nn import build_model
 from mnas.space import MnasSpace
-from mnas.train import (
+from mnas.training import (
     TrainConfig,
     augment_batch,
     evaluate,

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torchvision.models import mnasnet1_0
 
-from mnas.transfer import (
+from mnas.experiments.transfer import (
     TORCHVISION_BN_MOMENTUM,
     PretrainedWeightsError,
     imagenet_state_dict,
@@ -91,13 +91,13 @@ def test_weights_path_loads_imagenet_weights_into_the_adapted_network(tmp_path):
 
 
 def test_experiment_configs_hold_the_protocol():
-    cfg = _compose(["experiment=transfer_fashion_mnist"])
+    cfg = _compose(["transfer_experiment=fashion_mnist"])
     assert cfg.data.name == "fashion_mnist" and cfg.data.image_size == 28
     assert (cfg.data.train_size, cfg.data.val_size, cfg.data.test_size) == (10000, 0, 10000)
     t = cfg.trainer
     assert (t.optimizer, t.lr, t.batch_size, t.epochs) == ("sgd", 0.01, 32, 5)
     assert t.bn_recalibrate and not cfg.pretrained
-    assert _compose(["experiment=transfer_cifar10"]).data.name == "cifar10"
+    assert _compose(["transfer_experiment=cifar10"]).data.name == "cifar10"
     with pytest.raises(ValueError, match="needs pretrained=true"):
         _script().validate(_compose(["weights_path=x.pth"]))
 

@@ -9,12 +9,14 @@ LatencyStats``), so the search does not care which it uses:
   (``scripts/latency_table.py`` builds it for the user's own machine).
 - :class:`MacsLatency` (``macs``): millions of multiply-adds, a noise-free proxy.
 
-See docs/latency.md.
+One settings object, :class:`LatencySettings`, describes which one and how it times;
+:func:`make_latency_evaluator` builds it. :func:`mnas.latency.eager.time_torch` times eager
+PyTorch with the same stopping rule (for retrained models). See docs/latency.md.
+
+Must not know about: data, training, the controller, the search.
 """
 
 from __future__ import annotations
-
-from typing import Protocol
 
 from mnas.latency.cache import LatencyCache, cache_key
 from mnas.latency.command import register_cli
@@ -36,36 +38,21 @@ from mnas.latency.ort import (
     machine_fingerprint,
     make_session,
 )
+from mnas.latency.settings import (
+    KINDS,
+    LatencyEvaluator,
+    LatencySettings,
+    make_latency_evaluator,
+    raw_ort_latency,
+)
 from mnas.latency.stats import LatencyError, LatencyStats, median_ci_halfwidth, stats_from_samples
-from mnas.space import Architecture
-
-
-class LatencyEvaluator(Protocol):
-    """Anything that gives a latency figure for an architecture."""
-
-    def measure(self, arch: Architecture) -> LatencyStats: ...
-
-
-EVALUATORS = {"measured": OrtLatency, "lut": LutLatency, "macs": MacsLatency}
-
-
-def make_latency_evaluator(kind: str, **kwargs) -> LatencyEvaluator:
-    """An evaluator by name: ``measured`` (:class:`OrtLatency`), ``lut`` (:class:`LutLatency`,
-    needs ``path``) or ``macs`` (:class:`MacsLatency`); keyword arguments go to its constructor.
-
-    Raises:
-        ValueError: for an unknown kind.
-    """
-    if kind not in EVALUATORS:
-        raise ValueError(f"unknown latency evaluator {kind!r}; known: {sorted(EVALUATORS)}")
-    return EVALUATORS[kind](**kwargs)
-
 
 __all__ = [
-    "EVALUATORS",
+    "KINDS",
     "LatencyCache",
     "LatencyError",
     "LatencyEvaluator",
+    "LatencySettings",
     "LatencyStats",
     "LayerConfig",
     "LutLatency",
@@ -81,6 +68,7 @@ __all__ = [
     "make_session",
     "median_ci_halfwidth",
     "network_layers",
+    "raw_ort_latency",
     "register_cli",
     "save_table",
     "space_layer_configs",

@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Callable
 
+from mnas.latency.settings import LatencySettings, make_latency_evaluator
+from mnas.latency.stats import LatencyError
 from mnas.space import resolve_arch
 
 
@@ -35,8 +37,6 @@ def _add_args(add_model_args: Callable[[argparse.ArgumentParser], None]):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mnas.latency import LatencyError, make_latency_evaluator
-
     arch = resolve_arch(args.arch)
     net = dict(
         input_size=args.input_size,
@@ -45,25 +45,19 @@ def _run(args: argparse.Namespace) -> int:
         width_mult=args.width_mult,
         stem_stride=args.stem_stride,
     )
-    if args.kind == "measured":
-        kwargs = dict(
-            net,
-            threads=args.threads,
-            batch_size=args.batch_size,
-            pin_cpu=args.pin_cpu,
-            cache_path=args.cache,
-            time_cap_s=args.time_cap,
-            reference=args.reference,
-        )
-    elif args.kind == "lut":
-        if not args.table:
-            raise ValueError(
-                "--kind lut needs --table PATH (build one with scripts/latency_table.py)"
-            )
-        kwargs = dict(net, path=args.table, threads=args.threads, batch_size=args.batch_size)
-    else:
-        kwargs = net
-    evaluator = make_latency_evaluator(args.kind, **kwargs)
+    if args.kind == "lut" and not args.table:
+        raise ValueError("--kind lut needs --table PATH (build one with scripts/latency_table.py)")
+    settings = LatencySettings(
+        kind=args.kind,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        time_cap_s=args.time_cap,
+        pin_cpu=args.pin_cpu,
+        reference=args.reference,
+        cache=args.cache,
+        lut_path=args.table,
+    )
+    evaluator = make_latency_evaluator(settings, **net)
     try:
         stats = evaluator.measure(arch)
     except LatencyError as e:

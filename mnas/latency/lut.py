@@ -35,7 +35,6 @@ from torch import nn
 from torchvision.models._utils import _make_divisible
 from torchvision.ops import Conv2dNormActivation
 
-from mnas.builder import HEAD_CHS, STEM_CHS, make_layer
 from mnas.latency.ort import (
     OrtLatency,
     describe_arch,
@@ -44,6 +43,7 @@ from mnas.latency.ort import (
     machine_fingerprint,
 )
 from mnas.latency.stats import LatencyError, LatencyStats
+from mnas.nn import HEAD_CHS, STEM_CHS, make_layer
 from mnas.space import Architecture, BlockSpec, specs_of
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def network_layers(
     width_mult: float = 1.0,
     stem_stride: int = 2,
 ) -> list[LayerConfig]:
-    """The layers ``mnas.builder.build_model`` makes for ``specs``, with their input sizes."""
+    """The layers ``mnas.nn.build_model`` makes for ``specs``, with their input sizes."""
     stem_chs = _make_divisible(STEM_CHS * width_mult, 8)
     layers = [LayerConfig("stem", in_channels, stem_chs, input_size, stem_stride, kernel=3)]
     res = _conv_out(input_size, stem_stride)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mnas.builder import build_model, count_macs
-from mnas.latency.ort import _positive_int, _torch_threads, describe_arch
+from mnas.latency.ort import describe_arch, positive_int, torch_threads
 from mnas.latency.stats import LatencyError, LatencyStats
+from mnas.nn import build_model, count_macs
 from mnas.space import Architecture
 
 
@@ -14,7 +14,7 @@ class MacsLatency:
     ``median_ms`` (and p10, p90, mean) hold MACs / 1e6, not milliseconds; ``source`` is
     ``"macs"``, ``cv`` and ``runs`` are 0. A target latency ``T`` for the reward must then
     be given in millions of MACs as well (EfficientNet-B0 was searched this way with
-    T = 400M FLOPS). Counting uses :func:`mnas.builder.count_macs` (convolutions and
+    T = 400M FLOPS). Counting uses :func:`mnas.nn.count_macs` (convolutions and
     matrix products); results are memoised per architecture hash.
     """
 
@@ -26,10 +26,10 @@ class MacsLatency:
         width_mult: float = 1.0,
         stem_stride: int = 2,
     ) -> None:
-        self.input_size = _positive_int("input_size", input_size)
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.num_classes = _positive_int("num_classes", num_classes)
-        self.stem_stride = _positive_int("stem_stride", stem_stride)
+        self.input_size = positive_int("input_size", input_size)
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.num_classes = positive_int("num_classes", num_classes)
+        self.stem_stride = positive_int("stem_stride", stem_stride)
         if not width_mult > 0:
             raise ValueError(f"width_mult={width_mult} must be > 0")
         self.width_mult = float(width_mult)
@@ -50,7 +50,7 @@ class MacsLatency:
                     width_mult=self.width_mult,
                     stem_stride=self.stem_stride,
                 )
-                with _torch_threads(1):
+                with torch_threads(1):
                     macs = count_macs(model, self.input_size, self.in_channels)
             except Exception as e:
                 raise LatencyError(

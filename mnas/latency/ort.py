@@ -46,9 +46,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from mnas.builder import build_model
 from mnas.latency.cache import LatencyCache, cache_key
 from mnas.latency.stats import LatencyError, LatencyStats, median_ci_halfwidth, stats_from_samples
+from mnas.nn import build_model
 from mnas.space import Architecture, MnasSpace
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,14 @@ REFERENCE_UNTIMED = 1
 EXPORT_FORMAT = 1
 
 
-def _positive_int(name: str, value: object) -> int:
+def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer")
     return value
 
 
 @contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
     # Tracing runs a real forward pass; with torch's default pool on a busy machine that
     # pass is several times slower than the whole ONNX measurement.
     before = torch.get_num_threads()
@@ -93,15 +93,15 @@ def export_onnx(model: nn.Module, input_size: int, in_channels: int, batch_size:
         ValueError: on a non-positive size, channel count or batch.
         Exception: whatever ``torch.onnx.export`` raises for a model it cannot export.
     """
-    _positive_int("input_size", input_size)
-    _positive_int("in_channels", in_channels)
-    _positive_int("batch_size", batch_size)
+    positive_int("input_size", input_size)
+    positive_int("in_channels", in_channels)
+    positive_int("batch_size", batch_size)
     was_training = model.training
     model.eval()
     x = torch.zeros(batch_size, in_channels, input_size, input_size)
     buf = io.BytesIO()
     try:
-        with _torch_threads(1), torch.no_grad(), warnings.catch_warnings():
+        with torch_threads(1), torch.no_grad(), warnings.catch_warnings():
             # The legacy exporter announces its deprecation on every call.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
@@ -183,8 +183,8 @@ class TimingPlan:
     def __post_init__(self) -> None:
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise ValueError(f"warmup={self.warmup!r} must be an integer >= 0")
-        _positive_int("min_runs", self.min_runs)
-        _positive_int("max_runs", self.max_runs)
+        positive_int("min_runs", self.min_runs)
+        positive_int("max_runs", self.max_runs)
         if self.max_runs < self.min_runs:
             raise ValueError(f"max_runs={self.max_runs} must be >= min_runs={self.min_runs}")
         if not self.rel_ci > 0:
@@ -313,12 +313,12 @@ class OrtLatency:
         reference: bool = False,
         reference_ms: float | None = None,
     ) -> None:
-        self.input_size = _positive_int("input_size", input_size)
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.num_classes = _positive_int("num_classes", num_classes)
-        self.stem_stride = _positive_int("stem_stride", stem_stride)
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.threads = _positive_int("threads", threads)
+        self.input_size = positive_int("input_size", input_size)
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.num_classes = positive_int("num_classes", num_classes)
+        self.stem_stride = positive_int("stem_stride", stem_stride)
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.threads = positive_int("threads", threads)
         if not width_mult > 0:
             raise ValueError(f"width_mult={width_mult} must be > 0")
         self.width_mult = float(width_mult)

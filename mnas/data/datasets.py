@@ -2,7 +2,7 @@
 
 Every dataset is decoded once into a :class:`DatasetSplits` of uint8 image tensors
 ``(N, C, H, W)`` at the requested ``image_size``; normalisation (``mean``/``std``, measured on
-the training subset) and augmentation happen later, on batches, in :mod:`mnas.train`.
+the training subset) and augmentation happen later, on batches, in :mod:`mnas.training`.
 
 Datasets (``name``):
 
@@ -39,9 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+from mnas.data.images import decode_files, resize
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +186,9 @@ def load_dataset(
     # Decode lazily-held sources (JPEG paths) only for the images we keep.
     train_x, val_x = _take(pool_x, train_idx, image_size), _take(pool_x, val_idx, image_size)
     test_x = _take(test_x, test_idx, image_size)
-    train_x = _resize(train_x, image_size)
-    val_x = _resize(val_x, image_size)
-    test_x = _resize(test_x, image_size)
+    train_x = resize(train_x, image_size)
+    val_x = resize(val_x, image_size)
+    test_x = resize(test_x, image_size)
     mean, std = channel_stats(train_x)
     splits = DatasetSplits(
         name=name,
@@ -407,77 +406,7 @@ def _list_images(
 def _take(source: torch.Tensor | list[str], idx: torch.Tensor, image_size: int) -> torch.Tensor:
     if isinstance(source, torch.Tensor):
         return source[idx]
-    return _decode_files([source[i] for i in idx.tolist()], image_size)
-
-
-def _decode_files(paths: Sequence[str], image_size: int) -> torch.Tensor:
-    """Decode image files to ``(N, 3, image_size, image_size)`` uint8.
-
-    JPEGs go through torchvision's batched ``decode_jpeg`` (about 30 us per 32x32 image);
-    other formats through ``decode_image``, then PIL for anything it cannot read.
-    """
-    out = torch.empty((len(paths), 3, image_size, image_size), dtype=torch.uint8)
-    for start in range(0, len(paths), 1024):
-        chunk = paths[start : start + 1024]
-        raw = [torch.frombuffer(bytearray(_read(p)), dtype=torch.uint8) for p in chunk]
-        jpeg = [i for i, r in enumerate(raw) if len(r) > 2 and r[0] == 0xFF and r[1] == 0xD8]
-        images: list[torch.Tensor | None] = [None] * len(chunk)
-        if jpeg:
-            try:
-                decoded = decode_jpeg([raw[i] for i in jpeg], mode=ImageReadMode.RGB)
-            except RuntimeError:
-                decoded = [_decode_one(chunk[i], raw[i]) for i in jpeg]
-            for i, img in zip(jpeg, decoded, strict=True):
-                images[i] = img
-        for i, img in enumerate(images):
-            if img is None:
-                img = _decode_one(chunk[i], raw[i])
-            out[start + i] = _square(img, image_size)
-    return out
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _decode_one(path: str, raw: torch.Tensor) -> torch.Tensor:
-    try:
-        return decode_image(raw, mode=ImageReadMode.RGB)
-    except RuntimeError:
-        try:
-            with Image.open(path) as pil:
-                arr = np.asarray(pil.convert("RGB"))
-        except OSError as err:
-            raise ValueError(f"cannot decode image file {path}: {err}") from err
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
-
-
-def _square(img: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Resize so the shorter side is ``image_size``, then centre-crop to a square."""
-    _, h, w = img.shape
-    if h == w == image_size:
-        return img
-    scale = image_size / min(h, w)
-    new_h, new_w = max(image_size, round(h * scale)), max(image_size, round(w * scale))
-    img = _resize_float(img.unsqueeze(0), new_h, new_w)[0]
-    top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
-    return img[:, top : top + image_size, left : left + image_size]
-
-
-def _resize(x: torch.Tensor, image_size: int) -> torch.Tensor:
-    if x.shape[-2:] == (image_size, image_size):
-        return x.contiguous()
-    chunks = [_resize_float(c, image_size, image_size) for c in torch.split(x, 4096)]
-    if not chunks:
-        return torch.empty((0, x.shape[1], image_size, image_size), dtype=torch.uint8)
-    return torch.cat(chunks)
-
-
-def _resize_float(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    down = h < x.shape[-2] or w < x.shape[-1]
-    y = F.interpolate(x.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=down)
-    return y.round_().clamp_(0, 255).to(torch.uint8)
+    return decode_files([source[i] for i in idx.tolist()], image_size)
 
 
 def default_hflip(name: str) -> bool:

@@ -13,12 +13,26 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnas.child import DataSpec, ModelSpec, TableEvaluator, TrainedEvaluator
-from mnas.config import data_root, plain, reward_params, target_value, train_config, validate_search
-from mnas.ppo import PPOConfig
-from mnas.search import RUN_INFO, Search
+from mnas.conf.arguments import (
+    data_root,
+    latency_settings,
+    name_of,
+    plain,
+    reward_params,
+    target_value,
+    train_config,
+)
+from mnas.conf.schema import SearchConf
+from mnas.conf.validate import validate_search
+from mnas.data import DataSpec
+from mnas.evaluate.executors import make_executor
+from mnas.evaluate.tabular import NB201Table, TableEvaluator, TabularEvaluator
+from mnas.evaluate.trained import ModelSpec, TrainedEvaluator
+from mnas.latency import make_latency_evaluator
+from mnas.search import RUN_INFO, Search, make_strategy
+from mnas.search.pareto import median_reference
+from mnas.search.ppo import PPOConfig
 from mnas.space import make_space
-from mnas.strategies import make_strategy
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +48,8 @@ def load_resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
         raise ValueError(
             f"resume={run_dir}: no {SAVED_CONFIG} there; is it a search run directory?"
         )
-    cfg = OmegaConf.load(path)
+    # On the schema, so that a resumed run's overrides are checked like a new run's.
+    cfg = OmegaConf.merge(OmegaConf.structured(SearchConf), OmegaConf.load(path))
     OmegaConf.set_struct(cfg, True)
     dotlist = [o for o in overrides if not o.startswith(("resume=", "hydra.", "+", "~"))]
     for o in dotlist:
@@ -48,40 +63,10 @@ def load_resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _latency_kwargs(cfg: DictConfig, input_size: int, in_channels: int, num_classes: int) -> dict:
-    lat, model = cfg.latency, cfg.model
-    common = dict(
-        input_size=input_size,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        width_mult=model.width_mult,
-        stem_stride=model.stem_stride,
-    )
-    if lat.kind == "macs":
-        return common
-    if lat.kind == "lut":
-        return dict(path=os.path.expanduser(lat.lut_path), **common)
-    cache = os.path.expanduser(lat.cache) if lat.cache else None
-    if cache:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-    return dict(
-        common,
-        batch_size=lat.batch_size,
-        threads=lat.threads,
-        warmup=lat.warmup,
-        min_runs=lat.min_runs,
-        max_runs=lat.max_runs,
-        rel_ci=lat.rel_ci,
-        time_cap_s=lat.time_cap_s,
-        pin_cpu=lat.pin_cpu,
-        reference=lat.reference,
-        cache_path=cache,
-    )
-
-
 def make_strategy_from(cfg: DictConfig, space):
     s = cfg.strategy
-    if s.name in ("ppo", "reinforce"):
+    name = name_of(s.name)
+    if name in ("ppo", "reinforce"):
         ppo = PPOConfig(
             clip_eps=s.clip_eps,
             epochs=s.epochs,
@@ -90,21 +75,17 @@ def make_strategy_from(cfg: DictConfig, space):
             baseline_decay=s.baseline_decay,
             normalize_advantages=s.normalize_advantages,
         )
+        return make_strategy(name, space, seed=cfg.seed, lr=s.lr, ppo=ppo, **plain(cfg.controller))
+    if name == "evolution":
         return make_strategy(
-            s.name, space, seed=cfg.seed, lr=s.lr, ppo=ppo, **plain(cfg.controller)
+            name, space, seed=cfg.seed, population=s.population, sample_size=s.sample_size
         )
-    if s.name == "evolution":
-        return make_strategy(
-            s.name, space, seed=cfg.seed, population=s.population, sample_size=s.sample_size
-        )
-    return make_strategy(s.name, space, seed=cfg.seed)
+    return make_strategy(name, space, seed=cfg.seed)
 
 
 def make_executor_from(cfg: DictConfig):
-    from mnas.executors import make_executor
-
     kwargs = {k: v for k, v in plain(cfg.executor).items() if k != "name"}
-    return make_executor(cfg.executor.name, **kwargs)
+    return make_executor(name_of(cfg.executor.name), **kwargs)
 
 
 def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None = None) -> Search:
@@ -126,12 +107,10 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
 
         target = json.loads((run_dir / RUN_INFO).read_text())["target_ms"]
         log.info("resume: target T = %.4g from the run", target)
-    space = make_space(cfg.space.name)
+    space = make_space(name_of(cfg.space.name))
     strategy = make_strategy_from(cfg, space)
     unit = "ms"
-    if cfg.evaluator.name == "tabular":
-        from mnas.nasbench201 import NB201Table, TabularEvaluator, median_reference
-
+    if name_of(cfg.evaluator.name) == "tabular":
         path = cfg.evaluator.table or (
             os.path.join(os.environ["MNAS_DATA"], NB201_CSV)
             if os.environ.get("MNAS_DATA")
@@ -161,7 +140,7 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
             raise
     tb = None
     if cfg.tensorboard if tensorboard is None else tensorboard:
-        from mnas.tblog import TBLogger
+        from mnas.search.tensorboard import TBLogger
 
         tb = TBLogger(run_dir / "tb", hparams=cfg.hparams)
     return Search(
@@ -183,7 +162,7 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
 def data_spec_from(cfg: DictConfig) -> DataSpec:
     """The search's dataset: train and validation splits only (no test set is loaded)."""
     return DataSpec(
-        name=cfg.data.name,
+        name=name_of(cfg.data.name),
         root=data_root(cfg.data),
         image_size=cfg.data.image_size,
         train_size=cfg.data.train_size,
@@ -196,8 +175,7 @@ def data_spec_from(cfg: DictConfig) -> DataSpec:
 
 def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
     """Evaluator, run info, target and unit of a search that trains its children."""
-    from mnas.child import get_dataset
-    from mnas.latency import make_latency_evaluator
+    from mnas.data.spec import get_dataset
 
     data = data_spec_from(cfg)
     splits = get_dataset(data)
@@ -209,11 +187,16 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
         dropout=cfg.model.dropout,
         bn_momentum=cfg.model.bn_momentum,
     )
+    settings = latency_settings(cfg.latency)
     latency = make_latency_evaluator(
-        cfg.latency.kind,
-        **_latency_kwargs(cfg, cfg.data.image_size, splits.in_channels, splits.num_classes),
+        settings,
+        input_size=cfg.data.image_size,
+        in_channels=splits.in_channels,
+        num_classes=splits.num_classes,
+        width_mult=cfg.model.width_mult,
+        stem_stride=cfg.model.stem_stride,
     )
-    unit = "MMACs" if cfg.latency.kind == "macs" else "ms"
+    unit = "MMACs" if settings.kind == "macs" else "ms"
     evaluator = TrainedEvaluator(
         latency, executor, model, data, train_config(cfg.trainer), input_size=cfg.data.image_size
     )

@@ -18,8 +18,8 @@ from typing import Protocol
 
 import torch
 
-from mnas.controller import Controller
-from mnas.ppo import EMABaseline, PPOConfig, policy_update
+from mnas.search.controller import Controller
+from mnas.search.ppo import EMABaseline, PPOConfig, policy_update
 from mnas.space import Architecture, SearchSpace
 
 

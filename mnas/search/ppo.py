@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mnas.controller import Controller
+from mnas.search.controller import Controller
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnas.data import DatasetSplits, default_hflip
+from mnas.training.augment import augment_batch
+from mnas.training.batches import Normalizer, device_of, index_stream
+from mnas.training.bn import recalibrate_bn
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +232,7 @@ def fit_model(
     Returns:
         Steps, the mean loss of the last epoch's worth of steps, and the diverging step.
     """
-    device = _device_of(model)
+    device = device_of(model)
     n = len(data.train_y)
     batch_size = min(config.batch_size, n)
     steps_per_epoch = n / batch_size
@@ -238,7 +241,7 @@ def fit_model(
         total = min(total, config.max_steps)
     warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
     hflip = default_hflip(data.name) if config.hflip is None else config.hflip
-    norm = _Normalizer(data.mean, data.std, device)
+    norm = Normalizer(data.mean, data.std, device)
     gen = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
     recent: list[float] = []
@@ -247,7 +250,7 @@ def fit_model(
     step = 0
 
     model.train()
-    for step, idx in enumerate(_index_stream(n, batch_size, total, gen), start=1):
+    for step, idx in enumerate(index_stream(n, batch_size, total, gen), start=1):
         lr = lr_at(step - 1, total, warmup, config.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -316,32 +319,6 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return 0.5 * peak * (1.0 + math.cos(math.pi * (step - warmup) / span))
 
 
-def augment_batch(x: Tensor, generator: torch.Generator, hflip: bool, pad: int = 4) -> Tensor:
-    """Random crop with ``pad`` pixels of zero padding, and optionally a random horizontal flip.
-
-    Args:
-        x: uint8 (or float) images ``(B, C, H, W)``.
-        generator: source of the random offsets and flips.
-        hflip: whether to flip half of the images.
-        pad: padding on each side before cropping back to ``H x W``.
-
-    Returns:
-        A new tensor of the same shape and dtype.
-    """
-    b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
-    if hflip:
-        flip = torch.rand(b, generator=generator) < 0.5
-        cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
-    batch = torch.arange(b)[:, None, None, None]
-    chans = torch.arange(c)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -370,8 +347,8 @@ def evaluate(
         raise ValueError(f"need as many labels as images (> 0), got {len(x)} and {len(y)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-    device = _device_of(model)
-    norm = _Normalizer(mean, std, device)
+    device = device_of(model)
+    norm = Normalizer(mean, std, device)
     was_training = model.training
     model.eval()
     correct = 0
@@ -386,97 +363,6 @@ def evaluate(
     finally:
         model.train(was_training)
     return correct / len(y), loss_sum / len(y)
-
-
-@torch.no_grad()
-def recalibrate_bn(
-    model: nn.Module,
-    x: Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    batch_size: int = 64,
-    num_batches: int = 8,
-    generator: torch.Generator | None = None,
-) -> int:
-    """Re-estimate BatchNorm running statistics of the current weights.
-
-    Resets every BN layer's running mean and variance and replaces them with the plain
-    average over ``num_batches`` random training batches (BN's cumulative mode), run in train
-    mode without gradients. Momentum and the model's train/eval mode are restored afterwards.
-
-    Args:
-        model: the network.
-        x: uint8 training images ``(N, C, H, W)``.
-        mean: per-channel mean in 0-1 units.
-        std: per-channel standard deviation in 0-1 units.
-        batch_size: images per batch (use the training batch size: BN statistics depend on it).
-        num_batches: how many batches to average.
-        generator: source of the random batches (default: a fresh one seeded with 0).
-
-    Returns:
-        The number of BatchNorm layers recalibrated.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    bns = [m for m in bns if m.track_running_stats]
-    if not bns:
-        return 0
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    batch_size = min(batch_size, len(x))
-    device = _device_of(model)
-    norm = _Normalizer(mean, std, device)
-    was_training = model.training
-    momenta = [m.momentum for m in bns]
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    try:
-        steps = min(num_batches, max(1, len(x) // batch_size))
-        for idx in _index_stream(len(x), batch_size, steps, generator):
-            model(norm(x[idx].to(device)))
-    finally:
-        for m, momentum in zip(bns, momenta, strict=True):
-            m.momentum = momentum
-        model.train(was_training)
-    return len(bns)
-
-
-class _Normalizer:
-    """uint8 images to normalised float32: ``x * scale + shift`` per channel, one fused pass."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
-        std_t = torch.tensor(std, dtype=torch.float32, device=device)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
-        if (std_t <= 0).any():
-            raise ValueError(f"std={tuple(std)} must be > 0 in every channel")
-        self.scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1)
-        self.shift = (-mean_t / std_t).view(1, -1, 1, 1)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return torch.addcmul(self.shift, x.float(), self.scale)
-
-
-def _index_stream(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Iterator[Tensor]:
-    """``steps`` full batches of indices, walking through one random permutation after another."""
-    perm = torch.randperm(n, generator=gen)
-    pos = 0
-    for _ in range(steps):
-        if pos + batch_size <= n:
-            yield perm[pos : pos + batch_size]
-            pos += batch_size
-        else:
-            head = perm[pos:]
-            perm = torch.randperm(n, generator=gen)
-            pos = batch_size - len(head)
-            yield torch.cat([head, perm[:pos]])
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 class _threads:

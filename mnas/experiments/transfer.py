@@ -15,7 +15,7 @@ the activations explode through the network, and it predicts a single class.
 The fix chosen here (:func:`train_transfer`): keep torchvision's network exactly as published
 (momentum 0.0003, which is right for its long ImageNet schedule and for fine-tuning pretrained
 statistics) and *re-estimate* the BatchNorm statistics of the final weights on training batches
-before evaluating (:func:`mnas.train.recalibrate_bn`, the plain average over
+before evaluating (:func:`mnas.training.recalibrate_bn`, the plain average over
 ``bn_recalibrate_batches`` batches). This needs no retuning, costs a few forward passes, and is
 also correct for pretrained weights, whose ImageNet statistics do not fit the new data.
 ``bn_momentum`` can additionally override the momentum (e.g. 0.1, PyTorch's default) for
@@ -29,43 +29,18 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
-from hydra.core.config_store import ConfigStore
 from torch import nn
 from torchvision.models import MNASNet1_0_Weights, mnasnet1_0
 
-from mnas.config import DataConf, LatencyConf, TrainerConf
 from mnas.data import DatasetSplits
-from mnas.train import TrainConfig, evaluate, fit_model, recalibrate_bn
+from mnas.training import TrainConfig, evaluate, fit_model, recalibrate_bn
 
 logger = logging.getLogger(__name__)
 
 TORCHVISION_BN_MOMENTUM = 1 - 0.9997
-
-
-@dataclass
-class TransferConf:
-    """Schema of ``conf/transfer.yaml`` (groups: data, trainer, latency)."""
-
-    pretrained: bool = False  # start from ImageNet weights (torchvision enum or weights_path)
-    weights_path: str | None = None  # local torchvision mnasnet1_0 ImageNet state dict (.pth)
-    bn_momentum: float | None = None  # override torchvision's 0.0003 (None: keep it)
-    out_dir: str | None = None  # output folder (None: Hydra's run directory)
-    device: str = "cpu"  # training device (export and latency always on CPU)
-    export_batch_size: int = 1  # static batch of model.onnx
-    onnx_check_images: int = 64  # real test images compared between ONNX Runtime and PyTorch
-    onnx_atol: float = 1e-4  # allowed |ONNX - PyTorch| of a logit: atol + rtol * |PyTorch|
-    onnx_rtol: float = 1e-5  # (see mnas.retrain.ExportSettings)
-    data: DataConf = field(default_factory=DataConf)
-    trainer: TrainerConf = field(default_factory=TrainerConf)
-    latency: LatencyConf = field(default_factory=LatencyConf)
-
-
-def register_configs() -> None:
-    """Register ``transfer_schema`` so that ``conf/transfer.yaml`` can extend it."""
-    ConfigStore.instance().store(name="transfer_schema", node=TransferConf)
 
 
 class PretrainedWeightsError(RuntimeError):

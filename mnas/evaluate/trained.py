@@ -1,15 +1,10 @@
-"""Evaluating child networks: the accuracy and latency sources behind the search.
+"""The trained evaluator: children timed, then trained briefly on a proxy task.
 
-The search loop hands a batch of new architectures to an evaluator and gets back one
-:class:`ChildResult` per architecture. Two evaluators exist:
-
-- :class:`TrainedEvaluator`: a latency phase (every child timed, one at a time, while
-  nothing trains) followed by a training phase run through an executor (serial, process
-  pool or Ray). Timing therefore never overlaps training.
-- :class:`TableEvaluator`: accuracy and latency looked up in a table (NAS-Bench-201).
-
-A child that fails to build, export or train, or whose loss diverges, comes back with
-``status`` ``failed`` or ``diverged`` and a ``reason``; it never raises into the loop.
+:class:`TrainedEvaluator` runs a latency phase (every child timed, one at a time, while
+nothing trains) followed by a training phase run through an executor (serial, process
+pool or Ray; :mod:`mnas.evaluate.executors`). Timing therefore never overlaps training.
+A worker that died under a child comes back from the executor as a
+:class:`~mnas.evaluate.executors.WorkerFailure` and becomes a ``failed`` result here.
 """
 
 from __future__ import annotations
@@ -21,85 +16,14 @@ import pickle
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Protocol
+from dataclasses import dataclass
 
+from mnas.data.spec import DataSpec, get_dataset
+from mnas.evaluate.executors.base import TaskError, WorkerFailure
+from mnas.evaluate.protocol import DIVERGED, FAILED, OK, EvalResult
 from mnas.space import Architecture
 
 log = logging.getLogger(__name__)
-
-OK, DIVERGED, FAILED = "ok", "diverged", "failed"
-
-
-@dataclass(frozen=True)
-class ChildResult:
-    """What one child evaluation produced.
-
-    Attributes:
-        arch: the architecture.
-        accuracy: top-1 in [0, 1] on the search split (NaN when failed).
-        latency_ms: median latency (or MACs in millions for ``latency=macs``).
-        latency: the full latency statistics as a dict (median, p10, p90, cv, runs, ...).
-        params: parameter count.
-        macs: multiply-accumulates of one image.
-        status: ``ok``, ``diverged`` or ``failed``.
-        reason: why it diverged or failed ("" when ok).
-        train_seconds: wall time of training + evaluation.
-        latency_seconds: wall time of the latency measurement (export included).
-        extra: source-specific numbers (e.g. the 200-epoch test accuracy of a table row).
-    """
-
-    arch: Architecture
-    accuracy: float
-    latency_ms: float
-    latency: dict = field(default_factory=dict)
-    params: int = 0
-    macs: int = 0
-    status: str = OK
-    reason: str = ""
-    train_seconds: float = 0.0
-    latency_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-
-class Evaluator(Protocol):
-    def evaluate(
-        self, archs: Sequence[Architecture], on_result: Callable[[ChildResult], None]
-    ) -> list[ChildResult]: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """How to load a dataset; hashable, so each process loads it once."""
-
-    name: str
-    root: str | None = None
-    image_size: int = 32
-    train_size: int | None = None
-    val_size: int | None = None
-    test_size: int | None = 0
-    seed: int = 0
-    download: bool = False
-
-
-@lru_cache(maxsize=4)
-def get_dataset(spec: DataSpec):
-    """Load (once per process) the dataset a :class:`DataSpec` names."""
-    from mnas.data import load_dataset
-
-    return load_dataset(
-        spec.name,
-        root=spec.root,
-        image_size=spec.image_size,
-        train_size=spec.train_size,
-        val_size=spec.val_size,
-        test_size=spec.test_size,
-        seed=spec.seed,
-        download=spec.download,
-    )
 
 
 @dataclass(frozen=True)
@@ -114,7 +38,7 @@ class ModelSpec:
     bn_momentum: float = 0.1
 
     def build(self, arch: Architecture):
-        from mnas.builder import build_model
+        from mnas.nn.builder import build_model
 
         return build_model(
             arch,
@@ -134,7 +58,7 @@ class TrainTask:
     arch: Architecture
     model: ModelSpec
     data: DataSpec
-    train: object  # mnas.train.TrainConfig
+    train: object  # mnas.training.TrainConfig
     input_size: int
 
 
@@ -152,8 +76,8 @@ def train_child(task: TrainTask) -> TrainOutcome:
     """Build, train and score one child; failures come back as a status, never raised."""
     import torch
 
-    from mnas.builder import model_stats
-    from mnas.train import train_and_evaluate
+    from mnas.nn.stats import model_stats
+    from mnas.training.trainer import train_and_evaluate
 
     start = time.perf_counter()
     try:
@@ -180,6 +104,14 @@ def train_child(task: TrainTask) -> TrainOutcome:
             result.seconds,
         )
     return TrainOutcome(result.accuracy, stats.params, stats.macs, OK, "", result.seconds)
+
+
+def crashed_outcome(failure: WorkerFailure) -> TrainOutcome:
+    """The record of a child whose worker died on every attempt."""
+    n = failure.attempts
+    tries = f"{n} attempt{'s' if n != 1 else ''}"
+    reason = f"worker crashed: {failure.reason} ({tries})"
+    return TrainOutcome(math.nan, 0, 0, FAILED, reason, failure.seconds)
 
 
 def time_batch(job: tuple) -> list[tuple[dict, float, float, str]]:
@@ -220,10 +152,10 @@ class TrainedEvaluator:
 
     Args:
         latency: a latency evaluator (``measure(arch) -> LatencyStats``).
-        executor: runs :func:`train_child` over tasks (see :mod:`mnas.executors`).
+        executor: runs :func:`train_child` over tasks (see :mod:`mnas.evaluate.executors`).
         model: builder arguments.
         data: dataset to load in each worker.
-        train: a :class:`mnas.train.TrainConfig`; a child's initial weights are seeded by
+        train: a :class:`mnas.training.TrainConfig`; a child's initial weights are seeded by
             its seed XOR the architecture hash, so any process builds the same network.
         input_size: image size (for MACs).
     """
@@ -241,8 +173,6 @@ class TrainedEvaluator:
         or on the executor's latency device when it has one (Ray ``latency_resource``)."""
         job = (self.latency, list(archs))
         if getattr(self.executor, "latency_resource", None):
-            from mnas.executors import TaskError
-
             try:
                 return self.executor.on_latency_device(time_batch_on_device, job)
             except TaskError as e:
@@ -251,16 +181,16 @@ class TrainedEvaluator:
         return time_batch(job)
 
     def evaluate(
-        self, archs: Sequence[Architecture], on_result: Callable[[ChildResult], None]
-    ) -> list[ChildResult]:
+        self, archs: Sequence[Architecture], on_result: Callable[[EvalResult], None]
+    ) -> list[EvalResult]:
         # Phase 1: time every child while nothing trains.
         timed = self.time_children(archs)
         # Phase 2: train those that could be timed.
-        results: list[ChildResult | None] = [None] * len(archs)
+        results: list[EvalResult | None] = [None] * len(archs)
         tasks, index = [], []
         for i, (arch, (stats, _, secs, err)) in enumerate(zip(archs, timed, strict=True)):
             if err:
-                results[i] = ChildResult(
+                results[i] = EvalResult(
                     arch,
                     math.nan,
                     math.nan,
@@ -274,10 +204,12 @@ class TrainedEvaluator:
             tasks.append(TrainTask(arch, self.model, self.data, self.train, self.input_size))
             index.append(i)
 
-        def done(k: int, out: TrainOutcome) -> None:
+        def done(k: int, out: TrainOutcome | WorkerFailure) -> None:
             i = index[k]
+            if isinstance(out, WorkerFailure):
+                out = crashed_outcome(out)
             stats, median, secs, _ = timed[i]
-            results[i] = ChildResult(
+            results[i] = EvalResult(
                 archs[i],
                 out.accuracy,
                 median,
@@ -297,34 +229,3 @@ class TrainedEvaluator:
 
     def close(self) -> None:
         self.executor.close()
-
-
-class TableEvaluator:
-    """Accuracy and latency from a lookup table (``evaluate(arch)`` of
-    :class:`mnas.nasbench201.TabularEvaluator`)."""
-
-    def __init__(self, table) -> None:
-        self.table = table
-
-    def evaluate(
-        self, archs: Sequence[Architecture], on_result: Callable[[ChildResult], None]
-    ) -> list[ChildResult]:
-        out = []
-        for arch in archs:
-            try:
-                row = self.table.evaluate(arch)
-                res = ChildResult(
-                    arch,
-                    row.accuracy,
-                    row.latency_ms,
-                    {"median_ms": row.latency_ms},
-                    extra={"report_accuracy": row.report_accuracy},
-                )
-            except ValueError as e:
-                res = ChildResult(arch, math.nan, math.nan, status=FAILED, reason=str(e))
-            on_result(res)
-            out.append(res)
-        return out
-
-    def close(self) -> None:
-        pass

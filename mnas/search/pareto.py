@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def pareto_indices(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the non-dominated points, sorted by latency (ascending).
@@ -46,3 +48,34 @@ def hypervolume(
         next_lat = front[k + 1][0] if k + 1 < len(front) else ref_latency
         area += (next_lat - lat) * (acc - ref_accuracy)
     return area
+
+
+def true_front(latencies: np.ndarray, accuracies: np.ndarray) -> list[int]:
+    """Rows of the accuracy-latency Pareto front of a whole table, by latency ascending."""
+    return pareto_indices(list(zip(latencies.tolist(), accuracies.tolist(), strict=True)))
+
+
+def median_reference(
+    latencies: np.ndarray, accuracies: np.ndarray, connected: np.ndarray
+) -> tuple[float, float]:
+    """The hypervolume reference point ``(median latency, median accuracy)`` over connected
+    cells (the disconnected ones have chance accuracy and near-zero latencies on some devices)."""
+    return float(np.median(latencies[connected])), float(np.median(accuracies[connected]))
+
+
+def hypervolume_of_rows(
+    rows: Sequence[int],
+    latencies: np.ndarray,
+    accuracies: np.ndarray,
+    ref_latency: float,
+    ref_accuracy: float,
+) -> float:
+    """Hypervolume of the points ``(latencies[r], accuracies[r])`` for ``r`` in ``rows``."""
+    points = [(float(latencies[r]), float(accuracies[r])) for r in rows]
+    return hypervolume(points, ref_latency, ref_accuracy)
+
+
+def best_under(latencies: np.ndarray, accuracies: np.ndarray, target_ms: float) -> float:
+    """Best accuracy among rows with latency <= ``target_ms`` (-inf if there is none)."""
+    ok = latencies <= target_ms
+    return float(accuracies[ok].max()) if ok.any() else -math.inf

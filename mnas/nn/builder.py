@@ -1,4 +1,4 @@
-"""Turn block specs into PyTorch networks, and count their parameters and MACs.
+"""Turn block specs into PyTorch networks.
 
 Network layout (MobileNetV2 / MnasNet skeleton): stem 3x3 conv (32 channels,
 ``stem_stride``) + BN + act, the blocks, head 1x1 conv to 1280 channels + BN + act,
@@ -8,16 +8,14 @@ global average pool, dropout, linear classifier.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models._utils import _make_divisible
 from torchvision.ops import Conv2dNormActivation
 
-from mnas.blocks import ConvLayer, DepthwiseSeparable, InvertedResidual
+from mnas.nn.layers import ConvLayer, DepthwiseSeparable, InvertedResidual
 from mnas.space import Architecture, BlockSpec, specs_of
 
 STEM_CHS = 32
@@ -138,31 +136,3 @@ def build_model(
     return Net(
         specs, num_classes, in_channels, width_mult, stem_stride, dropout, bn_momentum, bn_eps
     )
-
-
-@dataclass(frozen=True)
-class ModelStats:
-    """Size of a network: parameters and multiply-accumulates for one image."""
-
-    params: int
-    macs: int
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(model: nn.Module, input_size: int, in_channels: int = 3) -> int:
-    """Multiply-accumulates of one forward pass at batch 1, from ``torch.utils.flop_counter``
-    (FLOPs / 2; convolutions and matrix products)."""
-    was_training = model.training
-    model.eval()
-    x = torch.zeros(1, in_channels, input_size, input_size)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    model.train(was_training)
-    return counter.get_total_flops() // 2
-
-
-def model_stats(model: nn.Module, input_size: int, in_channels: int = 3) -> ModelStats:
-    return ModelStats(count_params(model), count_macs(model, input_size, in_channels))

@@ -1,7 +1,7 @@
 """The search loop: ask, evaluate, reward, tell, log, checkpoint.
 
 It only coordinates: the strategy proposes architectures, the evaluator scores new ones
-(already-evaluated hashes reuse their results), :mod:`mnas.reward` turns accuracy and
+(already-evaluated hashes reuse their results), :mod:`mnas.search.reward` turns accuracy and
 latency into rewards, and the run directory receives
 
 - ``results.jsonl``: one flushed line per evaluated architecture;
@@ -28,21 +28,28 @@ from pathlib import Path
 
 import torch
 
-from mnas.child import FAILED, OK, ChildResult, Evaluator
-from mnas.pareto import hypervolume, pareto_indices
-from mnas.reward import FAILED_REWARD, mnas_reward
+from mnas.evaluate import OK, EvalResult, Evaluator
+from mnas.search.pareto import hypervolume
+from mnas.search.records import (
+    CHECKPOINT,
+    PARETO,
+    RUN_INFO,
+    EvalRecord,
+    append_result,
+    finite_or_none,
+    front_markdown,
+    front_of,
+    load_results,
+    write_atomic,
+)
+from mnas.search.reward import FAILED_REWARD, mnas_reward
+from mnas.search.strategies import Strategy
 from mnas.space import Architecture, SearchSpace
-from mnas.strategies import Strategy
 
 log = logging.getLogger(__name__)
 
-RESULTS = "results.jsonl"
-PARETO = "pareto.json"
-CHECKPOINT = "checkpoint.pt"
-RUN_INFO = "run.json"
 
-
-@dataclass
+@dataclass(frozen=True)
 class StepReport:
     """What one step did (for progress bars and tests)."""
 
@@ -59,52 +66,17 @@ class StepReport:
     diagnostics: dict = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchSummary:
+    """What a whole run did: its front, its best record and its times."""
+
     run_dir: Path
     steps: int
     evaluated: int
-    front: list[dict]
-    best: dict | None
+    front: tuple[EvalRecord, ...]
+    best: EvalRecord | None
     seconds: float
     eval_seconds: float
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that a reader (or a kill) never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_results(run_dir: Path) -> list[dict]:
-    """Records of ``results.jsonl``; a torn last line (killed mid-write) is dropped."""
-    path = Path(run_dir) / RESULTS
-    if not path.exists():
-        return []
-    records, good_bytes = [], 0
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                records.append(json.loads(raw))
-            except json.JSONDecodeError:
-                log.warning("dropping a torn line at the end of %s", path)
-                break
-            good_bytes += len(raw)
-    if good_bytes != path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
-    return records
-
-
-def front_of(records: Sequence[dict]) -> list[dict]:
-    """The non-dominated ``ok`` records (max accuracy, min latency), by latency."""
-    ok = [r for r in records if r["status"] == OK]
-    idx = pareto_indices([(r["latency_ms"], r["accuracy"]) for r in ok])
-    return [ok[i] for i in idx]
 
 
 class Search:
@@ -119,7 +91,7 @@ class Search:
         batch_size: architectures per step.
         target_ms: target latency T.
         alpha, beta: reward exponents.
-        tb: an optional :class:`mnas.tblog.TBLogger`.
+        tb: an optional :class:`mnas.search.tensorboard.TBLogger`.
         run_info: settings stored in ``run.json`` (data, model, ...).
         latency_unit: "ms", or "MMACs" when latency is multiply-adds.
     """
@@ -152,8 +124,8 @@ class Search:
         self.tb = tb
         self.latency_unit = latency_unit
         self.step = 0
-        self.records: list[dict] = []
-        self.by_hash: dict[str, dict] = {}
+        self.records: list[EvalRecord] = []
+        self.by_hash: dict[str, EvalRecord] = {}
         self.best_reward = -math.inf
         info = dict(run_info or {})
         info.update(
@@ -174,8 +146,8 @@ class Search:
         ckpt_path = self.run_dir / CHECKPOINT
         self.records = load_results(self.run_dir)
         for r in self.records:
-            self.by_hash[r["hash"]] = r
-            self.best_reward = max(self.best_reward, r["reward"])
+            self.by_hash[r.hash] = r
+            self.best_reward = max(self.best_reward, r.reward)
         if not ckpt_path.exists():
             if self.records:
                 log.info(
@@ -216,69 +188,65 @@ class Search:
         os.replace(tmp, self.run_dir / CHECKPOINT)
 
     # ---- records -----------------------------------------------------------------------
-    def reward_of(self, res: ChildResult) -> float:
+    def reward_of(self, res: EvalResult) -> float:
         if res.status != OK:
             return FAILED_REWARD
         return mnas_reward(res.accuracy, res.latency_ms, self.target_ms, self.alpha, self.beta)
 
-    def _record(self, res: ChildResult) -> dict:
+    def _record(self, res: EvalResult) -> EvalRecord:
         arch = res.arch
-        rec = {
-            "step": self.step,
-            "hash": arch.hash,
-            "space": arch.space,
-            "tokens": list(arch.tokens),
-            "key": arch.key,
-            "blocks": list(arch.blocks),
-            "accuracy": _finite_or_none(res.accuracy),
-            "latency_ms": _finite_or_none(res.latency_ms),
-            "latency": res.latency,
-            "params": res.params,
-            "macs": res.macs,
-            "reward": self.reward_of(res),
-            "target_ms": self.target_ms,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "seconds": round(res.train_seconds + res.latency_seconds, 4),
-            "train_seconds": round(res.train_seconds, 4),
-            "latency_seconds": round(res.latency_seconds, 4),
-            "status": res.status,
-            "reason": res.reason,
-            **res.extra,
-        }
-        return rec
+        return EvalRecord(
+            step=self.step,
+            hash=arch.hash,
+            space=arch.space,
+            tokens=arch.tokens,
+            key=arch.key,
+            blocks=arch.blocks,
+            accuracy=finite_or_none(res.accuracy),
+            latency_ms=finite_or_none(res.latency_ms),
+            latency=res.latency,
+            params=res.params,
+            macs=res.macs,
+            reward=self.reward_of(res),
+            target_ms=self.target_ms,
+            alpha=self.alpha,
+            beta=self.beta,
+            seconds=round(res.train_seconds + res.latency_seconds, 4),
+            train_seconds=round(res.train_seconds, 4),
+            latency_seconds=round(res.latency_seconds, 4),
+            status=res.status,
+            reason=res.reason,
+            extra=res.extra,
+        )
 
-    def _append(self, rec: dict) -> None:
-        with open(self.run_dir / RESULTS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    def _append(self, rec: EvalRecord) -> None:
+        append_result(self.run_dir, rec)
         self.records.append(rec)
-        self.by_hash[rec["hash"]] = rec
-        self.best_reward = max(self.best_reward, rec["reward"])
+        self.by_hash[rec.hash] = rec
+        self.best_reward = max(self.best_reward, rec.reward)
 
-    def front(self) -> list[dict]:
+    def front(self) -> list[EvalRecord]:
         return front_of(self.records)
 
     def hypervolume(self) -> float:
         """Dominated area with the reference at (2T, accuracy 0): a fixed corner per run."""
-        pts = [(r["latency_ms"], r["accuracy"]) for r in self.records if r["status"] == OK]
+        pts = [(r.latency_ms, r.accuracy) for r in self.records if r.status == OK]
         return hypervolume(pts, 2 * self.target_ms, 0.0)
 
-    def _write_front(self) -> list[dict]:
+    def _write_front(self) -> list[EvalRecord]:
         front = self.front()
         doc = {
             "target_ms": self.target_ms,
             "alpha": self.alpha,
             "beta": self.beta,
             "latency_unit": self.latency_unit,
-            "points": front,
+            "points": [r.to_dict() for r in front],
         }
         write_atomic(self.run_dir / PARETO, json.dumps(doc, indent=1).encode())
         return front
 
     # ---- the loop ----------------------------------------------------------------------
-    def run_step(self, on_child: Callable[[dict], None] | None = None) -> StepReport:
+    def run_step(self, on_child: Callable[[EvalRecord], None] | None = None) -> StepReport:
         start = time.perf_counter()
         archs = self.strategy.ask(self.batch_size)
         new: list[Architecture] = []
@@ -288,7 +256,7 @@ class Search:
                 new.append(a)
                 seen.add(a.hash)
 
-        def on_result(res: ChildResult) -> None:
+        def on_result(res: EvalResult) -> None:
             rec = self._record(res)
             self._append(rec)
             if on_child is not None:
@@ -297,7 +265,7 @@ class Search:
         t0 = time.perf_counter()
         self.evaluator.evaluate(new, on_result)
         eval_seconds = time.perf_counter() - t0
-        rewards = [self.by_hash[a.hash]["reward"] for a in archs]
+        rewards = [self.by_hash[a.hash].reward for a in archs]
         diag = self.strategy.tell(archs, rewards)
         self.step += 1
         front = self._write_front()
@@ -321,7 +289,7 @@ class Search:
 
     def run(
         self,
-        on_child: Callable[[dict], None] | None = None,
+        on_child: Callable[[EvalRecord], None] | None = None,
         on_step: Callable[[StepReport], None] | None = None,
     ) -> SearchSummary:
         start = time.perf_counter()
@@ -334,37 +302,39 @@ class Search:
             if on_step is not None:
                 on_step(report)
         front = self._write_front()
-        ok = [r for r in self.records if r["status"] == OK]
-        best = max(ok, key=lambda r: r["reward"]) if ok else None
+        ok = [r for r in self.records if r.status == OK]
+        best = max(ok, key=lambda r: r.reward) if ok else None
         if self.tb is not None:
             self.tb.flush()
         return SearchSummary(
             self.run_dir,
             self.step,
             len(self.records),
-            front,
+            tuple(front),
             best,
             time.perf_counter() - start,
             eval_seconds,
         )
 
-    def _log_tb(self, report: StepReport, archs: Sequence[Architecture], front: list[dict]) -> None:
+    def _log_tb(
+        self, report: StepReport, archs: Sequence[Architecture], front: list[EvalRecord]
+    ) -> None:
         tb, step = self.tb, self.step
         batch = [self.by_hash[a.hash] for a in archs]
-        ok = [r for r in batch if r["status"] == OK]
+        ok = [r for r in batch if r.status == OK]
         # records evaluated in this step (not reused from earlier ones), once each
-        fresh = list({r["hash"]: r for r in batch if r["step"] == step - 1}.values())
+        fresh = list({r.hash: r for r in batch if r.step == step - 1}.values())
         tb.scalars(
             step,
             {
                 "reward/mean": report.reward_mean,
                 "reward/max": report.reward_max,
                 "reward/best": report.best_reward,
-                "child/accuracy_mean": _mean([r["accuracy"] for r in ok]),
-                "child/latency_mean": _mean([r["latency_ms"] for r in ok]),
-                "child/failed": sum(r["status"] != OK for r in batch),
+                "child/accuracy_mean": _mean([r.accuracy for r in ok]),
+                "child/latency_mean": _mean([r.latency_ms for r in ok]),
+                "child/failed": sum(r.status != OK for r in batch),
                 "child/reused": report.reused,
-                "child/seconds_mean": _mean([r["seconds"] for r in fresh]),
+                "child/seconds_mean": _mean([r.seconds for r in fresh]),
                 "pareto/front_size": report.front_size,
                 "pareto/hypervolume": report.hypervolume,
                 "search/evaluated": len(self.records),
@@ -372,12 +342,12 @@ class Search:
             },
         )
         tb.scalars(step, report.diagnostics, prefix="controller/")
-        from mnas.tblog import pareto_figure
+        from mnas.search.tensorboard import pareto_figure
 
-        pts = [(r["latency_ms"], r["accuracy"]) for r in self.records if r["status"] == OK]
+        pts = [(r.latency_ms, r.accuracy) for r in self.records if r.status == OK]
         fig = pareto_figure(
             pts,
-            [(r["latency_ms"], r["accuracy"]) for r in front],
+            [(r.latency_ms, r.accuracy) for r in front],
             self.target_ms,
             unit=self.latency_unit,
         )
@@ -388,33 +358,23 @@ class Search:
         plt.close(fig)
         for rec in fresh:
             self._log_session(rec)
-        best = sorted((r for r in self.records if r["status"] == OK), key=lambda r: -r["reward"])
+        best = sorted((r for r in self.records if r.status == OK), key=lambda r: -r.reward)
         tb.text("best_architectures", front_markdown(best[:5], self.latency_unit), step)
 
-    def _log_session(self, rec: dict) -> None:
+    def _log_session(self, rec: EvalRecord) -> None:
         hparams = {}
-        for d, t in zip(self.space.decisions, rec["tokens"], strict=False):
+        for d, t in zip(self.space.decisions, rec.tokens, strict=False):
             hparams[f"b{d.block}_{d.name}"] = d.choices[t]
         self.tb.arch_session(
-            rec["hash"],
+            rec.hash,
             hparams,
             {
-                "accuracy": rec["accuracy"] if rec["accuracy"] is not None else math.nan,
-                "latency_ms": rec["latency_ms"] if rec["latency_ms"] is not None else math.nan,
-                "reward": rec["reward"],
-                "params": float(rec["params"]),
+                "accuracy": rec.accuracy if rec.accuracy is not None else math.nan,
+                "latency_ms": rec.latency_ms if rec.latency_ms is not None else math.nan,
+                "reward": rec.reward,
+                "params": float(rec.params),
             },
         )
-
-
-def front_markdown(records: Sequence[dict], unit: str = "ms") -> str:
-    lines = [f"| accuracy | latency ({unit}) | reward | params | blocks |", "|---|---|---|---|---|"]
-    for r in records:
-        lines.append(
-            f"| {100 * r['accuracy']:.2f}% | {r['latency_ms']:.3f} | {r['reward']:.4f} | "
-            f"{r['params']:,} | {' '.join(r['blocks'])} |"
-        )
-    return "\n".join(lines)
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -422,8 +382,4 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
-__all__ = ["FAILED", "Search", "SearchSummary", "StepReport", "front_of", "load_results"]
+__all__ = ["Search", "SearchSummary", "StepReport"]

@@ -1,0 +1,64 @@
+"""Every check of a search config that can run before any work.
+
+Names of closed sets (strategy, executor, latency kind, space, optimizer, reward preset)
+are enums in :mod:`mnas.conf.schema`, checked by OmegaConf when the config is composed;
+ranges are checked here by building the library's own frozen settings objects, so every
+rule lives in one place.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from mnas.conf.arguments import (
+    latency_settings,
+    name_of,
+    reward_params,
+    target_value,
+    train_config,
+)
+from mnas.search.ppo import PPOConfig
+from mnas.search.reward import check_reward_params
+
+
+def validate_search(cfg: DictConfig) -> None:
+    """Raises ValueError naming the key of the first bad setting."""
+    for key in ("steps", "batch_size"):
+        if cfg[key] < 1:
+            raise ValueError(f"{key}={cfg[key]} must be >= 1")
+    if cfg.seed < 0:
+        raise ValueError(f"seed={cfg.seed} must be >= 0")
+    PPOConfig(
+        clip_eps=cfg.strategy.clip_eps,
+        epochs=cfg.strategy.epochs,
+        entropy_coef=cfg.strategy.entropy_coef,
+        max_grad_norm=cfg.strategy.max_grad_norm,
+        baseline_decay=cfg.strategy.baseline_decay,
+        normalize_advantages=cfg.strategy.normalize_advantages,
+    )
+    if cfg.strategy.lr <= 0:
+        raise ValueError(f"strategy.lr={cfg.strategy.lr} must be > 0")
+    alpha, beta = reward_params(cfg.reward)
+    target = target_value(cfg.reward)
+    check_reward_params(target if target is not None else 1.0, alpha, beta)
+    space, evaluator = name_of(cfg.space.name), name_of(cfg.evaluator.name)
+    if (space == "nasbench201") != (evaluator == "tabular"):
+        raise ValueError(
+            f"space={space} with evaluator={evaluator}: the nasbench201 space "
+            "is evaluated by evaluator=tabular, the mnas space by evaluator=trained"
+        )
+    if cfg.executor.retries < 0:
+        raise ValueError(f"executor.retries={cfg.executor.retries} must be >= 0")
+    for key in ("workers", "threads_per_worker"):
+        value = cfg.executor[key]
+        if value is not None and value < 1:
+            raise ValueError(f"executor.{key}={value} must be >= 1")
+    if evaluator == "trained":
+        latency_settings(cfg.latency)
+        if cfg.model.width_mult <= 0:
+            raise ValueError(f"model.width_mult={cfg.model.width_mult} must be > 0")
+        if cfg.model.stem_stride < 1:
+            raise ValueError(f"model.stem_stride={cfg.model.stem_stride} must be >= 1")
+        if cfg.data.image_size < 1:
+            raise ValueError(f"data.image_size={cfg.data.image_size} must be >= 1")
+        train_config(cfg.trainer)

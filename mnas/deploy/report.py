@@ -1,0 +1,102 @@
+"""Comparing retrained models: a plain-text table, a figure, and TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from mnas.deploy.artifacts import json_default
+
+
+def comparison_table(rows: Sequence[dict]) -> str:
+    """A plain-text table of retrained models: accuracy and latency side by side."""
+    header = ("model", "source", "hash", "params", "MMACs", "proxy val acc", "test acc", "ORT ms")
+    lines = [header]
+    for r in sorted(rows, key=lambda r: r["latency_ms"]):
+        search = r.get("search_accuracy")
+        lines.append(
+            (
+                r["label"],
+                r["source"],
+                r["hash"][:8],
+                f"{r['params']:,}",
+                f"{r['macs'] / 1e6:.1f}",
+                "-" if search is None else f"{100 * search:.2f}%",
+                f"{100 * r['test_accuracy']:.2f}%",
+                f"{r['latency_ms']:.3f}",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    fmt = [
+        line[0].ljust(widths[0])
+        + "  "
+        + "  ".join(c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True))
+        for line in lines
+    ]
+    return "\n".join([fmt[0], "-" * len(fmt[0]), *fmt[1:]])
+
+
+def comparison_figure(rows: Sequence[dict], title: str = "retrained: accuracy vs latency"):
+    """Matplotlib figure: retrained front points (line) and references (markers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    found = sorted((r for r in rows if r["source"] != "reference"), key=lambda r: r["latency_ms"])
+    if found:
+        ax.plot(
+            [r["latency_ms"] for r in found],
+            [100 * r["test_accuracy"] for r in found],
+            "o-",
+            color="tab:red",
+            label="found (retrained)",
+        )
+        for r in found:
+            ax.annotate(
+                r["label"],
+                (r["latency_ms"], 100 * r["test_accuracy"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    for r, marker in zip((r for r in rows if r["source"] == "reference"), "s^Dv", strict=False):
+        ax.scatter(
+            [r["latency_ms"]],
+            [100 * r["test_accuracy"]],
+            marker=marker,
+            s=50,
+            label=r["label"],
+            zorder=3,
+        )
+    ax.set_xlabel("ONNX Runtime latency (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_comparison(rows: Sequence[dict], out_dir: str | os.PathLike, tensorboard: bool) -> None:
+    """``summary.json``, ``summary.txt``, ``comparison.png`` and (optionally) a TensorBoard
+    figure plus per-model scalars under ``out_dir/tb``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(list(rows), indent=2, default=json_default))
+    (out / "summary.txt").write_text(comparison_table(rows) + "\n")
+    fig = comparison_figure(rows)
+    fig.savefig(out / "comparison.png")
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"))
+        writer.add_figure("retrain/accuracy_vs_latency", fig, 0, close=False)
+        writer.add_text("retrain/table", "```\n" + comparison_table(rows) + "\n```", 0)
+        writer.close()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

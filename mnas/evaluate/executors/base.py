@@ -1,0 +1,63 @@
+"""What every executor shares: the protocol, the failure value, and core counting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Executor(Protocol):
+    name: str
+
+    def map(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_parallelism(
+    workers: int | None, threads_per_worker: int | None, cores: int | None = None
+) -> tuple[int, int]:
+    """(workers, torch threads per worker) with the defaults filled in.
+
+    One worker per core: a proxy child is a small network trained on small batches, which
+    uses one core far better than several (the proxy trainer pins itself to one thread),
+    and the coordinator is idle while the workers train. Threads default to an even split
+    of the cores between the workers.
+    """
+    cores = cores or usable_cores()
+    for key, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
+        if value is not None and value < 1:
+            raise ValueError(f"{key}={value} must be >= 1")
+    workers = workers or cores
+    return workers, threads_per_worker or max(1, cores // workers)
+
+
+class TaskError(RuntimeError):
+    """``fn`` raised inside a worker; the message carries the worker's traceback."""
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """Handed to ``on_result`` instead of ``fn``'s result when the worker running a task
+    died on every attempt (killed, out of memory, a crash in native code).
+
+    Attributes:
+        reason: how the last worker ended (``killed by SIGKILL``, Ray's error, ...).
+        attempts: how many workers died under the task.
+        seconds: wall time spent on the task over all attempts.
+    """
+
+    reason: str
+    attempts: int
+    seconds: float

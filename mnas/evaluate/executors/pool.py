@@ -1,0 +1,200 @@
+"""The pool executor: worker processes on this machine, each training one task at a time."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import wait
+from typing import Any
+
+from mnas.evaluate.executors.base import TaskError, WorkerFailure, default_parallelism
+
+log = logging.getLogger(__name__)
+
+
+def _worker_main(conn, threads: int) -> None:
+    """A pool worker: receive ``(fn, task)``, send back ``(True, result)`` or
+    ``(False, traceback)``; ``None`` or a closed pipe ends it."""
+    # Ctrl-C reaches the whole process group; the coordinator decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    torch.set_num_threads(threads)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        fn, task = msg
+        try:
+            reply = (True, fn(task))
+        except Exception:
+            reply = (False, traceback.format_exc())
+        try:
+            conn.send(reply)
+        except Exception:  # an unpicklable result is the function's bug: report it
+            conn.send((False, traceback.format_exc()))
+
+
+PRELOAD = ["torch", "mnas.evaluate.trained", "mnas.nn", "mnas.data", "mnas.training"]
+
+
+class _Worker:
+    def __init__(self, ctx, threads: int) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, threads), daemon=True)
+        self.process.start()
+        child.close()
+        self.task: int | None = None
+        self.started = 0.0
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process.is_alive() and self.task is None:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+class PoolExecutor:
+    """Worker processes on this machine, each training one child at a time.
+
+    Workers are started on first use and kept for the whole search, so each loads the
+    dataset once. They come from a ``forkserver`` that has imported torch and mnas (start
+    and restart in milliseconds instead of seconds of ``spawn``; no torch thread pool is
+    ever forked), or from ``spawn`` where the platform has no fork server. A worker that
+    dies is replaced and only its own task is retried; the others keep running. On any
+    exception in the coordinator (Ctrl-C included) the busy workers are stopped before
+    ``map`` re-raises, so no stale result survives into the next batch.
+
+    Args:
+        workers: worker processes (default: one per usable core).
+        threads_per_worker: torch threads in each worker (default: cores // workers).
+            A ``TrainConfig.threads`` set in the task wins inside training.
+        retries: re-runs of a task whose worker died, before it is recorded as failed.
+        start_method: ``forkserver`` (default where available) or ``spawn``. ``fork`` is
+            refused: forking a process whose torch has started its thread pools can deadlock.
+    """
+
+    name = "pool"
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        threads_per_worker: int | None = None,
+        retries: int = 1,
+        start_method: str | None = None,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries={retries} must be >= 0")
+        if start_method is None:
+            start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError(f"start_method={start_method!r}; allowed: spawn, forkserver")
+        self.workers, self.threads = default_parallelism(workers, threads_per_worker)
+        self.retries = retries
+        self.start_method = start_method
+        self._ctx = mp.get_context(start_method)
+        if start_method == "forkserver":
+            # The fork server imports these once; every worker (and every replacement of a
+            # dead one) is then forked from it with torch loaded but no thread pool started.
+            self._ctx.set_forkserver_preload(PRELOAD)
+        self._pool: list[_Worker] = []
+
+    def _fill(self, n: int) -> None:
+        while len(self._pool) < n:
+            self._pool.append(_Worker(self._ctx, self.threads))
+        log.debug("pool: %d workers x %d threads", len(self._pool), self.threads)
+
+    def map(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
+    ) -> None:
+        if not tasks:
+            return
+        self._fill(min(self.workers, len(tasks)))
+        pending = deque(range(len(tasks)))
+        attempts = [0] * len(tasks)
+        spent = [0.0] * len(tasks)
+        try:
+            while pending or any(w.task is not None for w in self._pool):
+                for w in self._pool:
+                    if w.task is None and pending and not w.process.is_alive():
+                        self._replace(w)  # died while idle: no task to charge
+                for w in self._pool:
+                    if w.task is None and pending:
+                        w.task = pending.popleft()
+                        w.started = time.perf_counter()
+                        try:
+                            w.conn.send((fn, tasks[w.task]))
+                        except OSError:  # died while idle: its sentinel reports it below
+                            pass
+                busy = [w for w in self._pool if w.task is not None]
+                ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
+                for w in busy:
+                    if w.conn not in ready and w.process.sentinel not in ready:
+                        continue
+                    k = w.task
+                    try:
+                        ok, payload = w.conn.recv()
+                    except (EOFError, OSError):
+                        self._crashed(w, k, attempts, spent, pending, on_result)
+                        continue
+                    w.task = None
+                    if not ok:
+                        raise TaskError(f"task {k} raised in a pool worker:\n{payload}")
+                    on_result(k, payload)
+        except BaseException:
+            self._stop_busy()
+            raise
+
+    def _crashed(self, w: _Worker, k: int, attempts, spent, pending, on_result) -> None:
+        w.process.join(5.0)
+        reason = _exit_reason(w.process.exitcode)
+        attempts[k] += 1
+        spent[k] += time.perf_counter() - w.started
+        w.task = None
+        self._replace(w)
+        if attempts[k] <= self.retries:
+            log.warning("pool worker died (%s) under task %d; retrying it", reason, k)
+            pending.appendleft(k)
+        else:
+            log.warning("pool worker died (%s) under task %d; recording it as failed", reason, k)
+            on_result(k, WorkerFailure(reason, attempts[k], spent[k]))
+
+    def _replace(self, w: _Worker) -> None:
+        w.stop()
+        self._pool[self._pool.index(w)] = _Worker(self._ctx, self.threads)
+
+    def _stop_busy(self) -> None:
+        for w in [w for w in self._pool if w.task is not None]:
+            w.stop(timeout=2.0)
+            self._pool.remove(w)
+
+    def close(self) -> None:
+        for w in self._pool:
+            w.stop()
+        self._pool = []

@@ -1,0 +1,136 @@
+"""The one description of how latency is obtained, and the evaluator it describes.
+
+:class:`LatencySettings` is what the search, the latency table, retraining and
+``python -m mnas latency`` all pass around (``conf/latency/*.yaml`` becomes one through
+:func:`mnas.conf.arguments.latency_settings`); :func:`make_latency_evaluator` turns it,
+with the network setup it applies to, into a :class:`LatencyEvaluator`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from mnas.latency.lut import LutLatency
+from mnas.latency.macs import MacsLatency
+from mnas.latency.ort import OrtLatency, TimingPlan
+from mnas.latency.stats import LatencyStats
+from mnas.space import Architecture
+
+KINDS = ("measured", "lut", "macs")
+
+
+class LatencyEvaluator(Protocol):
+    """Anything that gives a latency figure for an architecture."""
+
+    def measure(self, arch: Architecture) -> LatencyStats: ...
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How children are timed (``measured``), predicted (``lut``) or counted (``macs``).
+
+    Attributes:
+        kind: ``measured`` (ONNX Runtime), ``lut`` (lookup table) or ``macs``.
+        threads: ONNX Runtime intra-op threads (the paper: one big core).
+        batch_size: images per timed run.
+        warmup, min_runs, max_runs, rel_ci, time_cap_s: the stopping rule
+            (:class:`mnas.latency.ort.TimingPlan`).
+        pin_cpu: pin timing to this CPU (Linux); None: no pinning.
+        reference: interleave a reference network and correct the machine's drift.
+        cache: SQLite file of cached measurements (``~`` expanded); None: no cache.
+        lut_path: the table of ``kind=lut`` (built by ``scripts/latency_table.py``).
+
+    Raises:
+        ValueError: naming the first bad value.
+    """
+
+    kind: str = "measured"
+    threads: int = 1
+    batch_size: int = 1
+    warmup: int = 5
+    min_runs: int = 15
+    max_runs: int = 300
+    rel_ci: float = 0.01
+    time_cap_s: float = 0.6
+    pin_cpu: int | None = None
+    reference: bool = True
+    cache: str | None = None
+    lut_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"latency.kind={self.kind!r}; allowed: {', '.join(KINDS)}")
+        if self.kind == "lut" and not self.lut_path:
+            raise ValueError("latency.kind=lut needs latency.lut_path (scripts/latency_table.py)")
+        for key in ("threads", "batch_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"latency.{key}={value!r} must be a positive integer")
+        self.plan  # noqa: B018 - validates the timing plan now, before any work
+
+    @property
+    def plan(self) -> TimingPlan:
+        return TimingPlan(self.warmup, self.min_runs, self.max_runs, self.rel_ci, self.time_cap_s)
+
+
+def make_latency_evaluator(
+    settings: LatencySettings,
+    input_size: int = 224,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    stem_stride: int = 2,
+) -> LatencyEvaluator:
+    """The evaluator ``settings`` describe, for networks of this setup (image size, channels,
+    classes, width and stem stride, as :func:`mnas.nn.build_model` takes them)."""
+    net = dict(
+        input_size=input_size,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        stem_stride=stem_stride,
+    )
+    if settings.kind == "macs":
+        return MacsLatency(**net)
+    if settings.kind == "lut":
+        return LutLatency(
+            os.path.expanduser(settings.lut_path),
+            threads=settings.threads,
+            batch_size=settings.batch_size,
+            **net,
+        )
+    return OrtLatency(
+        **net,
+        batch_size=settings.batch_size,
+        threads=settings.threads,
+        warmup=settings.warmup,
+        min_runs=settings.min_runs,
+        max_runs=settings.max_runs,
+        rel_ci=settings.rel_ci,
+        time_cap_s=settings.time_cap_s,
+        pin_cpu=settings.pin_cpu,
+        reference=settings.reference,
+        cache_path=os.path.expanduser(settings.cache) if settings.cache else None,
+    )
+
+
+def raw_ort_latency(
+    settings: LatencySettings, input_size: int, in_channels: int, batch_size: int | None = None
+) -> OrtLatency:
+    """ONNX Runtime timing of one already built model under ``settings``' threads, pinning
+    and stopping rule, raw: no drift correction and no cache (a retrained model is timed
+    once, not ranked against a stream of children)."""
+    return OrtLatency(
+        input_size=input_size,
+        in_channels=in_channels,
+        batch_size=batch_size or settings.batch_size,
+        threads=settings.threads,
+        warmup=settings.warmup,
+        min_runs=settings.min_runs,
+        max_runs=settings.max_runs,
+        rel_ci=settings.rel_ci,
+        time_cap_s=settings.time_cap_s,
+        pin_cpu=settings.pin_cpu,
+    )

@@ -1,0 +1,33 @@
+"""Augmentation on uint8 image tensors: random crop with zero padding and horizontal flip."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def augment_batch(x: Tensor, generator: torch.Generator, hflip: bool, pad: int = 4) -> Tensor:
+    """Random crop with ``pad`` pixels of zero padding, and optionally a random horizontal flip.
+
+    Args:
+        x: uint8 (or float) images ``(B, C, H, W)``.
+        generator: source of the random offsets and flips.
+        hflip: whether to flip half of the images.
+        pad: padding on each side before cropping back to ``H x W``.
+
+    Returns:
+        A new tensor of the same shape and dtype.
+    """
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    if hflip:
+        flip = torch.rand(b, generator=generator) < 0.5
+        cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
+    batch = torch.arange(b)[:, None, None, None]
+    chans = torch.arange(c)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
