@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnas.conf import register_configs
 from mnas.conf.runner import build_search, load_resume_config
@@ -62,6 +63,16 @@ def results(run_dir):
 def test_tiny_search_writes_every_output(tmp_path):
     cfg = make_cfg("steps=2", "batch_size=2", "hparams=true")
     search = build_search(cfg, tmp_path)
+    search.run_step()
+    # Live view: the step's events are on disk while the writer is still open (flushed per
+    # step), and so is each architecture's HParams session.
+    live = EventAccumulator(str(tmp_path / "tb"))
+    live.Reload()
+    assert [e.step for e in live.Scalars("reward/best")] == [1]
+    assert [e.step for e in live.Images("pareto")] == [1]
+    assert {p.name for p in (tmp_path / "hparams").iterdir() if p.is_dir()} == {
+        r.hash for r in search.records
+    }
     summary = search.run()
     search.tb.close()
     recs = results(tmp_path)
@@ -87,7 +98,7 @@ def test_tiny_search_writes_every_output(tmp_path):
     assert ckpt["step"] == 2 and "controller" in ckpt["strategy"]
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
-    sessions = {p.name for p in (tmp_path / "tb" / "archs").iterdir()}
+    sessions = {p.name for p in (tmp_path / "hparams").iterdir() if p.is_dir()}
     assert sessions == {r["hash"] for r in recs}
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["num_classes"] == 10 and info["in_channels"] == 1 and info["input_size"] == 8
