@@ -343,3 +343,41 @@ def test_target_sweep_with_hydra_multirun(tmp_path):
     assert [r["hash"] for r in results(tmp_path / "0")] == [
         r["hash"] for r in results(tmp_path / "1")
     ]
+
+
+def test_hparams_sessions_declare_columns_and_mark_failures(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import metadata as hp_meta
+
+    from mnas.search.tensorboard import TBLogger
+
+    tb = TBLogger(tmp_path / "tb", tmp_path / "hparams")
+    tb.hparams_experiment({"b0_kernel": (3, 5), "b0_skip": ("none", "pool")}, {"accuracy": "acc"})
+    tb.hparams_experiment({"other": (1,)}, {"x": "x"})  # a resumed run keeps the first
+    tb.arch_session("good", {"b0_kernel": 5, "b0_skip": "pool"}, {"accuracy": 0.9}, ok=True)
+    tb.arch_session("bad", {"b0_kernel": 3, "b0_skip": "none"}, {"accuracy": None}, ok=False)
+    tb.close()
+
+    root = EventAccumulator(str(tmp_path / "hparams"))
+    root.Reload()
+    exp = hp_meta.parse_experiment_plugin_data(
+        root.PluginTagToContent(hp_meta.PLUGIN_NAME)[hp_meta.EXPERIMENT_TAG]
+    )
+    assert [(h.name, list(h.domain_discrete)) for h in exp.hparam_infos] == [
+        ("b0_kernel", [3.0, 5.0]),
+        ("b0_skip", ["none", "pool"]),
+    ]
+    assert [(m.name.tag, m.display_name) for m in exp.metric_infos] == [("accuracy", "acc")]
+    for name, status, tags in (
+        ("good", api_pb2.STATUS_SUCCESS, ["accuracy"]),
+        ("bad", api_pb2.STATUS_FAILURE, []),
+    ):
+        run = EventAccumulator(str(tmp_path / "hparams" / name))
+        run.Reload()
+        content = run.PluginTagToContent(hp_meta.PLUGIN_NAME)
+        start = hp_meta.parse_session_start_info_plugin_data(
+            content[hp_meta.SESSION_START_INFO_TAG]
+        )
+        end = hp_meta.parse_session_end_info_plugin_data(content[hp_meta.SESSION_END_INFO_TAG])
+        assert start.hparams["b0_skip"].string_value in ("none", "pool")
+        assert end.status == status and run.Tags()["scalars"] == tags
