@@ -29,6 +29,7 @@ from mnas.conf.arguments import (
 )
 from mnas.deploy import (
     ArchChoice,
+    ComparisonBoard,
     EpochProgress,
     comparison_table,
     read_run_json,
@@ -106,6 +107,10 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> float:
     data = load_data(cfg.data)
     build_kwargs = plain(cfg.model)
     log.info("retraining %d architecture(s) on %s into %s", len(choices), data.name, out)
+    board = None
+    if len(choices) > 1 and cfg.tensorboard:
+        board = ComparisonBoard(out / "tb")
+        print(f"tensorboard:   tensorboard --logdir {board.log_dir}   (comparison, per model)")
     rows = []
     for i, choice in enumerate(choices, start=1):
         progress = EpochProgress(
@@ -130,14 +135,19 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> float:
         finally:
             progress.close()
         rows.append(metrics)
+        if board is not None:
+            board.update(rows)
         tqdm.write(
             f"{choice.label}: test accuracy {100 * metrics['test_accuracy']:.2f}%, "
             f"ORT {metrics['latency_ms']:.3f} ms, {metrics['params']:,} params -> {folder}"
         )
     if len(rows) > 1:
-        write_comparison(rows, out, cfg.tensorboard)
+        write_comparison(rows, out)
     print(comparison_table(rows))
     print(f"files in {out}")
+    if board is not None:
+        board.close()
+        print(f"tensorboard:   tensorboard --logdir {board.log_dir}")
     found = [r["test_accuracy"] for r in rows if r["source"] != "reference"] or [
         r["test_accuracy"] for r in rows
     ]

@@ -52,6 +52,19 @@ def print_table(summary, unit: str) -> None:
     print()
 
 
+def print_tensorboard(search) -> None:
+    """The TensorBoard commands, printed at the start too: both views fill in while the
+    search runs."""
+    if search.tb is None:
+        return
+    print(f"tensorboard:   tensorboard --logdir {search.tb.log_dir}   (curves, Pareto figure)")
+    if search.tb.hparams_dir is not None:
+        print(
+            f"hparams:       tensorboard --logdir {search.tb.hparams_dir}   "
+            "(tab HPARAMS: one session per architecture)"
+        )
+
+
 @hydra.main(config_path="../conf", config_name="search", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -64,6 +77,8 @@ def main(cfg: DictConfig) -> float:
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
 
+    print(f"run directory: {run_dir}")
+    print_tensorboard(search)
     total = search.steps * search.batch_size
     bar = tqdm(
         total=total,
@@ -109,7 +124,7 @@ def main(cfg: DictConfig) -> float:
         f"target T = {search.target_ms:.4g} {unit})"
     )
     print(f"run directory: {run_dir}")
-    print(f"tensorboard:   tensorboard --logdir {run_dir / 'tb'}")
+    print_tensorboard(search)
     best = summary.best.reward if summary.best else -math.inf
     return best
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnas.data import load_dataset
 from mnas.deploy import (
@@ -198,7 +199,11 @@ def test_retrain_front_end_to_end(tiny_run: Path, tmp_path: Path):
         assert sum(p.numel() for p in model.parameters()) == metrics["params"]
     assert "mobilenetv2" in (out / "summary.txt").read_text()
     assert (out / "comparison.png").stat().st_size > 0
-    assert list((out / "tb").glob("events.out.tfevents.*"))
+    # TensorBoard: one run, the figure redrawn after each model (the step counts them)
+    board = EventAccumulator(str(out / "tb"))
+    board.Reload()
+    assert [e.step for e in board.Images("retrain/accuracy_vs_latency")] == [1, 2, 3]
+    assert [e.step for e in board.Tensors("retrain/table/text_summary")] == [1, 2, 3]
 
 
 def _random_net(name: str) -> torch.nn.Module:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnas.conf import register_configs
 from mnas.conf.runner import build_search, load_resume_config
@@ -62,6 +63,16 @@ def results(run_dir):
 def test_tiny_search_writes_every_output(tmp_path):
     cfg = make_cfg("steps=2", "batch_size=2", "hparams=true")
     search = build_search(cfg, tmp_path)
+    search.run_step()
+    # Live view: the step's events are on disk while the writer is still open (flushed per
+    # step), and so is each architecture's HParams session.
+    live = EventAccumulator(str(tmp_path / "tb"))
+    live.Reload()
+    assert [e.step for e in live.Scalars("reward/best")] == [1]
+    assert [e.step for e in live.Images("pareto")] == [1]
+    assert {p.name for p in (tmp_path / "hparams").iterdir() if p.is_dir()} == {
+        r.hash for r in search.records
+    }
     summary = search.run()
     search.tb.close()
     recs = results(tmp_path)
@@ -87,7 +98,7 @@ def test_tiny_search_writes_every_output(tmp_path):
     assert ckpt["step"] == 2 and "controller" in ckpt["strategy"]
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
-    sessions = {p.name for p in (tmp_path / "tb" / "archs").iterdir()}
+    sessions = {p.name for p in (tmp_path / "hparams").iterdir() if p.is_dir()}
     assert sessions == {r["hash"] for r in recs}
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["num_classes"] == 10 and info["in_channels"] == 1 and info["input_size"] == 8
@@ -332,3 +343,41 @@ def test_target_sweep_with_hydra_multirun(tmp_path):
     assert [r["hash"] for r in results(tmp_path / "0")] == [
         r["hash"] for r in results(tmp_path / "1")
     ]
+
+
+def test_hparams_sessions_declare_columns_and_mark_failures(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import metadata as hp_meta
+
+    from mnas.search.tensorboard import TBLogger
+
+    tb = TBLogger(tmp_path / "tb", tmp_path / "hparams")
+    tb.hparams_experiment({"b0_kernel": (3, 5), "b0_skip": ("none", "pool")}, {"accuracy": "acc"})
+    tb.hparams_experiment({"other": (1,)}, {"x": "x"})  # a resumed run keeps the first
+    tb.arch_session("good", {"b0_kernel": 5, "b0_skip": "pool"}, {"accuracy": 0.9}, ok=True)
+    tb.arch_session("bad", {"b0_kernel": 3, "b0_skip": "none"}, {"accuracy": None}, ok=False)
+    tb.close()
+
+    root = EventAccumulator(str(tmp_path / "hparams"))
+    root.Reload()
+    exp = hp_meta.parse_experiment_plugin_data(
+        root.PluginTagToContent(hp_meta.PLUGIN_NAME)[hp_meta.EXPERIMENT_TAG]
+    )
+    assert [(h.name, list(h.domain_discrete)) for h in exp.hparam_infos] == [
+        ("b0_kernel", [3.0, 5.0]),
+        ("b0_skip", ["none", "pool"]),
+    ]
+    assert [(m.name.tag, m.display_name) for m in exp.metric_infos] == [("accuracy", "acc")]
+    for name, status, tags in (
+        ("good", api_pb2.STATUS_SUCCESS, ["accuracy"]),
+        ("bad", api_pb2.STATUS_FAILURE, []),
+    ):
+        run = EventAccumulator(str(tmp_path / "hparams" / name))
+        run.Reload()
+        content = run.PluginTagToContent(hp_meta.PLUGIN_NAME)
+        start = hp_meta.parse_session_start_info_plugin_data(
+            content[hp_meta.SESSION_START_INFO_TAG]
+        )
+        end = hp_meta.parse_session_end_info_plugin_data(content[hp_meta.SESSION_END_INFO_TAG])
+        assert start.hparams["b0_skip"].string_value in ("none", "pool")
+        assert end.status == status and run.Tags()["scalars"] == tags

@@ -140,9 +140,9 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
             raise
     tb = None
     if cfg.tensorboard if tensorboard is None else tensorboard:
-        from mnas.search.tensorboard import TBLogger
+        from mnas.search.tensorboard import HPARAMS_DIR, SEARCH_DIR, TBLogger
 
-        tb = TBLogger(run_dir / "tb", hparams=cfg.hparams)
+        tb = TBLogger(run_dir / SEARCH_DIR, run_dir / HPARAMS_DIR if cfg.hparams else None)
     return Search(
         run_dir,
         space,

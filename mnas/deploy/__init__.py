@@ -16,12 +16,18 @@ from mnas.deploy.artifacts import finalize, load_checkpoint
 from mnas.deploy.choose import ARCH_FORMS, ArchChoice, front_choices, read_run_json, resolve_choices
 from mnas.deploy.onnx_check import ExportMismatchError, ExportSettings, OnnxCheck, check_onnx
 from mnas.deploy.progress import EpochProgress
-from mnas.deploy.report import comparison_figure, comparison_table, write_comparison
+from mnas.deploy.report import (
+    ComparisonBoard,
+    comparison_figure,
+    comparison_table,
+    write_comparison,
+)
 from mnas.deploy.retrain import retrain
 
 __all__ = [
     "ARCH_FORMS",
     "ArchChoice",
+    "ComparisonBoard",
     "EpochProgress",
     "ExportMismatchError",
     "ExportSettings",

@@ -81,22 +81,37 @@ def comparison_figure(rows: Sequence[dict], title: str = "retrained: accuracy vs
     return fig
 
 
-def write_comparison(rows: Sequence[dict], out_dir: str | os.PathLike, tensorboard: bool) -> None:
-    """``summary.json``, ``summary.txt``, ``comparison.png`` and (optionally) a TensorBoard
-    figure plus per-model scalars under ``out_dir/tb``."""
+def write_comparison(rows: Sequence[dict], out_dir: str | os.PathLike) -> None:
+    """``summary.json``, ``summary.txt`` and ``comparison.png`` in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(list(rows), indent=2, default=json_default))
     (out / "summary.txt").write_text(comparison_table(rows) + "\n")
     fig = comparison_figure(rows)
     fig.savefig(out / "comparison.png")
-    if tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"))
-        writer.add_figure("retrain/accuracy_vs_latency", fig, 0, close=False)
-        writer.add_text("retrain/table", "```\n" + comparison_table(rows) + "\n```", 0)
-        writer.close()
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+class ComparisonBoard:
+    """The comparison in TensorBoard: one run in ``log_dir`` (so TensorBoard ticks it by
+    default) holding the ``retrain/accuracy_vs_latency`` figure and the ``retrain/table``
+    text, rewritten after every retrained model with the models so far as the step and
+    flushed at once: a TensorBoard opened when retraining starts fills in as it goes."""
+
+    def __init__(self, log_dir: str | os.PathLike) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = Path(log_dir)
+        self.writer = SummaryWriter(str(self.log_dir))
+
+    def update(self, rows: Sequence[dict]) -> None:
+        step = len(rows)
+        fig = comparison_figure(rows)
+        self.writer.add_figure("retrain/accuracy_vs_latency", fig, step)  # closes fig
+        self.writer.add_text("retrain/table", "```\n" + comparison_table(rows) + "\n```", step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -8,7 +8,9 @@ latency into rewards, and the run directory receives
 - ``pareto.json``: the non-dominated set (max accuracy, min latency), by latency;
 - ``checkpoint.pt``: strategy state and step, written atomically after every step;
 - ``run.json``: the settings needed to rebuild and retrain children;
-- ``tb/`` and ``pareto.png``.
+- ``tb/`` (scalars, the Pareto figure per step, the best architectures: the search at a
+  glance, flushed after every step), ``hparams/`` (one HParams session per architecture,
+  written as each is scored) and ``pareto.png``.
 
 A run killed at any point resumes from its directory: the checkpoint holds the strategy
 after the last completed step, so the resumed run asks for the same architectures, and
@@ -123,6 +125,17 @@ class Search:
         self.target_ms, self.alpha, self.beta = float(target_ms), float(alpha), float(beta)
         self.tb = tb
         self.latency_unit = latency_unit
+        if tb is not None:
+            tb.hparams_experiment(
+                {_hparam_name(d): d.choices for d in space.decisions},
+                {
+                    "accuracy": "accuracy (validation)",
+                    "latency_ms": f"latency ({latency_unit})",
+                    "reward": "reward",
+                    "params": "parameters",
+                },
+                description=f"{space.name} search in {self.run_dir}",
+            )
         self.step = 0
         self.records: list[EvalRecord] = []
         self.by_hash: dict[str, EvalRecord] = {}
@@ -259,6 +272,8 @@ class Search:
         def on_result(res: EvalResult) -> None:
             rec = self._record(res)
             self._append(rec)
+            if self.tb is not None:
+                self._log_session(rec)
             if on_child is not None:
                 on_child(rec)
 
@@ -330,18 +345,18 @@ class Search:
                 "reward/mean": report.reward_mean,
                 "reward/max": report.reward_max,
                 "reward/best": report.best_reward,
-                "child/accuracy_mean": _mean([r.accuracy for r in ok]),
-                "child/latency_mean": _mean([r.latency_ms for r in ok]),
-                "child/failed": sum(r.status != OK for r in batch),
-                "child/reused": report.reused,
-                "child/seconds_mean": _mean([r.seconds for r in fresh]),
+                "reward/accuracy_mean": _mean([r.accuracy for r in ok]),
+                "reward/latency_mean": _mean([r.latency_ms for r in ok]),
                 "pareto/front_size": report.front_size,
                 "pareto/hypervolume": report.hypervolume,
+                "search/failed": sum(r.status != OK for r in batch),
+                "search/reused": report.reused,
+                "search/child_seconds_mean": _mean([r.seconds for r in fresh]),
                 "search/evaluated": len(self.records),
                 "search/step_seconds": report.seconds,
             },
         )
-        tb.scalars(step, report.diagnostics, prefix="controller/")
+        tb.scalars(step, report.diagnostics, prefix="strategy/")
         from mnas.search.tensorboard import pareto_figure
 
         pts = [(r.latency_ms, r.accuracy) for r in self.records if r.status == OK]
@@ -350,31 +365,36 @@ class Search:
             [(r.latency_ms, r.accuracy) for r in front],
             self.target_ms,
             unit=self.latency_unit,
+            title=f"step {step}: {len(pts)} architectures",
         )
         tb.figure("pareto", fig, step)
         fig.savefig(self.run_dir / "pareto.png")
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-        for rec in fresh:
-            self._log_session(rec)
         best = sorted((r for r in self.records if r.status == OK), key=lambda r: -r.reward)
         tb.text("best_architectures", front_markdown(best[:5], self.latency_unit), step)
+        tb.flush()
 
     def _log_session(self, rec: EvalRecord) -> None:
         hparams = {}
         for d, t in zip(self.space.decisions, rec.tokens, strict=False):
-            hparams[f"b{d.block}_{d.name}"] = d.choices[t]
+            hparams[_hparam_name(d)] = d.choices[t]
         self.tb.arch_session(
             rec.hash,
             hparams,
             {
-                "accuracy": rec.accuracy if rec.accuracy is not None else math.nan,
-                "latency_ms": rec.latency_ms if rec.latency_ms is not None else math.nan,
+                "accuracy": rec.accuracy,
+                "latency_ms": rec.latency_ms,
                 "reward": rec.reward,
                 "params": float(rec.params),
             },
+            ok=rec.status == OK,
         )
+
+
+def _hparam_name(decision) -> str:
+    return f"b{decision.block}_{decision.name}"
 
 
 def _mean(xs: Sequence[float]) -> float:

@@ -1,4 +1,8 @@
-"""TensorBoard output of a search: scalars, the Pareto figure, HParams sessions, text."""
+"""TensorBoard output of a search: scalars, the Pareto figure, text, HParams sessions.
+
+The search's own run and the per-architecture HParams sessions go to two log directories
+(see ``SEARCH_DIR``), each opened by its own ``tensorboard --logdir`` command.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from google.protobuf import struct_pb2  # noqa: E402
+from tensorboard.compat.proto import summary_pb2  # noqa: E402
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -61,18 +68,27 @@ def pareto_figure(
     return fig
 
 
-class TBLogger:
-    """Writes a search's TensorBoard events under ``log_dir``.
+# Where a run's events go, relative to the run directory. The search's own run is kept apart
+# from the one-run-per-architecture HParams sessions: TensorBoard's run selectors tick every
+# run by default only up to 40 runs (legacy Scalars/Images/Text tabs) or 500 (Time Series),
+# so sessions next to the search's run would leave its charts unticked in any real search.
+SEARCH_DIR = "tb"
+HPARAMS_DIR = "hparams"
 
-    HParams sessions go to ``log_dir/archs/<hash>`` so the HParams dashboard lists one
-    session per architecture, its decisions as hyperparameters and accuracy, latency and
-    reward as metrics (its scatter-plot view then shows accuracy against latency).
+
+class TBLogger:
+    """Writes a search's TensorBoard events.
+
+    ``log_dir`` gets one run: scalars, figures and text, flushed by :meth:`flush` (the
+    search calls it after every step, so a TensorBoard opened at the start updates live).
+    ``hparams_dir`` (optional) gets the HParams experiment at its root and one session per
+    architecture in ``hparams_dir/<hash>``, each written and closed as it arrives.
     """
 
-    def __init__(self, log_dir: str | Path, hparams: bool = True) -> None:
+    def __init__(self, log_dir: str | Path, hparams_dir: str | Path | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(str(self.log_dir))
-        self.hparams = hparams
+        self.hparams_dir = Path(hparams_dir) if hparams_dir is not None else None
 
     def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
         for k, v in values.items():
@@ -85,22 +101,99 @@ class TBLogger:
     def text(self, tag: str, markdown: str, step: int) -> None:
         self.writer.add_text(tag, markdown, step)
 
-    def arch_session(self, arch_hash: str, hparams: dict, metrics: dict[str, float]) -> None:
-        if not self.hparams:
+    def hparams_experiment(
+        self, domains: dict[str, Sequence], metrics: dict[str, str], description: str = ""
+    ) -> None:
+        """Declares the HParams columns once: each hyperparameter with its allowed values,
+        each metric tag with its display name. A resumed run keeps the first declaration."""
+        if self.hparams_dir is None:
             return
-        clean = {
-            k: (v if isinstance(v, int | float | str | bool) else str(v))
-            for k, v in hparams.items()
-        }
-        finite = {
-            f"hparam/{k}": v for k, v in metrics.items() if v is not None and math.isfinite(v)
-        }
-        if not finite:
+        self.hparams_dir.mkdir(parents=True, exist_ok=True)
+        if any(self.hparams_dir.glob("events.out.tfevents.*")):
             return
-        self.writer.add_hparams(clean, finite, run_name=f"archs/{arch_hash}")
+        infos = []
+        for name, values in domains.items():
+            info = api_pb2.HParamInfo(name=name, type=_hparam_type(values[0]))
+            info.domain_discrete.extend([_plain(v) for v in values])
+            infos.append(info)
+        exp = api_pb2.Experiment(
+            description=description,
+            hparam_infos=infos,
+            metric_infos=[
+                api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=shown)
+                for tag, shown in metrics.items()
+            ],
+        )
+        with SummaryWriter(str(self.hparams_dir)) as w:
+            w.file_writer.add_summary(
+                _hparams_summary(
+                    metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=exp)
+                )
+            )
+
+    def arch_session(
+        self, arch_hash: str, hparams: dict, metrics: dict[str, float | None], ok: bool
+    ) -> None:
+        """One HParams session: the architecture's decisions and its finite metrics; a
+        failed architecture is a session with status failure."""
+        if self.hparams_dir is None:
+            return
+        start = plugin_data_pb2.SessionStartInfo()
+        for k, v in hparams.items():
+            start.hparams[k].CopyFrom(_hparam_value(v))
+        end = plugin_data_pb2.SessionEndInfo(
+            status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE
+        )
+        with SummaryWriter(str(self.hparams_dir / arch_hash)) as w:
+            w.file_writer.add_summary(
+                _hparams_summary(
+                    metadata.SESSION_START_INFO_TAG,
+                    plugin_data_pb2.HParamsPluginData(session_start_info=start),
+                )
+            )
+            for k, v in metrics.items():
+                if v is not None and math.isfinite(v):
+                    w.add_scalar(k, v, 0)
+            w.file_writer.add_summary(
+                _hparams_summary(
+                    metadata.SESSION_END_INFO_TAG,
+                    plugin_data_pb2.HParamsPluginData(session_end_info=end),
+                )
+            )
 
     def flush(self) -> None:
         self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _hparams_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
+    return summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data))]
+    )
+
+
+def _hparam_type(value) -> int:
+    if isinstance(value, bool):
+        return api_pb2.DATA_TYPE_BOOL
+    if isinstance(value, int | float):
+        return api_pb2.DATA_TYPE_FLOAT64
+    return api_pb2.DATA_TYPE_STRING
+
+
+def _plain(value) -> bool | float | str:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return str(value)
+
+
+def _hparam_value(value) -> struct_pb2.Value:
+    v = _plain(value)
+    if isinstance(v, bool):
+        return struct_pb2.Value(bool_value=v)
+    if isinstance(v, float):
+        return struct_pb2.Value(number_value=v)
+    return struct_pb2.Value(string_value=v)
