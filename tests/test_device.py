@@ -34,7 +34,6 @@ def small_model(data, seed=0):
 
 def fake_gpus(monkeypatch, count: int, bf16: bool = True) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
 
 

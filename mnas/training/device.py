@@ -175,6 +175,15 @@ class cuda_settings:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
+def forked_rng(device: torch.device):
+    """``torch.random.fork_rng`` over the CPU's global RNG and, on a GPU, ``device``'s: the
+    caller's random state is the same after training as before."""
+    if device.type != "cuda":
+        return torch.random.fork_rng(devices=[])
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.random.fork_rng(devices=[index], device_type="cuda")
+
+
 def fits_on_device(nbytes: int, free_bytes: int) -> bool:
     """Whether a dataset of ``nbytes`` goes to a device with ``free_bytes`` free: at most
     :data:`DATA_SHARE_OF_FREE` of it, leaving the rest to the network and its activations."""

@@ -47,6 +47,7 @@ from mnas.training.device import (
     autocast_dtype,
     check_amp,
     cuda_settings,
+    forked_rng,
     place_data,
     precision_name,
     to_device,
@@ -204,7 +205,7 @@ def train_and_evaluate(
     eval_x, eval_y = data.split(eval_split)
     with (
         _threads(config.threads),
-        _forked_rng(dev),
+        forked_rng(dev),
         cuda_settings(dev, config.deterministic),
     ):
         torch.manual_seed(config.seed)
@@ -244,14 +245,6 @@ def train_and_evaluate(
         f" (diverged at step {diverged_step})" if result.diverged else "",
     )
     return result
-
-
-def _forked_rng(device: torch.device):
-    """Isolate the global RNG of the CPU and, when training there, of ``device``."""
-    if device.type != "cuda":
-        return torch.random.fork_rng(devices=[])
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.random.fork_rng(devices=[index], device_type="cuda")
 
 
 @dataclass(frozen=True)
