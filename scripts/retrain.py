@@ -38,6 +38,7 @@ from mnas.deploy import (
     write_comparison,
 )
 from mnas.space import reference
+from mnas.training.device import resolve_device
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -70,6 +71,7 @@ def choices_of(cfg: DictConfig) -> tuple[list[ArchChoice], str | None]:
 
 def validate(cfg: DictConfig) -> list[ArchChoice]:
     """Every check that can run before loading data; returns what will be retrained."""
+    resolve_device(cfg.device)
     train_config(cfg.trainer)
     latency_settings(cfg.latency, measured_only=True)
     export_settings(cfg)
@@ -101,12 +103,15 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> float:
     if run_dir is not None and cfg.from_run:
         apply_run_settings(cfg, read_run_json(run_dir), list(overrides))
     choices = validate(cfg)
+    device = resolve_device(cfg.device)
     config = train_config(cfg.trainer)
     latency = latency_settings(cfg.latency, measured_only=True)
     out = output_dir(cfg)
     data = load_data(cfg.data)
     build_kwargs = plain(cfg.model)
-    log.info("retraining %d architecture(s) on %s into %s", len(choices), data.name, out)
+    log.info(
+        "retraining %d architecture(s) on %s on %s into %s", len(choices), data.name, device, out
+    )
     board = None
     if len(choices) > 1 and cfg.tensorboard:
         board = ComparisonBoard(out / "tb")
@@ -129,7 +134,7 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> float:
                 folder,
                 latency,
                 export_settings(cfg),
-                cfg.device,
+                device,
                 progress,
             )
         finally:

@@ -26,6 +26,7 @@ from mnas.experiments.transfer import (
     train_transfer,
     transfer_model,
 )
+from mnas.training.device import resolve_device
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -33,6 +34,7 @@ register_configs()
 
 def validate(cfg: DictConfig) -> None:
     """Every check that can run before loading data or building the model."""
+    resolve_device(cfg.device)
     train_config(cfg.trainer)
     latency_settings(cfg.latency, measured_only=True)
     if cfg.weights_path is not None and not cfg.pretrained:
@@ -83,6 +85,7 @@ def format_table(m: dict) -> str:
 def run(cfg: DictConfig) -> float:
     """Compose-independent body: validate, load, train, measure, write; returns test accuracy."""
     validate(cfg)
+    device = resolve_device(cfg.device)
     # Before any data is loaded: missing weights must fail at once.
     weights = imagenet_state_dict(cfg.weights_path) if cfg.pretrained else None
     config = train_config(cfg.trainer)
@@ -90,11 +93,10 @@ def run(cfg: DictConfig) -> float:
     out = output_dir(cfg)
     data = load_data(cfg.data)
     model = transfer_model(data.in_channels, data.num_classes, weights, cfg.bn_momentum)
-    model = model.to(cfg.device)
     progress = EpochProgress(
         len(data.train_y), config.batch_size, lambda n, desc: tqdm(total=n, desc=desc, unit="step")
     )
-    result = train_transfer(model, data, config, progress)
+    result = train_transfer(model, data, config, progress, device=device)
     progress.close()
     metrics = {
         "dataset": data.name,
@@ -109,6 +111,8 @@ def run(cfg: DictConfig) -> float:
         "train_steps": result.steps,
         "train_seconds": result.seconds,
         "diverged": result.diverged,
+        "device": result.device,
+        "precision": result.precision,
         "image_size": data.image_size,
         "train_images": len(data.train_y),
         "test_images": len(data.test_y),

@@ -6,6 +6,9 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# The suite's figures are CPU figures on every machine: device=auto must not pick a GPU
+# (read by CUDA when it starts). CUDA_VISIBLE_DEVICES=0 pytest ... exposes one.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 DATA = os.environ.get("MNAS_DATA")
 

@@ -194,6 +194,7 @@ def test_retrain_front_end_to_end(tiny_run: Path, tmp_path: Path):
         assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_images"] == 359
         assert metrics["latency_ms"] > 0 and metrics["onnx_ok"]
         assert metrics["width_mult"] == 0.25 and metrics["train_steps"] == 4
+        assert metrics["device"] == "cpu" and metrics["precision"] == "fp32"  # auto, no GPU
         assert (folder / "model.onnx").stat().st_size > 0
         model = load_checkpoint(folder / "model.pt")
         assert sum(p.numel() for p in model.parameters()) == metrics["params"]

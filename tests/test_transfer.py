@@ -131,6 +131,7 @@ def test_script_end_to_end_on_digits_fixes_stale_bn(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test_accuracy"] == accuracy and metrics["dataset"] == "digits"
     assert metrics["pretrained"] is False and metrics["params"] == 3_114_546
+    assert metrics["device"] == "cpu" and metrics["precision"] == "fp32"  # device=auto, no GPU
     assert metrics["test_images"] == 359 and metrics["train_steps"] == 20
     assert metrics["test_accuracy_stale_bn"] < 0.2
     assert accuracy > metrics["test_accuracy_stale_bn"] + 0.15

@@ -23,7 +23,7 @@ from mnas.conf.arguments import (
     train_config,
 )
 from mnas.conf.schema import SearchConf
-from mnas.conf.validate import validate_search
+from mnas.conf.validate import search_device, validate_search
 from mnas.data import DataSpec
 from mnas.evaluate.executors import make_executor
 from mnas.evaluate.tabular import NB201Table, TableEvaluator, TabularEvaluator
@@ -84,8 +84,9 @@ def make_strategy_from(cfg: DictConfig, space):
 
 
 def make_executor_from(cfg: DictConfig):
+    """The search's executor; it resolves ``device`` where its workers run."""
     kwargs = {k: v for k, v in plain(cfg.executor).items() if k != "name"}
-    return make_executor(name_of(cfg.executor.name), **kwargs)
+    return make_executor(name_of(cfg.executor.name), device=search_device(cfg), **kwargs)
 
 
 def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None = None) -> Search:
@@ -198,8 +199,15 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
     )
     unit = "MMACs" if settings.kind == "macs" else "ms"
     evaluator = TrainedEvaluator(
-        latency, executor, model, data, train_config(cfg.trainer), input_size=cfg.data.image_size
+        latency,
+        executor,
+        model,
+        data,
+        train_config(cfg.trainer),
+        input_size=cfg.data.image_size,
+        device=executor.device,
     )
+    log.info("children train on %s (executor %s)", executor.device, executor.name)
     if target is None:
         # timed where the children will be timed (the latency device, if there is one)
         baseline = space.architecture(space.baseline_tokens())
@@ -215,5 +223,6 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
         "input_size": cfg.data.image_size,
         "latency": plain(cfg.latency),
         "trainer": plain(cfg.trainer),
+        "device": executor.device,
     }
     return evaluator, run_info, target, unit

@@ -21,6 +21,7 @@ from mnas.search.reward import PRESETS
 from mnas.search.strategies import STRATEGIES
 from mnas.space import SPACES
 from mnas.training import OPTIMIZERS
+from mnas.training.device import AMP_MODES
 
 
 class _Name(str, Enum):
@@ -40,6 +41,7 @@ def _names(cls_name: str, names) -> type[_Name]:
 DatasetName = _names("DatasetName", DATASETS)
 SpaceName = _names("SpaceName", SPACES)
 OptimizerName = _names("OptimizerName", OPTIMIZERS)
+AmpMode = _names("AmpMode", AMP_MODES)
 LatencyKind = _names("LatencyKind", KINDS)
 RewardPreset = _names("RewardPreset", [*PRESETS, "custom"])
 StrategyName = _names("StrategyName", STRATEGIES)
@@ -90,6 +92,10 @@ class TrainerConf:
     seed: int = 0  # seed of data order, augmentation, dropout
     threads: int | None = None  # torch threads while training (None: leave as is)
     eval_batch_size: int = 512  # batch size of evaluation
+    amp: AmpMode = (
+        AmpMode.auto
+    )  # mixed precision: auto (GPU: bf16, else fp16; CPU: off) | bf16 | fp16 | off
+    deterministic: bool = False  # GPU: deterministic cuDNN kernels instead of the fastest
 
 
 @dataclass
@@ -148,6 +154,7 @@ class ExecutorConf:
     address: str | None = None  # ray: cluster address (auto: a running cluster), None: local
     retries: int = 1  # a crashed worker's architecture is retried this often, then failed
     latency_resource: str | None = None  # ray: custom resource of the node that times children
+    gpus_per_worker: float | None = None  # share of a GPU per child (None: 1; 0.25: 4 per GPU)
 
 
 @dataclass
@@ -169,6 +176,7 @@ class SearchConf:
     resume: str | None = None  # run directory to continue
     tensorboard: bool = True  # write tb/ and pareto.png
     hparams: bool = True  # one TensorBoard HParams session per architecture
+    device: str = "auto"  # children train on cpu | cuda | cuda:N | auto (cuda if there is one)
     data: DataConf = field(default_factory=DataConf)
     model: ModelConf = field(default_factory=ModelConf)
     space: SpaceConf = field(default_factory=SpaceConf)
@@ -192,7 +200,7 @@ class RetrainConf:
     # ^ with all=true: references retrained under the same budget for the comparison table
     from_run: bool = True  # take data/model settings from <run>/run.json (CLI overrides win)
     out_dir: str | None = None  # output folder (None: Hydra's run directory)
-    device: str = "cpu"  # training device (export and latency always on CPU)
+    device: str = "auto"  # training: cpu | cuda | cuda:N | auto (export, latency: always CPU)
     export_batch_size: int = 1  # static batch of model.onnx
     onnx_check_images: int = 64  # real test images compared between ONNX Runtime and PyTorch
     onnx_atol: float = 1e-4  # allowed |ONNX - PyTorch| of a logit: atol + rtol * |PyTorch|
@@ -212,7 +220,7 @@ class TransferConf:
     weights_path: str | None = None  # local torchvision mnasnet1_0 ImageNet state dict (.pth)
     bn_momentum: float | None = None  # override torchvision's 0.0003 (None: keep it)
     out_dir: str | None = None  # output folder (None: Hydra's run directory)
-    device: str = "cpu"  # training device (export and latency always on CPU)
+    device: str = "auto"  # training: cpu | cuda | cuda:N | auto (export, latency: always CPU)
     export_batch_size: int = 1  # static batch of model.onnx
     onnx_check_images: int = 64  # real test images compared between ONNX Runtime and PyTorch
     onnx_atol: float = 1e-4  # allowed |ONNX - PyTorch| of a logit: atol + rtol * |PyTorch|

@@ -8,7 +8,7 @@ rule lives in one place.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnas.conf.arguments import (
     latency_settings,
@@ -17,8 +17,15 @@ from mnas.conf.arguments import (
     target_value,
     train_config,
 )
+from mnas.evaluate.executors import check_gpu_share
 from mnas.search.ppo import PPOConfig
 from mnas.search.reward import check_reward_params
+from mnas.training.device import check_device
+
+
+def search_device(cfg: DictConfig) -> str:
+    """The search's ``device``; ``cpu`` for a run saved before it had one (it trained there)."""
+    return OmegaConf.select(cfg, "device", default="cpu")
 
 
 def validate_search(cfg: DictConfig) -> None:
@@ -54,6 +61,10 @@ def validate_search(cfg: DictConfig) -> None:
         if value is not None and value < 1:
             raise ValueError(f"executor.{key}={value} must be >= 1")
     if evaluator == "trained":
+        # Whether the device exists is decided with the executor, which knows where its
+        # workers run (this machine, or a Ray cluster).
+        check_device(search_device(cfg))
+        check_gpu_share(OmegaConf.select(cfg, "executor.gpus_per_worker"))
         latency_settings(cfg.latency)
         if cfg.model.width_mult <= 0:
             raise ValueError(f"model.width_mult={cfg.model.width_mult} must be > 0")

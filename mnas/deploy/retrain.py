@@ -45,7 +45,8 @@ def retrain(
         out_dir: where ``metrics.json``, ``model.pt`` and ``model.onnx`` go.
         latency: timing settings.
         export: the ONNX file and its check (see :func:`finalize`).
-        device: training device (``cpu``, ``cuda``, ...).
+        device: training device, resolved (``cpu``, ``cuda``, ``cuda:N``; see
+            :func:`mnas.training.device.resolve_device`); export and timing are on the CPU.
         progress: called after every step as ``progress(step, total_steps, loss)``.
 
     Returns:
@@ -53,8 +54,10 @@ def retrain(
     """
     kwargs = {**build_kwargs, "num_classes": data.num_classes, "in_channels": data.in_channels}
     torch.manual_seed(config.seed)
-    model = build_model(choice.arch, **kwargs).to(device)
-    result = train_and_evaluate(model, data, config, eval_split="test", progress=progress)
+    model = build_model(choice.arch, **kwargs)
+    result = train_and_evaluate(
+        model, data, config, eval_split="test", progress=progress, device=device
+    )
     metrics = {
         "label": choice.label,
         "source": choice.source,
@@ -70,6 +73,8 @@ def retrain(
         "train_steps": result.steps,
         "train_seconds": result.seconds,
         "diverged": result.diverged,
+        "device": result.device,
+        "precision": result.precision,
         "dataset": data.name,
         "image_size": data.image_size,
         "train_images": len(data.train_y),

@@ -60,6 +60,8 @@ class TrainTask:
     data: DataSpec
     train: object  # mnas.training.TrainConfig
     input_size: int
+    device: str = "cpu"
+    """Where the worker trains it (resolved: ``cpu``, ``cuda``, ``cuda:N``)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,10 @@ class TrainOutcome:
 
 
 def train_child(task: TrainTask) -> TrainOutcome:
-    """Build, train and score one child; failures come back as a status, never raised."""
+    """Build, train and score one child; failures come back as a status, never raised.
+
+    The network is built (and its weights drawn) on the CPU, then trained on
+    ``task.device``: a child starts from the same weights on every device."""
     import torch
 
     from mnas.nn.stats import model_stats
@@ -87,7 +92,9 @@ def train_child(task: TrainTask) -> TrainOutcome:
             torch.manual_seed(task.train.seed ^ int(task.arch.hash[:8], 16))
             model = task.model.build(task.arch)
         stats = model_stats(model, task.input_size, task.model.in_channels)
-        result = train_and_evaluate(model, get_dataset(task.data), task.train, eval_split="val")
+        result = train_and_evaluate(
+            model, get_dataset(task.data), task.train, eval_split="val", device=task.device
+        )
     except Exception as e:  # a child that cannot be built or trained must not stop the search
         log.warning("child %s failed: %s", task.arch.hash, e)
         log.debug("%s", traceback.format_exc())
@@ -158,15 +165,28 @@ class TrainedEvaluator:
         train: a :class:`mnas.training.TrainConfig`; a child's initial weights are seeded by
             its seed XOR the architecture hash, so any process builds the same network.
         input_size: image size (for MACs).
+        device: where the executor's workers train the children, already resolved for them
+            (an executor's ``device``): ``cpu``, ``cuda`` or ``cuda:N``. Latency is timed on
+            the CPU whatever it is.
     """
 
-    def __init__(self, latency, executor, model: ModelSpec, data: DataSpec, train, input_size: int):
+    def __init__(
+        self,
+        latency,
+        executor,
+        model: ModelSpec,
+        data: DataSpec,
+        train,
+        input_size: int,
+        device: str = "cpu",
+    ):
         self.latency = latency
         self.executor = executor
         self.model = model
         self.data = data
         self.train = train
         self.input_size = input_size
+        self.device = device
 
     def time_children(self, archs: Sequence[Architecture]) -> list[tuple[dict, float, float, str]]:
         """(stats dict, median, seconds, error) per architecture, timed one at a time here,
@@ -201,7 +221,9 @@ class TrainedEvaluator:
                 )
                 on_result(results[i])
                 continue
-            tasks.append(TrainTask(arch, self.model, self.data, self.train, self.input_size))
+            tasks.append(
+                TrainTask(arch, self.model, self.data, self.train, self.input_size, self.device)
+            )
             index.append(i)
 
         def done(k: int, out: TrainOutcome | WorkerFailure) -> None:

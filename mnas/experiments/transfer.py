@@ -37,6 +37,8 @@ from torchvision.models import MNASNet1_0_Weights, mnasnet1_0
 
 from mnas.data import DatasetSplits
 from mnas.training import TrainConfig, evaluate, fit_model, recalibrate_bn
+from mnas.training.batches import device_of
+from mnas.training.device import cuda_settings, forked_rng, place_data
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +138,8 @@ class TransferResult:
         steps: optimizer steps.
         seconds: training and evaluation wall time.
         diverged: the training loss became NaN or infinite.
+        device: where it trained (``cpu``, ``cuda:0``, ...).
+        precision: ``fp32``, or the autocast dtype of the forward passes.
     """
 
     test_accuracy: float
@@ -145,6 +149,8 @@ class TransferResult:
     steps: int
     seconds: float
     diverged: bool
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 def train_transfer(
@@ -152,24 +158,39 @@ def train_transfer(
     data: DatasetSplits,
     config: TrainConfig,
     progress: Callable[[int, int, float], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> TransferResult:
     """Train ``model`` in place and evaluate it on the TEST split, in eval mode.
 
     The model is evaluated twice: with the BN running statistics as training left them, and
     (if ``config.bn_recalibrate``) after re-estimating them on ``config.bn_recalibrate_batches``
     training batches; ``test_accuracy`` is the latter (see the module docstring).
+
+    ``device`` (resolved: ``cpu``, ``cuda``, ``cuda:N``) moves the model there first; ``None``
+    trains where its parameters are. On a GPU the data goes there once and ``config.amp``
+    applies to training, BN re-estimation and both evaluations.
     """
     start = time.perf_counter()
+    if device is not None:
+        model.to(device)
+    dev = device_of(model)
+    data = place_data(data, dev)
     threads_before = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with forked_rng(dev), cuda_settings(dev, config.deterministic):
             torch.manual_seed(config.seed)
             fit = fit_model(model, data, replace(config, bn_recalibrate=False), progress)
             diverged = fit.diverged_step is not None
             stale, _ = evaluate(
-                model, data.test_x, data.test_y, data.mean, data.std, config.eval_batch_size
+                model,
+                data.test_x,
+                data.test_y,
+                data.mean,
+                data.std,
+                config.eval_batch_size,
+                config.amp,
             )
             if config.bn_recalibrate and not diverged:
                 recalibrate_bn(
@@ -180,18 +201,29 @@ def train_transfer(
                     batch_size=min(config.batch_size, len(data.train_y)),
                     num_batches=config.bn_recalibrate_batches,
                     generator=torch.Generator().manual_seed(config.seed),
+                    amp=config.amp,
                 )
             accuracy, loss = evaluate(
-                model, data.test_x, data.test_y, data.mean, data.std, config.eval_batch_size
+                model,
+                data.test_x,
+                data.test_y,
+                data.mean,
+                data.std,
+                config.eval_batch_size,
+                config.amp,
             )
     finally:
         torch.set_num_threads(threads_before)
     seconds = time.perf_counter() - start
     logger.info(
-        "transfer: %d steps, test accuracy %.4f (stale BN statistics: %.4f), %.1fs",
+        "transfer: %d steps on %s (%s), test accuracy %.4f (stale BN statistics: %.4f), %.1fs",
         fit.steps,
+        dev,
+        fit.precision,
         accuracy,
         stale,
         seconds,
     )
-    return TransferResult(accuracy, loss, stale, fit.loss, fit.steps, seconds, diverged)
+    return TransferResult(
+        accuracy, loss, stale, fit.loss, fit.steps, seconds, diverged, str(dev), fit.precision
+    )

@@ -20,14 +20,17 @@ def augment_batch(x: Tensor, generator: torch.Generator, hflip: bool, pad: int =
         A new tensor of the same shape and dtype.
     """
     b, c, h, w = x.shape
+    dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    # Drawn on the host (``generator`` is a CPU generator): the same crops and flips whatever
+    # device the images are on.
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
     if hflip:
-        flip = torch.rand(b, generator=generator) < 0.5
+        flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
         cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
-    batch = torch.arange(b)[:, None, None, None]
-    chans = torch.arange(c)[None, :, None, None]
+    batch = torch.arange(b, device=dev)[:, None, None, None]
+    chans = torch.arange(c, device=dev)[None, :, None, None]
     return padded[batch, chans, rows, cols]

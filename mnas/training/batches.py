@@ -23,9 +23,16 @@ class Normalizer:
         return torch.addcmul(self.shift, x.float(), self.scale)
 
 
-def index_stream(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Iterator[Tensor]:
-    """``steps`` full batches of indices, walking through one random permutation after another."""
-    perm = torch.randperm(n, generator=gen)
+def index_stream(
+    n: int, batch_size: int, steps: int, gen: torch.Generator, device: torch.device | None = None
+) -> Iterator[Tensor]:
+    """``steps`` full batches of indices, walking through one random permutation after another.
+
+    The permutations are drawn on the host (the same on every device) and, for data on a GPU
+    (``device``), moved there whole, so each batch is gathered on the device with no copy per
+    step.
+    """
+    perm = _permutation(n, gen, device)
     pos = 0
     for _ in range(steps):
         if pos + batch_size <= n:
@@ -33,9 +40,14 @@ def index_stream(n: int, batch_size: int, steps: int, gen: torch.Generator) -> I
             pos += batch_size
         else:
             head = perm[pos:]
-            perm = torch.randperm(n, generator=gen)
+            perm = _permutation(n, gen, device)
             pos = batch_size - len(head)
             yield torch.cat([head, perm[:pos]])
+
+
+def _permutation(n: int, gen: torch.Generator, device: torch.device | None) -> Tensor:
+    perm = torch.randperm(n, generator=gen)
+    return perm if device is None or device.type == "cpu" else perm.to(device)
 
 
 def device_of(model: nn.Module) -> torch.device:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 
 from mnas.training.batches import Normalizer, device_of, index_stream
+from mnas.training.device import autocast, autocast_dtype, to_device
 
 
 def recalibrate_bn(
@@ -24,6 +25,7 @@ def recalibrate_bn(
     batch_size: int = 64,
     num_batches: int = 8,
     generator: torch.Generator | None = None,
+    amp: str = "auto",
 ) -> int:
     """Re-estimate BatchNorm running statistics of the current weights.
 
@@ -42,6 +44,9 @@ def recalibrate_bn(
         batch_size: images per batch (use the training batch size: BN statistics depend on it).
         num_batches: how many batches to average.
         generator: source of the random batches (default: a fresh one seeded with 0).
+        amp: autocast of the forward passes, as in training (see
+            :func:`mnas.training.device.autocast_dtype`): the statistics are those of the
+            activations evaluation will see.
 
     Returns:
         The number of BatchNorm layers recalibrated.
@@ -54,10 +59,13 @@ def recalibrate_bn(
         generator = torch.Generator().manual_seed(0)
     batch_size = min(batch_size, len(x))
     device = device_of(model)
+    dtype = autocast_dtype(amp, device)
     norm = Normalizer(mean, std, device)
     steps = min(num_batches, max(1, len(x) // batch_size))
     batches = (
-        norm(x[idx].to(device)) for idx in index_stream(len(x), batch_size, steps, generator)
+        norm(to_device(x[idx], device))
+        for idx in index_stream(len(x), batch_size, steps, generator, x.device)
     )
-    update_bn(batches, model)
+    with autocast(device, dtype):
+        update_bn(batches, model)
     return len(bns)

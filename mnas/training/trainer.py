@@ -14,9 +14,16 @@ statistics have moved only 37% of the way, and the course report this project st
 scored 10.00%). ``bn_recalibrate`` therefore re-estimates the running statistics of the final
 weights on a few training batches before evaluation, whatever the momentum.
 
+Devices (:mod:`mnas.training.device`): ``device=`` moves the model; on a GPU the data tensors
+go to the device once, forward passes run under autocast (``TrainConfig.amp``), and the loss is
+read back every :data:`LOSS_CHECK_EVERY` steps instead of every step, so that the host queues
+work ahead of the GPU; divergence is still reported at its exact step.
+
 Determinism: the data order, the augmentation and dropout draw from ``seed`` (dropout through a
 forked global RNG, so the caller's RNG state is left untouched); with the same model weights,
-data, config and thread count the result is bit-identical on CPU.
+data, config and thread count the result is bit-identical on CPU. On a GPU the data order and
+augmentation are the same draws as on the CPU (they are made on the host) but the arithmetic
+differs; ``docs/gpu.md`` says by how much.
 """
 
 from __future__ import annotations
@@ -35,11 +42,23 @@ from mnas.data import DatasetSplits, default_hflip
 from mnas.training.augment import augment_batch
 from mnas.training.batches import Normalizer, device_of, index_stream
 from mnas.training.bn import recalibrate_bn
+from mnas.training.device import (
+    autocast,
+    autocast_dtype,
+    check_amp,
+    cuda_settings,
+    forked_rng,
+    place_data,
+    precision_name,
+    to_device,
+)
 
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam")
 SPLITS = ("train", "val", "test")
+# Steps between reads of the loss on a GPU (each read waits for the device to catch up).
+LOSS_CHECK_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,11 @@ class TrainConfig:
     """``torch.set_num_threads`` for this call (restored afterwards); ``None`` keeps it."""
     eval_batch_size: int = 512
     """Batch size of evaluation and BN recalibration forward passes."""
+    amp: str = "auto"
+    """Mixed precision: ``auto`` (bf16 on a GPU that has it, else fp16; off on the CPU),
+    ``bf16``, ``fp16`` or ``off`` (see :func:`mnas.training.device.autocast_dtype`)."""
+    deterministic: bool = False
+    """On a GPU, deterministic kernels instead of the fastest (the CPU always is)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.epochs, int | float) and math.isfinite(self.epochs)) or not (
@@ -104,6 +128,7 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs={self.warmup_epochs!r} must be a finite number >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={self.label_smoothing!r} must lie in [0, 1)")
+        check_amp(self.amp)
 
 
 @dataclass(frozen=True)
@@ -121,6 +146,8 @@ class TrainResult:
         diverged_step: 1-based step whose loss was not finite (``steps`` if only the
             evaluation loss was), else ``None``.
         split: the split that was evaluated.
+        device: where it trained (``cpu``, ``cuda:0``, ...).
+        precision: ``fp32``, or the autocast dtype of the forward passes (``bf16``, ``fp16``).
     """
 
     accuracy: float
@@ -131,6 +158,8 @@ class TrainResult:
     diverged: bool
     diverged_step: int | None
     split: str
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 def train_and_evaluate(
@@ -139,6 +168,7 @@ def train_and_evaluate(
     config: TrainConfig,
     eval_split: str = "val",
     progress: Callable[[int, int, float], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train_*`` under ``config``, then evaluate it.
 
@@ -146,11 +176,14 @@ def train_and_evaluate(
     reported as ``diverged=True`` with ``accuracy=0.0`` (so a search ranks such a child last).
 
     Args:
-        model: the network; trained in place on the device of its parameters.
+        model: the network; trained in place.
         data: the dataset splits (uint8 images, normalised on the fly).
         config: budget and hyperparameters.
         eval_split: ``val`` (search), ``test`` (final evaluation) or ``train``.
         progress: called after every step as ``progress(step, total_steps, loss)``.
+        device: where to train (``cpu``, ``cuda``, ``cuda:N``, as resolved by
+            :func:`mnas.training.device.resolve_device`); the model is moved there.
+            ``None`` trains on the device of the model's parameters.
 
     Returns:
         The accuracy and losses, step count, wall time and divergence flag.
@@ -160,21 +193,28 @@ def train_and_evaluate(
     """
     if eval_split not in SPLITS:
         raise ValueError(f"eval_split={eval_split!r} is not one of {', '.join(SPLITS)}")
-    eval_x, eval_y = data.split(eval_split)
-    if len(eval_y) == 0:
+    if len(data.split(eval_split)[1]) == 0:
         raise ValueError(f"split {eval_split!r} of {data.name} is empty; choose another split")
     if len(data.train_y) == 0:
         raise ValueError(f"training split of {data.name} is empty")
-
+    if device is not None:
+        model.to(device)
+    dev = device_of(model)
     start = time.perf_counter()
-    with _threads(config.threads), torch.random.fork_rng(devices=[]):
+    data = place_data(data, dev)
+    eval_x, eval_y = data.split(eval_split)
+    with (
+        _threads(config.threads),
+        forked_rng(dev),
+        cuda_settings(dev, config.deterministic),
+    ):
         torch.manual_seed(config.seed)
         fit = fit_model(model, data, config, progress)
         if fit.diverged_step is not None:
             accuracy, eval_loss = 0.0, math.nan
         else:
             accuracy, eval_loss = evaluate(
-                model, eval_x, eval_y, data.mean, data.std, config.eval_batch_size
+                model, eval_x, eval_y, data.mean, data.std, config.eval_batch_size, config.amp
             )
     diverged_step = fit.diverged_step
     if diverged_step is None and not math.isfinite(eval_loss):
@@ -189,11 +229,15 @@ def train_and_evaluate(
         diverged=diverged_step is not None,
         diverged_step=diverged_step,
         split=eval_split,
+        device=str(dev),
+        precision=fit.precision,
     )
     logger.info(
-        "trained %d steps in %.2fs: %s accuracy %.4f, eval loss %.4f, train loss %.4f%s",
+        "trained %d steps in %.2fs on %s (%s): %s accuracy %.4f, eval loss %.4f, train loss %.4f%s",
         result.steps,
         seconds,
+        dev,
+        fit.precision,
         eval_split,
         accuracy,
         eval_loss,
@@ -205,11 +249,13 @@ def train_and_evaluate(
 
 @dataclass(frozen=True)
 class FitResult:
-    """Outcome of :func:`fit_model`: steps taken, smoothed final loss, divergence step."""
+    """Outcome of :func:`fit_model`: steps taken, smoothed final loss, divergence step, and
+    the precision of the forward passes (``fp32``, ``bf16``, ``fp16``)."""
 
     steps: int
     loss: float
     diverged_step: int | None
+    precision: str = "fp32"
 
 
 def fit_model(
@@ -224,7 +270,8 @@ def fit_model(
     Recalibrates BatchNorm statistics at the end if ``config.bn_recalibrate``.
 
     Args:
-        model: the network, trained on the device of its parameters.
+        model: the network, trained on the device of its parameters (the data is moved
+            there once, :func:`mnas.training.device.place_data`).
         data: dataset splits; only ``train_x``/``train_y`` are used.
         config: budget and hyperparameters (``threads`` is applied by the caller).
         progress: called after every step as ``progress(step, total_steps, loss)``.
@@ -233,6 +280,7 @@ def fit_model(
         Steps, the mean loss of the last epoch's worth of steps, and the diverging step.
     """
     device = device_of(model)
+    data = place_data(data, device)
     n = len(data.train_y)
     batch_size = min(config.batch_size, n)
     steps_per_epoch = n / batch_size
@@ -244,37 +292,63 @@ def fit_model(
     norm = Normalizer(data.mean, data.std, device)
     gen = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
+    dtype = autocast_dtype(config.amp, device)
+    # fp16's narrow range needs loss scaling; bf16 and float32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    check_every = _loss_check_every(device)
     recent: list[float] = []
     window = max(1, math.ceil(steps_per_epoch))
+    unread: list[tuple[int, Tensor]] = []
     diverged_step = None
     step = 0
 
+    def read_losses() -> int | None:
+        """Read the unread losses in one transfer; the first non-finite one's step, if any."""
+        values = torch.stack([loss for _, loss in unread]).tolist()
+        steps = [s for s, _ in unread]
+        unread.clear()
+        for s, value in zip(steps, values, strict=True):
+            if not math.isfinite(value):
+                logger.warning("loss %s at step %d of %d: diverged", value, s, total)
+                return s
+            recent.append(value)
+            if len(recent) > window:
+                recent.pop(0)
+            if progress is not None:
+                progress(s, total, value)
+            if s % 100 == 0:
+                logger.debug("step %d/%d loss %.4f", s, total, value)
+        return None
+
     model.train()
-    for step, idx in enumerate(index_stream(n, batch_size, total, gen), start=1):
+    stream = index_stream(n, batch_size, total, gen, data.train_x.device)
+    for step, idx in enumerate(stream, start=1):
         lr = lr_at(step - 1, total, warmup, config.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x = data.train_x[idx]
         if config.augment:
             x = augment_batch(x, gen, hflip)
-        x = norm(x.to(device, non_blocking=True))
-        y = data.train_y[idx].to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
-        value = loss.item()
-        if not math.isfinite(value):
-            diverged_step = step
-            logger.warning("loss %s at step %d of %d: diverged", value, step, total)
-            break
+        x = norm(to_device(x, device))
+        y = to_device(data.train_y[idx], device)
+        with autocast(device, dtype):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+        unread.append((step, loss.detach()))
+        # Read before this step's update, so that on the CPU (every step) a non-finite
+        # loss never reaches the weights; on a GPU up to check_every - 1 updates may follow it.
+        if len(unread) >= check_every:
+            diverged_step = read_losses()
+            if diverged_step is not None:
+                break
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        recent.append(value)
-        if len(recent) > window:
-            recent.pop(0)
-        if progress is not None:
-            progress(step, total, value)
-        if step % 100 == 0:
-            logger.debug("step %d/%d loss %.4f lr %.5f", step, total, value, lr)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    if unread and diverged_step is None:
+        diverged_step = read_losses()
+    if diverged_step is not None:
+        step = diverged_step
 
     if diverged_step is None and config.bn_recalibrate:
         recalibrate_bn(
@@ -285,9 +359,18 @@ def fit_model(
             batch_size=batch_size,
             num_batches=config.bn_recalibrate_batches,
             generator=gen,
+            amp=config.amp,
         )
     mean_loss = sum(recent) / len(recent) if recent else math.nan
-    return FitResult(steps=step, loss=mean_loss, diverged_step=diverged_step)
+    return FitResult(
+        steps=step, loss=mean_loss, diverged_step=diverged_step, precision=precision_name(dtype)
+    )
+
+
+def _loss_check_every(device: torch.device) -> int:
+    """Steps between loss reads: every step on the CPU (free there), else
+    :data:`LOSS_CHECK_EVERY`."""
+    return 1 if device.type == "cpu" else LOSS_CHECK_EVERY
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -327,8 +410,10 @@ def evaluate(
     mean: Sequence[float],
     std: Sequence[float],
     batch_size: int = 512,
+    amp: str = "auto",
 ) -> tuple[float, float]:
-    """Top-1 accuracy and mean cross-entropy of ``model`` in ``eval()`` mode.
+    """Top-1 accuracy and mean cross-entropy of ``model`` in ``eval()`` mode, on the device
+    of its parameters.
 
     The model's previous train/eval mode is restored afterwards.
 
@@ -339,6 +424,8 @@ def evaluate(
         mean: per-channel mean in 0-1 units.
         std: per-channel standard deviation in 0-1 units.
         batch_size: images per forward pass.
+        amp: autocast of the forward passes (as :attr:`TrainConfig.amp`); the loss is
+            computed in float32.
 
     Returns:
         ``(accuracy, loss)``; accuracy in 0-1.
@@ -348,21 +435,24 @@ def evaluate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
     device = device_of(model)
+    dtype = autocast_dtype(amp, device)
     norm = Normalizer(mean, std, device)
     was_training = model.training
     model.eval()
-    correct = 0
-    loss_sum = 0.0
+    # Summed on the device and read once; float64 sums as the host would add them.
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     try:
         for start in range(0, len(y), batch_size):
-            xb = norm(x[start : start + batch_size].to(device))
-            yb = y[start : start + batch_size].to(device)
-            logits = model(xb)
-            loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").item()
-            correct += (logits.argmax(1) == yb).sum().item()
+            xb = norm(to_device(x[start : start + batch_size], device))
+            yb = to_device(y[start : start + batch_size], device)
+            with autocast(device, dtype):
+                logits = model(xb).float()
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+            correct += (logits.argmax(1) == yb).sum()
     finally:
         model.train(was_training)
-    return correct / len(y), loss_sum / len(y)
+    return correct.item() / len(y), loss_sum.item() / len(y)
 
 
 class _threads:

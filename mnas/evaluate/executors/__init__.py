@@ -25,6 +25,7 @@ from mnas.evaluate.executors.base import (
     Executor,
     TaskError,
     WorkerFailure,
+    check_gpu_share,
     default_parallelism,
     usable_cores,
 )
@@ -42,27 +43,36 @@ def make_executor(
     address: str | None = None,
     retries: int = 1,
     latency_resource: str | None = None,
+    device: str = "cpu",
+    gpus_per_worker: float | None = None,
 ) -> Executor:
     """An executor by name: ``serial``, ``pool`` or ``ray``.
 
     Every executor takes the same arguments and ignores those it has no use for
-    (``serial`` uses only ``threads_per_worker``; ``address`` is Ray's), except
-    ``latency_resource``, which only Ray has.
+    (``serial`` uses only ``threads_per_worker`` and ``device``; ``address`` is Ray's),
+    except ``latency_resource``, which only Ray has. ``device`` (``cpu``, ``cuda``,
+    ``cuda:N``, ``auto``) is resolved where the workers run and kept as the executor's
+    ``device``; ``gpus_per_worker`` is the share of a GPU each task takes.
 
     Raises:
-        ValueError: an unknown name, a bad value, ``latency_resource`` without Ray, or
-            ``ray`` without Ray installed.
+        ValueError: an unknown name, a bad value, ``latency_resource`` without Ray,
+            ``ray`` without Ray installed, or ``cuda`` where the workers have no GPU.
     """
     if latency_resource and name != "ray":
         raise ValueError(
             f"executor.latency_resource={latency_resource!r} needs executor=ray (got {name!r})"
         )
+    check_gpu_share(gpus_per_worker)
     if name == "serial":
-        return SerialExecutor(threads_per_worker)
+        return SerialExecutor(threads_per_worker, device)
     if name == "pool":
-        return PoolExecutor(workers, threads_per_worker, retries)
+        return PoolExecutor(
+            workers, threads_per_worker, retries, device=device, gpus_per_worker=gpus_per_worker
+        )
     if name == "ray":
-        return RayExecutor(workers, threads_per_worker, address, retries, latency_resource)
+        return RayExecutor(
+            workers, threads_per_worker, address, retries, latency_resource, device, gpus_per_worker
+        )
     raise ValueError(f"unknown executor {name!r}; known: {list(EXECUTORS)}")
 
 
@@ -75,6 +85,7 @@ __all__ = [
     "SerialExecutor",
     "TaskError",
     "WorkerFailure",
+    "check_gpu_share",
     "default_parallelism",
     "make_executor",
     "usable_cores",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,9 @@ from typing import Any, Protocol
 
 class Executor(Protocol):
     name: str
+    device: str
+    """Where the tasks should train, as their worker processes see it (``cpu``, ``cuda``,
+    ``cuda:N``): the requested device resolved against the GPUs those workers have."""
 
     def map(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
@@ -41,6 +45,24 @@ def default_parallelism(
             raise ValueError(f"{key}={value} must be >= 1")
     workers = workers or cores
     return workers, threads_per_worker or max(1, cores // workers)
+
+
+def check_gpu_share(gpus_per_worker: float | None) -> float:
+    """The share of one GPU each task takes (default 1.0); several tasks share a GPU when it
+    is below 1. A task trains on one GPU, so more than 1 is refused."""
+    if gpus_per_worker is None:
+        return 1.0
+    if isinstance(gpus_per_worker, bool) or not 0 < gpus_per_worker <= 1:
+        raise ValueError(
+            f"executor.gpus_per_worker={gpus_per_worker!r} must lie in (0, 1]: a child trains "
+            "on one GPU, and 0.25 lets four share it"
+        )
+    return float(gpus_per_worker)
+
+
+def workers_per_gpus(gpus: float, share: float) -> int:
+    """How many tasks of ``share`` of a GPU fit on ``gpus`` GPUs (at least one)."""
+    return max(1, math.floor(gpus / share + 1e-9))
 
 
 class TaskError(RuntimeError):

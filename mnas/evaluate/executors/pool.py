@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import time
 import traceback
@@ -12,16 +13,28 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
-from mnas.evaluate.executors.base import TaskError, WorkerFailure, default_parallelism
+from mnas.evaluate.executors.base import (
+    TaskError,
+    WorkerFailure,
+    check_gpu_share,
+    default_parallelism,
+    workers_per_gpus,
+)
+from mnas.training.device import resolve_device, visible_gpus
 
 log = logging.getLogger(__name__)
 
 
-def _worker_main(conn, threads: int) -> None:
+def _worker_main(conn, threads: int, gpu: str | None) -> None:
     """A pool worker: receive ``(fn, task)``, send back ``(True, result)`` or
-    ``(False, traceback)``; ``None`` or a closed pipe ends it."""
+    ``(False, traceback)``; ``None`` or a closed pipe ends it. With ``gpu`` the process sees
+    that one GPU only, as ``cuda:0``."""
     # Ctrl-C reaches the whole process group; the coordinator decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if gpu is not None:
+        # Read by CUDA when this process first uses it; neither the fork server nor this
+        # worker has touched CUDA yet.
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import torch
 
     torch.set_num_threads(threads)
@@ -47,9 +60,10 @@ PRELOAD = ["torch", "mnas.evaluate.trained", "mnas.nn", "mnas.data", "mnas.train
 
 
 class _Worker:
-    def __init__(self, ctx, threads: int) -> None:
+    def __init__(self, ctx, threads: int, gpu: str | None) -> None:
+        self.gpu = gpu
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, threads), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, threads, gpu), daemon=True)
         self.process.start()
         child.close()
         self.task: int | None = None
@@ -84,20 +98,34 @@ class PoolExecutor:
     """Worker processes on this machine, each training one child at a time.
 
     Workers are started on first use and kept for the whole search, so each loads the
-    dataset once. They come from a ``forkserver`` that has imported torch and mnas (start
-    and restart in milliseconds instead of seconds of ``spawn``; no torch thread pool is
-    ever forked), or from ``spawn`` where the platform has no fork server. A worker that
+    dataset once (and, on a GPU, makes its CUDA context and uploads the data once). They
+    come from a ``forkserver`` that has imported torch and mnas (start and restart in
+    milliseconds instead of seconds of ``spawn``; no torch thread pool and no CUDA context
+    is ever forked), or from ``spawn`` where the platform has no fork server. A worker that
     dies is replaced and only its own task is retried; the others keep running. On any
     exception in the coordinator (Ctrl-C included) the busy workers are stopped before
     ``map`` re-raises, so no stale result survives into the next batch.
 
+    On a GPU (``device`` resolving to ``cuda``), the workers are spread round robin over the
+    ``G`` GPUs this process sees, each pinned to its GPU through ``CUDA_VISIBLE_DEVICES``
+    set in the worker before CUDA starts, and their tasks train on ``cuda``
+    (:attr:`device`): with ``workers = G / gpus_per_worker`` every GPU trains
+    ``1 / gpus_per_worker`` children at once. ``cuda:N`` pins every worker to GPU ``N``.
+
     Args:
-        workers: worker processes (default: one per usable core).
+        workers: worker processes (default: one per usable core; on a GPU, the GPUs divided
+            by ``gpus_per_worker``).
         threads_per_worker: torch threads in each worker (default: cores // workers).
             A ``TrainConfig.threads`` set in the task wins inside training.
         retries: re-runs of a task whose worker died, before it is recorded as failed.
         start_method: ``forkserver`` (default where available) or ``spawn``. ``fork`` is
             refused: forking a process whose torch has started its thread pools can deadlock.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (resolved on this machine).
+        gpus_per_worker: share of a GPU per worker, in (0, 1] (default 1); ignored on the
+            CPU.
+
+    Raises:
+        ValueError: a bad value, or a CUDA device asked for where there is none.
     """
 
     name = "pool"
@@ -108,9 +136,21 @@ class PoolExecutor:
         threads_per_worker: int | None = None,
         retries: int = 1,
         start_method: str | None = None,
+        device: str = "cpu",
+        gpus_per_worker: float | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries={retries} must be >= 0")
+        share = check_gpu_share(gpus_per_worker)
+        resolved = resolve_device(device)
+        self.gpus: list[str] = []
+        if resolved.startswith("cuda"):
+            visible = visible_gpus()
+            self.gpus = [visible[int(resolved[5:])]] if ":" in resolved else visible
+            if workers is None:
+                workers = workers_per_gpus(len(self.gpus), share)
+            resolved = "cuda"  # each worker sees its one GPU as cuda:0
+        self.device = resolved
         if start_method is None:
             start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         if start_method not in ("spawn", "forkserver"):
@@ -125,10 +165,22 @@ class PoolExecutor:
             self._ctx.set_forkserver_preload(PRELOAD)
         self._pool: list[_Worker] = []
 
+    def _next_gpu(self) -> str | None:
+        """The GPU with the fewest workers (the first of those): round robin, and a worker
+        stopped by an interrupt is replaced on its own GPU."""
+        if not self.gpus:
+            return None
+        return min(self.gpus, key=lambda g: sum(w.gpu == g for w in self._pool))
+
     def _fill(self, n: int) -> None:
         while len(self._pool) < n:
-            self._pool.append(_Worker(self._ctx, self.threads))
-        log.debug("pool: %d workers x %d threads", len(self._pool), self.threads)
+            self._pool.append(_Worker(self._ctx, self.threads, self._next_gpu()))
+        log.debug(
+            "pool: %d workers x %d threads%s",
+            len(self._pool),
+            self.threads,
+            f" on GPUs {self.gpus}" if self.gpus else "",
+        )
 
     def map(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
@@ -187,7 +239,7 @@ class PoolExecutor:
 
     def _replace(self, w: _Worker) -> None:
         w.stop()
-        self._pool[self._pool.index(w)] = _Worker(self._ctx, self.threads)
+        self._pool[self._pool.index(w)] = _Worker(self._ctx, self.threads, w.gpu)
 
     def _stop_busy(self) -> None:
         for w in [w for w in self._pool if w.task is not None]:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mnas.evaluate.executors.base import TaskError, WorkerFailure, usable_cores
+from mnas.evaluate.executors.base import (
+    TaskError,
+    WorkerFailure,
+    check_gpu_share,
+    usable_cores,
+    workers_per_gpus,
+)
+from mnas.training.device import check_device, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +29,19 @@ def _ray_run(fn: Callable[[Any], Any], task: Any, threads: int) -> Any:
 
     torch.set_num_threads(threads)
     return fn(task)
+
+
+class _TrainWorker:
+    """A Ray actor that trains children on its share of one GPU for the whole search.
+
+    Ray sets an actor's ``CUDA_VISIBLE_DEVICES`` once, when it starts, so the process keeps
+    its GPU, its CUDA context and the data it uploaded from one child to the next. (Ray's
+    GPU *tasks* start a fresh process each, since a reused worker cannot move its CUDA
+    context to the GPU its next task was given.)
+    """
+
+    def call(self, fn: Callable[[Any], Any], task: Any, threads: int) -> Any:
+        return _ray_run(fn, task, threads)
 
 
 class _DeviceWorker:
@@ -48,10 +69,18 @@ class RayExecutor:
             on (e.g. ``latency_device``, given to ``ray start --resources``): children are
             then timed there, by :meth:`on_latency_device`, instead of on the coordinator.
             A local instance started by the executor offers one unit of it itself.
+        device: ``cpu``, ``cuda`` or ``auto``, resolved against the cluster's ``GPU``
+            resource (the coordinator needs no GPU). On ``cuda`` children run in long-lived
+            actors (:class:`_TrainWorker`), each declaring ``num_gpus=gpus_per_worker`` and
+            ``num_cpus=threads_per_worker``; ``workers`` defaults to, and is capped at, how
+            many of them the cluster holds at once.
+        gpus_per_worker: share of a GPU per child, in (0, 1] (default 1): 0.25 trains four
+            children on each GPU at once. Ignored on the CPU.
 
     Raises:
-        ValueError: Ray is not installed (the message says how to install it), or no node
-            of the cluster offers ``latency_resource``.
+        ValueError: Ray is not installed (the message says how to install it), no node
+            of the cluster offers ``latency_resource``, ``cuda`` where the cluster has no
+            GPU, or ``cuda:N`` (Ray chooses each child's GPU).
     """
 
     name = "ray"
@@ -63,6 +92,8 @@ class RayExecutor:
         address: str | None = None,
         retries: int = 1,
         latency_resource: str | None = None,
+        device: str = "cpu",
+        gpus_per_worker: float | None = None,
     ) -> None:
         try:
             import ray
@@ -70,6 +101,11 @@ class RayExecutor:
             raise ValueError(RAY_INSTALL_HINT) from e
         if retries < 0:
             raise ValueError(f"retries={retries} must be >= 0")
+        if check_device(device).startswith("cuda:"):
+            raise ValueError(
+                f"device={device} with executor=ray: Ray gives each child its GPU; use device=cuda"
+            )
+        share = check_gpu_share(gpus_per_worker)
         self._ray = ray
         self.threads = threads_per_worker or 1
         if self.threads < 1 or (workers is not None and workers < 1):
@@ -89,6 +125,7 @@ class RayExecutor:
                 )
         self.latency_resource = latency_resource
         self._device = None
+        self._actors: list[Any] = []
         if latency_resource and ray.cluster_resources().get(latency_resource, 0) < 1:
             self.close()
             raise ValueError(
@@ -97,18 +134,54 @@ class RayExecutor:
                 f"--num-cpus=0 --resources='{{\"{latency_resource}\": 1}}'`"
             )
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.workers = workers or max(1, cpus // self.threads)
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        try:
+            self.device = resolve_device(
+                device,
+                cuda_devices=math.floor(gpus),
+                where=f"the Ray cluster offers {gpus:g} GPUs; Ray finds the GPUs of the "
+                "machines that join it, or give `ray start --num-gpus=N`",
+            )
+        except ValueError:
+            self.close()
+            raise
+        self.gpu_share = share if self.device == "cuda" else 0.0
+        if self.gpu_share:
+            # An actor that cannot be placed would hold its child forever: never ask for more
+            # than the cluster holds at once.
+            capacity = min(workers_per_gpus(gpus, share), max(1, cpus // self.threads))
+            if workers is not None and workers > capacity:
+                log.warning(
+                    "ray: executor.workers=%d, but the cluster holds %d children of %g GPU "
+                    "and %d CPUs each; using %d",
+                    workers,
+                    capacity,
+                    share,
+                    self.threads,
+                    capacity,
+                )
+            self.workers = min(workers or capacity, capacity)
+            self._actor = ray.remote(_TrainWorker).options(
+                num_cpus=self.threads, num_gpus=share, max_restarts=0, max_task_retries=0
+            )
+        else:
+            self.workers = workers or max(1, cpus // self.threads)
         self._remote = ray.remote(_ray_run).options(num_cpus=self.threads, max_retries=0)
         log.info(
-            "ray: %d CPUs in the cluster, up to %d tasks x %d threads",
+            "ray: %d CPUs and %g GPUs in the cluster, up to %d children x %d threads%s",
             cpus,
+            gpus,
             self.workers,
             self.threads,
+            f" x {share:g} GPU" if self.gpu_share else "",
         )
 
     def map(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
     ) -> None:
+        if self.gpu_share:
+            self._map_on_actors(fn, tasks, on_result)
+            return
         ray = self._ray
         pending = deque(range(len(tasks)))
         attempts = [0] * len(tasks)
@@ -130,21 +203,70 @@ class RayExecutor:
                     except ray.exceptions.RayTaskError as e:
                         raise TaskError(f"task {k} raised in a Ray worker:\n{e}") from e
                     except ray.exceptions.RayError as e:
-                        attempts[k] += 1
-                        spent[k] += time.perf_counter() - started
-                        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
-                        if attempts[k] <= self.retries:
-                            log.warning("ray worker died under task %d (%s); retrying", k, reason)
-                            pending.appendleft(k)
-                        else:
-                            log.warning("ray worker died under task %d (%s); failed", k, reason)
-                            on_result(k, WorkerFailure(reason, attempts[k], spent[k]))
+                        self._died(e, k, started, attempts, spent, pending, on_result)
                         continue
                     on_result(k, result)
         except BaseException:
             for ref in running:
                 ray.cancel(ref, force=True)
             raise
+
+    def _map_on_actors(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
+    ) -> None:
+        """:meth:`map` on the GPU actors: each trains one child at a time."""
+        ray = self._ray
+        while len(self._actors) < min(self.workers, len(tasks)):
+            self._actors.append(self._actor.remote())
+        idle = list(self._actors)
+        pending = deque(range(len(tasks)))
+        attempts = [0] * len(tasks)
+        spent = [0.0] * len(tasks)
+        running: dict[Any, tuple[int, float, Any]] = {}
+        try:
+            while pending or running:
+                while pending and idle:
+                    actor, k = idle.pop(), pending.popleft()
+                    ref = actor.call.remote(fn, tasks[k], self.threads)
+                    running[ref] = (k, time.perf_counter(), actor)
+                done, _ = ray.wait(list(running), num_returns=1)
+                for ref in done:
+                    k, started, actor = running.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:
+                        raise TaskError(f"task {k} raised in a Ray GPU worker:\n{e}") from e
+                    except ray.exceptions.RayError as e:
+                        idle.append(self._replace_actor(actor))
+                        self._died(e, k, started, attempts, spent, pending, on_result)
+                        continue
+                    idle.append(actor)
+                    on_result(k, result)
+        except BaseException:
+            # Actor tasks cannot be cancelled by force: stop the busy actors instead.
+            for _, _, actor in running.values():
+                ray.kill(actor)
+                self._actors.remove(actor)
+            raise
+
+    def _replace_actor(self, actor: Any) -> Any:
+        self._ray.kill(actor)
+        fresh = self._actor.remote()
+        self._actors[self._actors.index(actor)] = fresh
+        return fresh
+
+    def _died(self, error, k: int, started: float, attempts, spent, pending, on_result) -> None:
+        """Retry task ``k`` whose worker (task process, actor or node) died, or record it
+        as failed after ``retries`` attempts."""
+        attempts[k] += 1
+        spent[k] += time.perf_counter() - started
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        if attempts[k] <= self.retries:
+            log.warning("ray worker died under task %d (%s); retrying", k, reason)
+            pending.appendleft(k)
+        else:
+            log.warning("ray worker died under task %d (%s); failed", k, reason)
+            on_result(k, WorkerFailure(reason, attempts[k], spent[k]))
 
     def on_latency_device(self, fn: Callable[[Any], Any], task: Any) -> Any:
         """``fn(task)`` on the node that offers ``latency_resource``, in one long-lived Ray
@@ -182,8 +304,11 @@ class RayExecutor:
             raise
 
     def close(self) -> None:
-        if self._device is not None and self._ray.is_initialized():
-            self._ray.kill(self._device)  # frees the latency device for other drivers
+        if self._ray.is_initialized():
+            # frees the latency device and the GPUs for other drivers
+            for actor in [*self._actors, *([self._device] if self._device is not None else [])]:
+                self._ray.kill(actor)
+        self._actors = []
         self._device = None
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
