@@ -231,7 +231,7 @@ def main(argv=None) -> int:
         print("no data: pass --data or set MNAS_DATA", file=sys.stderr)
         return 2
     table = NB201Table(Path(args.data) / "nasbench201" / "nb201_acc_latency.csv")
-    budgets = sorted(args.budgets)
+    budgets = tuple(sorted(args.budgets))
     seeds = range(args.seed_offset, args.seed_offset + args.seeds)
     devices = list(args.devices)
     _CONFIGS["defaults"] = compose_search(args.override)
@@ -239,23 +239,26 @@ def main(argv=None) -> int:
     print("# NAS-Bench-201 strategy benchmark")
     print(
         f"{len(table)} cells; seeds {seeds.start}-{seeds.stop - 1}; strategy=ppo settings: "
-        f"{OBJECTIVES and OmegaConf.to_container(ppo.strategy)}; controller: "
-        f"{OmegaConf.to_container(ppo.controller)}; batch_size {ppo.batch_size}"
+        f"{OmegaConf.to_container(ppo.strategy, enum_to_str=True)}; controller: "
+        f"{OmegaConf.to_container(ppo.controller, enum_to_str=True)}; batch_size {ppo.batch_size}"
     )
     jobs: list[tuple] = []
     if not args.ablation_only:
         for o in args.objectives:
             # w = 0 ignores latency: one device serves the single objective.
             for d in devices if o != "single" else devices[:1]:
-                jobs += [("defaults", s, d, o, seed, budgets) for s in args.strategies for seed in seeds]
+                jobs += [
+                    ("defaults", s, d, o, seed, budgets) for s in args.strategies for seed in seeds
+                ]
     if args.ablation or args.ablation_only:
         for name, overrides in ABLATIONS.items():
             _CONFIGS[name] = compose_search([*args.override, *overrides])
-            if name == "defaults" and not args.ablation_only:
-                continue
             for d in ABLATION_DEVICES:
                 for o in ("soft", "hard"):
-                    jobs += [(name, "ppo", d, o, seed, budgets) for seed in seeds]
+                    done = set(jobs)
+                    jobs += [
+                        j for seed in seeds if (j := (name, "ppo", d, o, seed, budgets)) not in done
+                    ]
     for d in {j[2] for j in jobs}:
         _PROBLEMS[d] = Problem(table, d)
     # Adam's first construction imports torch._dynamo (seconds); pay it once before forking.

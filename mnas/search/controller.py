@@ -233,8 +233,8 @@ def make_controller(
         ValueError: for an unknown kind or an LSTM-only setting given to ``independent``.
     """
     if kind == "independent":
-        extra = {k: v for k, v in (("hidden_size", hidden_size), ("init_range", init_range))}
-        given = [k for k, v in extra.items() if v is not None]
+        lstm_only = {"hidden_size": hidden_size, "init_range": init_range}
+        given = [k for k, v in lstm_only.items() if v is not None]
         if given:
             raise ValueError(
                 f"controller kind 'independent' has no {given}; they are LSTM settings "
