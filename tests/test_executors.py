@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 
 from mnas.conf import register_configs
 from mnas.conf.runner import build_search
-from mnas.evaluate.executors import PoolExecutor, TaskError, make_executor
+from mnas.evaluate.executors import PoolExecutor, TaskError, WorkerFailure, make_executor
+from mnas.evaluate.trained import crashed_outcome
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TINY = [
@@ -188,11 +189,19 @@ def test_pool_records_a_task_that_always_kills_its_worker():
     try:
         out = collect(pool, die_always, [1])
         assert list(out) == [0]
-        rec = out[0]
+        failure = out[0]
+        assert isinstance(failure, WorkerFailure) and failure.seconds > 0
+        assert (failure.reason, failure.attempts) == ("exit code 3", 2)
+        # The evaluator turns the value into a failed child.
+        rec = crashed_outcome(failure)
         assert rec.status == "failed" and math.isnan(rec.accuracy)
         assert rec.reason == "worker crashed: exit code 3 (2 attempts)"
-        out = collect(make_executor("pool", workers=1, retries=0), die_always, [1])
-        assert out[0].reason == "worker crashed: exit code 3 (1 attempt)"
+        once = make_executor("pool", workers=1, retries=0)
+        try:
+            out = collect(once, die_always, [1])
+        finally:
+            once.close()
+        assert crashed_outcome(out[0]).reason == "worker crashed: exit code 3 (1 attempt)"
     finally:
         pool.close()
 
@@ -216,7 +225,9 @@ def test_ray_retries_a_killed_worker_then_records_it(tmp_path):
         ex = make_executor("ray", workers=2, retries=1)
         marker = str(tmp_path / "dies")
         assert collect(ex, die_once, [(marker, 3)]) == {0: 9}
-        rec = collect(ex, die_always, [1])[0]
+        failure = collect(ex, die_always, [1])[0]
+        assert isinstance(failure, WorkerFailure) and failure.attempts == 2
+        rec = crashed_outcome(failure)
         assert rec.status == "failed" and rec.reason.startswith("worker crashed: ")
         assert rec.reason.endswith("(2 attempts)")
         ex.close()

@@ -190,7 +190,7 @@ def test_failed_child_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
         ("reward.target_ms=fast", "'fast'; allowed: a number > 0 or 'auto'"),
         ("batch_size=0", "batch_size=0 must be >= 1"),
         ("trainer.batch_size=0", "batch_size=0"),
-        ("latency.max_runs=3", "max_runs=3 must be >= min_runs=15"),
+        ("latency.max_runs=3", "max_runs=3 must be >= min_runs="),
     ],
 )
 def test_bad_config_fails_before_any_work(tmp_path, monkeypatch, override, fragment):

@@ -1,6 +1,7 @@
 """Accuracy-latency Pareto fronts and their hypervolume (2-D, exact).
 
-Points are ``(latency, accuracy)``: latency is minimised, accuracy maximised.
+Points are ``(latency, accuracy)``: latency is minimised, accuracy maximised. The helpers at
+the end work on whole tables of rows (numpy columns), as the NAS-Bench-201 benchmark needs.
 """
 
 from __future__ import annotations
