@@ -405,6 +405,8 @@ def plot_curves(args, budgets, devices, col) -> Path:
                 ax.plot(budgets, mean, marker="o", label=s)
                 ax.fill_between(budgets, mean - sem, mean + sem, alpha=0.25)
             ax.set_xscale("log")
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.minorticks_off()
             ax.set_title(f"{d}, {o}")
             ax.grid(alpha=0.3)
             if j == 0:
