@@ -1,8 +1,11 @@
-"""Search-strategy benchmark on the NAS-Bench-201 table (issue 8).
+"""Search-strategy benchmark on the NAS-Bench-201 table (issues 8 and 18).
 
-PPO, REINFORCE, random search and regularized evolution search the NAS-Bench-201 cell
-space with the MnasNet reward, looking accuracy and latency up in the table instead of
-training and timing children.
+The default ``strategy=ppo``, random search and regularized evolution search the
+NAS-Bench-201 cell space with the MnasNet reward, looking accuracy and latency up in the
+table instead of training and timing children. Strategies are built exactly as
+``scripts/search.py experiment=nasbench201`` builds them (the Hydra config is composed and
+handed to ``mnas.conf.runner.make_strategy_from``), so the numbers are those of the shipped
+defaults; an ablation row is the same config with a few overrides.
 
 Protocol (NAS-Bench-201 paper, section 5): the search sees only the 12-epoch CIFAR-10
 *validation* accuracy (``cifar10_valid_acc_12ep``) and the device latency; what it found is
@@ -10,27 +13,28 @@ reported with the 200-epoch *test* accuracy (``cifar10_test_acc_200ep``), which 
 
 A *sample* is one architecture proposed by the strategy and evaluated. A repeated
 architecture counts again: the search loop answers it from its cache, but the strategy has
-spent one of its proposals on it (counting only unique architectures would let a collapsed
-controller search forever for free). The number of unique architectures is reported too.
+spent one of its proposals on it. The number of unique architectures is reported too.
 
-Metrics at each budget b (the first b samples of one run; every strategy's trajectory does
-not depend on the total budget, so one run of the largest budget serves all of them):
+Metrics at each budget b (the first b samples of one run; no strategy's trajectory depends on
+the total budget, so one run of the largest budget serves all of them):
 
 - ``hv``: hypervolume of the evaluated architectures' (latency, 200-epoch test accuracy)
   points over that of the true front of all 15,625 cells, reference point at the median
   latency and median test accuracy of the connected cells (REFERENCES.md calibration).
-- ``hv_sel``: the same for only the front that the search itself can see (non-dominated in
-  latency and 12-epoch validation accuracy), i.e. what a user would be handed.
-- ``best<=T``: 200-epoch test accuracy of the architecture with the best 12-epoch validation
-  accuracy among those with LAT <= T; ``regret`` = best such test accuracy in the whole table
-  minus it (accuracy points).
-- single objective (w = 0): 200-epoch test accuracy of the sample with the best 12-epoch
-  validation accuracy.
+  T = that median latency.
+- p-values of "PPO's hypervolume fraction is higher than random's" (one-sided): a
+  permutation test on the difference of means and Mann-Whitney U (scipy).
+- single objective (w = 0, so no device): 200-epoch test accuracy of the sample with the
+  best 12-epoch validation accuracy.
+
+Seeds 1000-1019 are the benchmark's; the controller's defaults were tuned on other seeds
+(docs/nasbench201.md says which).
 
 Usage::
 
-    python bench/strategies.py                       # full default run (MNAS_DATA must be set)
-    python bench/strategies.py --seeds 5 --budgets 50 200 --strategies ppo random
+    python bench/strategies.py                    # all devices, soft/hard/single, 20 seeds
+    python bench/strategies.py --ablation         # + each design choice off, pixel3 and raspi4
+    python bench/strategies.py --devices pixel3 --seeds 5 --budgets 50 200
 """
 
 from __future__ import annotations
@@ -43,92 +47,92 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.stats
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
+from mnas.conf import register_configs
+from mnas.conf.runner import make_strategy_from
 from mnas.evaluate.tabular import NB201Table
-from mnas.search.pareto import (
-    best_under,
-    hypervolume_of_rows,
-    median_reference,
-    pareto_indices,
-    true_front,
-)
-from mnas.search.ppo import PPOConfig
+from mnas.search.pareto import hypervolume_of_rows, median_reference, true_front
 from mnas.search.reward import PRESETS, mnas_reward
-from mnas.search.strategies import STRATEGIES, make_strategy
 from mnas.space import NB201Space
 
 REPO = Path(__file__).resolve().parents[1]
+DEVICES = ("pixel3", "raspi4", "eyeriss", "fpga", "gold_6226")
+STRATEGIES = ("ppo", "random", "evolution")
 OBJECTIVES = ("soft", "hard", "single")
-PUBLISHED = {  # NAS-Bench-201 paper, CIFAR-10 test accuracy of the found architecture
-    "reinforce": "93.85 +- 0.37",
-    "random": "93.70 +- 0.36",
-    "evolution": "93.92 +- 0.30",
-    "ppo": "-",
-}
+P_BUDGETS = (100, 200, 500)
 OPTIMUM = 94.37
+# Each row turns one design choice of the default strategy=ppo off (Hydra overrides).
+ABLATIONS: dict[str, list[str]] = {
+    "defaults": [],
+    "LSTM controller (lr 0.01)": ["controller=nasnet", "strategy.lr=0.01"],
+    "EMA-baseline advantages": [
+        "strategy.advantages=baseline",
+        "strategy.baseline_decay=0.7",
+        "strategy.normalize_advantages=true",
+    ],
+    "Adam beta1 = 0.9": ["strategy.adam_beta1=0.9"],
+    "repeats kept (resample 0)": ["strategy.resample=0"],
+    "batch 20": ["batch_size=20"],
+    "lr 0.05": ["strategy.lr=0.05"],
+    "REINFORCE (1 step per batch)": ["strategy=reinforce"],
+    "issue-8 defaults (all off)": [
+        "controller=nasnet",
+        "strategy.lr=0.01",
+        "strategy.adam_beta1=0.9",
+        "strategy.advantages=baseline",
+        "strategy.baseline_decay=0.7",
+        "strategy.normalize_advantages=true",
+        "strategy.resample=0",
+        "batch_size=20",
+    ],
+}
+ABLATION_DEVICES = ("pixel3", "raspi4")
 
 
-@dataclass(frozen=True)
-class ControllerSettings:
-    """Controller and update settings shared by the ``ppo`` and ``reinforce`` runs."""
-
-    lr: float
-    batch: int
-    epochs: int
-    entropy_coef: float
-    baseline_decay: float
-    normalize_advantages: bool
-    temperature: float
-    tanh_constant: float | None
-    clip_eps: float
-
-
-@dataclass(frozen=True)
 class Problem:
-    """Everything a worker needs, as numpy arrays (row-indexed like the table)."""
+    """One device's columns of the table and its hypervolume normalisation."""
 
-    search_acc: np.ndarray  # 12-epoch validation accuracy, 0-1
-    report_acc: np.ndarray  # 200-epoch test accuracy, 0-1
-    latency: np.ndarray  # ms on the chosen device
-    row_of: dict[str, int]
-    target_ms: float
+    def __init__(self, table: NB201Table, device: str) -> None:
+        self.device = device
+        self.latency = table.latency_column(device)
+        self.report_acc = table.accuracy_column("cifar10", "test_acc_200ep")
+        self.search_acc = table.accuracy_column("cifar10", "valid_acc_12ep")
+        self.row_of = table.row_of
+        self.ref = median_reference(self.latency, self.report_acc, table.connected)
+        self.target_ms = self.ref[0]
+        self.front = true_front(self.latency, self.report_acc)
+        self.true_hv = hypervolume_of_rows(self.front, self.latency, self.report_acc, *self.ref)
 
 
-_PROBLEM: Problem | None = None
+_PROBLEMS: dict[str, Problem] = {}
+_CONFIGS: dict[str, DictConfig] = {}
 
 
-def run_search(
-    strategy: str, objective: str, seed: int, budget: int, ctl: ControllerSettings
-) -> list[int]:
+def compose_search(overrides: list[str]) -> DictConfig:
+    """The search config ``scripts/search.py experiment=nasbench201 <overrides>`` would run."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("search", overrides=["experiment=nasbench201", *overrides])
+
+
+def run_search(config: str, strategy: str, device: str, objective: str, seed: int, budget: int):
     """Rows of the table the strategy evaluated, in order (length ``budget``)."""
     torch.set_num_threads(1)
-    prob = _PROBLEM
-    space = NB201Space()
-    if strategy in ("ppo", "reinforce"):
-        kwargs = dict(
-            lr=ctl.lr,
-            ppo=PPOConfig(
-                clip_eps=ctl.clip_eps,
-                epochs=ctl.epochs,
-                entropy_coef=ctl.entropy_coef,
-                baseline_decay=ctl.baseline_decay,
-                normalize_advantages=ctl.normalize_advantages,
-            ),
-            temperature=ctl.temperature,
-            tanh_constant=ctl.tanh_constant,
-        )
-        batch = ctl.batch
-    elif strategy == "evolution":
-        kwargs, batch = dict(population=10, sample_size=3), 1
-    else:
-        kwargs, batch = {}, budget
-    strat = make_strategy(strategy, space, seed=seed, **kwargs)
+    prob = _PROBLEMS[device]
+    cfg = _CONFIGS[config].copy()
+    cfg.seed = seed
+    if strategy != "ppo":
+        cfg.strategy = OmegaConf.merge(cfg.strategy, {"name": strategy})
+    strat = make_strategy_from(cfg, NB201Space())
+    # Regularized evolution breeds one child at a time (NAS-Bench-201's protocol).
+    batch = {"evolution": 1, "random": budget}.get(strategy, cfg.batch_size)
     alpha, beta = PRESETS[objective] if objective != "single" else (0.0, 0.0)
     rows: list[int] = []
     while len(rows) < budget:
@@ -145,34 +149,29 @@ def run_search(
     return rows
 
 
-def _job(args: tuple) -> tuple:
-    strategy, objective, seed, budget, ctl = args
-    start = time.perf_counter()
-    rows = run_search(strategy, objective, seed, budget, ctl)
-    return strategy, objective, seed, rows, time.perf_counter() - start
-
-
-def metrics_at(rows: list[int], prob: Problem, ref: tuple[float, float], true_hv: float) -> dict:
-    """All metrics of one prefix of a run."""
-    lat, val, test = prob.latency, prob.search_acc, prob.report_acc
+def metrics_at(rows: list[int], prob: Problem) -> dict:
+    """The metrics of one prefix of a run."""
     uniq = sorted(set(rows))
-    seen = pareto_indices([(float(lat[r]), float(val[r])) for r in uniq])
-    under = [r for r in uniq if lat[r] <= prob.target_ms]
-    pick_t = max(under, key=lambda r: (val[r], -r)) if under else None
-    pick = max(uniq, key=lambda r: (val[r], -r))
+    pick = max(uniq, key=lambda r: (prob.search_acc[r], -r))
+    hv = hypervolume_of_rows(uniq, prob.latency, prob.report_acc, *prob.ref)
     return {
-        "hv": hypervolume_of_rows(uniq, lat, test, *ref) / true_hv,
-        "hv_sel": hypervolume_of_rows([uniq[i] for i in seen], lat, test, *ref) / true_hv,
-        "best_t": 100 * float(test[pick_t]) if pick_t is not None else math.nan,
-        "best_t_oracle": 100 * max((float(test[r]) for r in under), default=math.nan),
-        "best_acc": 100 * float(test[pick]),
+        "hv": hv / prob.true_hv,
+        "best_acc": 100 * float(prob.report_acc[pick]),
         "unique": len(uniq),
     }
 
 
-def mean_std(xs) -> str:
-    xs = np.asarray(xs, dtype=float)
-    return f"{np.nanmean(xs):.2f} +- {np.nanstd(xs, ddof=1):.2f}"
+def _job(args: tuple) -> tuple:
+    config, strategy, device, objective, seed, budgets = args
+    start = time.process_time()
+    rows = run_search(config, strategy, device, objective, seed, max(budgets))
+    prob = _PROBLEMS[device]
+    return (
+        (config, strategy, device, objective),
+        seed,
+        {b: metrics_at(rows[:b], prob) for b in budgets},
+        time.process_time() - start,
+    )
 
 
 def permutation_test(a, b, n_perm: int = 100_000, seed: int = 0) -> float:
@@ -186,242 +185,243 @@ def permutation_test(a, b, n_perm: int = 100_000, seed: int = 0) -> float:
     return float((1 + np.sum(diffs >= observed - 1e-12)) / (n_perm + 1))
 
 
-def mann_whitney_p(a, b) -> tuple[float, float]:
-    """Mann-Whitney U of a and one-sided p (a > b), normal approximation with tie and
-    continuity correction."""
-    res = scipy.stats.mannwhitneyu(
-        a, b, alternative="greater", method="asymptotic", use_continuity=True
-    )
-    return float(res.statistic), float(res.pvalue)
+def mann_whitney_p(a, b) -> float:
+    """One-sided Mann-Whitney p (a > b), normal approximation with tie and continuity
+    correction."""
+    res = scipy.stats.mannwhitneyu(a, b, alternative="greater", method="asymptotic")
+    return float(res.pvalue)
+
+
+def mean_std(xs) -> str:
+    xs = np.asarray(xs, dtype=float)
+    return f"{xs.mean():.2f} +- {xs.std(ddof=1):.2f}"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, default=20, help="runs per strategy and objective")
-    p.add_argument(
-        "--seed-offset", type=int, default=1000, help="first seed (tuning used seeds 0-9)"
-    )
+    p.add_argument("--seeds", type=int, default=20, help="runs per strategy, device and reward")
+    p.add_argument("--seed-offset", type=int, default=1000, help="first seed")
     p.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 500])
-    p.add_argument("--device", default="pixel3", help="latency column of the table")
+    p.add_argument("--devices", nargs="+", default=list(DEVICES), choices=DEVICES)
+    p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    p.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every run")
+    p.add_argument("--ablation", action="store_true", help="also run the ablation table")
+    p.add_argument("--ablation-only", action="store_true", help="only the ablation table")
     p.add_argument("--data", default=os.environ.get("MNAS_DATA"), help="default: $MNAS_DATA")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out")
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
-    p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
     p.add_argument("--jobs", type=int, default=2, help="worker processes")
     p.add_argument("--no-copy", action="store_true", help="do not copy the plot into docs/img")
-    g = p.add_argument_group("controller (ppo, reinforce); defaults are the tuned values")
-    g.add_argument("--lr", type=float, default=0.01)
-    g.add_argument("--batch", type=int, default=20, help="architectures per controller update")
-    g.add_argument("--epochs", type=int, default=4, help="PPO passes per batch")
-    g.add_argument("--entropy", type=float, default=1e-5, help="entropy bonus coefficient")
-    g.add_argument("--baseline-decay", type=float, default=0.7)
-    g.add_argument("--no-normalize", action="store_true", help="raw advantages (R - b)")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--tanh", type=float, default=None, help="logit cap C*tanh(logits/temp)")
-    g.add_argument("--clip", type=float, default=0.2, help="PPO clip epsilon")
     return p.parse_args(argv)
 
 
+def run_all(jobs: list[tuple], workers: int) -> tuple[dict, dict]:
+    by_seed: dict = {}
+    seconds: dict[str, float] = {}
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        for key, seed, per_budget, sec in pool.imap_unordered(_job, jobs, chunksize=1):
+            by_seed.setdefault(key, {})[seed] = per_budget
+            seconds[key[1]] = seconds.get(key[1], 0.0) + sec
+    # Seed order, not completion order: the permutation test's p depends on the order.
+    results = {key: [runs[s] for s in sorted(runs)] for key, runs in by_seed.items()}
+    return results, seconds
+
+
 def main(argv=None) -> int:
-    global _PROBLEM
     args = parse_args(argv)
     if not args.data:
         print("no data: pass --data or set MNAS_DATA", file=sys.stderr)
         return 2
-    csv_path = Path(args.data) / "nasbench201" / "nb201_acc_latency.csv"
-    table = NB201Table(csv_path)
-    lat = table.latency_column(args.device)
-    test = table.accuracy_column("cifar10", "test_acc_200ep")
-    val = table.accuracy_column("cifar10", "valid_acc_12ep")
-    ref = median_reference(lat, test, table.connected)
-    target = ref[0]
-    front = true_front(lat, test)
-    true_hv = hypervolume_of_rows(front, lat, test, *ref)
-    best_t_table = 100 * best_under(lat, test, target)
-    _PROBLEM = Problem(val, test, lat, table.row_of, target)
-    ctl = ControllerSettings(
-        lr=args.lr,
-        batch=args.batch,
-        epochs=args.epochs,
-        entropy_coef=args.entropy,
-        baseline_decay=args.baseline_decay,
-        normalize_advantages=not args.no_normalize,
-        temperature=args.temperature,
-        tanh_constant=args.tanh,
-        clip_eps=args.clip,
-    )
-    budgets = sorted(args.budgets)
-    max_b = budgets[-1]
-    print(f"# NAS-Bench-201 strategy benchmark ({args.device})")
+    table = NB201Table(Path(args.data) / "nasbench201" / "nb201_acc_latency.csv")
+    budgets = tuple(sorted(args.budgets))
+    seeds = range(args.seed_offset, args.seed_offset + args.seeds)
+    devices = list(args.devices)
+    _CONFIGS["defaults"] = compose_search(args.override)
+    ppo = _CONFIGS["defaults"]
+    print("# NAS-Bench-201 strategy benchmark")
     print(
-        f"table {csv_path}: {len(table)} cells, {int((~table.connected).sum())} disconnected; "
-        f"T = median latency = {target:.3f} ms; reference point ({ref[0]:.3f} ms, "
-        f"{100 * ref[1]:.2f}%); true front {len(front)} cells, HV {true_hv:.5f}; "
-        f"best test acc with LAT <= T: {best_t_table:.2f}"
+        f"{len(table)} cells; seeds {seeds.start}-{seeds.stop - 1}; strategy=ppo settings: "
+        f"{OmegaConf.to_container(ppo.strategy, enum_to_str=True)}; controller: "
+        f"{OmegaConf.to_container(ppo.controller, enum_to_str=True)}; batch_size {ppo.batch_size}"
     )
-    print(f"controller settings: {asdict(ctl)}")
-    jobs = [
-        (s, o, seed, max_b, ctl)
-        for o in args.objectives
-        for s in args.strategies
-        for seed in range(args.seed_offset, args.seed_offset + args.seeds)
-    ]
-    start = time.perf_counter()
-    runs: dict[tuple[str, str], list[list[int]]] = {}
-    seconds: dict[str, float] = {}
+    jobs: list[tuple] = []
+    if not args.ablation_only:
+        for o in args.objectives:
+            # w = 0 ignores latency: one device serves the single objective.
+            for d in devices if o != "single" else devices[:1]:
+                jobs += [
+                    ("defaults", s, d, o, seed, budgets) for s in args.strategies for seed in seeds
+                ]
+    if args.ablation or args.ablation_only:
+        for name, overrides in ABLATIONS.items():
+            _CONFIGS[name] = compose_search([*args.override, *overrides])
+            for d in ABLATION_DEVICES:
+                for o in ("soft", "hard"):
+                    done = set(jobs)
+                    jobs += [
+                        j for seed in seeds if (j := (name, "ppo", d, o, seed, budgets)) not in done
+                    ]
+    for d in {j[2] for j in jobs}:
+        _PROBLEMS[d] = Problem(table, d)
     # Adam's first construction imports torch._dynamo (seconds); pay it once before forking.
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(args.jobs) as pool:
-        for s, o, _seed, rows, sec in pool.imap_unordered(_job, jobs, chunksize=1):
-            runs.setdefault((s, o), []).append(rows)
-            seconds[s] = seconds.get(s, 0.0) + sec
+    start = time.perf_counter()
+    results, seconds = run_all(jobs, args.jobs)
     wall = time.perf_counter() - start
     print(
-        f"{len(jobs)} runs of {max_b} samples in {wall:.1f} s wall ({args.jobs} workers); "
-        "CPU s per strategy: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+        f"{len(jobs)} runs of {max(budgets)} samples in {wall:.0f} s wall ({args.jobs} workers); "
+        "CPU s per strategy: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(seconds.items()))
     )
 
-    curve_points = sorted(set(budgets) | set(range(10, max_b + 1, 10)))
-    results: dict = {
-        "settings": asdict(ctl),
-        "device": args.device,
-        "target_ms": target,
-        "reference": ref,
-        "true_hv": true_hv,
-        "seeds": args.seeds,
-        "metrics": {},
-    }
-    for (s, o), rs in sorted(runs.items()):
-        results["metrics"][f"{s}/{o}"] = {
-            str(b): [metrics_at(r[:b], _PROBLEM, ref, true_hv) for r in rs] for b in curve_points
-        }
+    def col(config, s, d, o, b, key="hv"):
+        return [m[b][key] for m in results[(config, s, d, o)]]
 
-    def col(s, o, b, key):
-        return [m[key] for m in results["metrics"][f"{s}/{o}"][str(b)]]
-
-    for o in [o for o in ("soft", "hard") if o in args.objectives]:
-        print(f"\n## Multi-objective, {o} reward, T = {target:.2f} ms ({args.device})\n")
-        print(
-            "Hypervolume fraction of the evaluated set (200-epoch test accuracy), mean +- std "
-            f"over {args.seeds} seeds; in brackets the front picked by 12-epoch validation "
-            "accuracy; mean unique architectures\n"
-        )
-        print("| strategy | " + " | ".join(str(b) for b in budgets) + " |")
-        print("|---|" + "---|" * len(budgets))
-        for s in args.strategies:
-            cells = [
-                f"{mean_std(col(s, o, b, 'hv'))} ({np.mean(col(s, o, b, 'hv_sel')):.2f}; "
-                f"{np.mean(col(s, o, b, 'unique')):.0f} uniq)"
-                for b in budgets
-            ]
-            print(f"| {s} | " + " | ".join(cells) + " |")
-        print(
-            f"\nBest 200-epoch test accuracy with LAT <= T (pick by 12-epoch validation), "
-            f"table best {best_t_table:.2f}; regret in brackets\n"
-        )
-        print("| strategy | " + " | ".join(str(b) for b in budgets) + " |")
-        print("|---|" + "---|" * len(budgets))
-        for s in args.strategies:
-            cells = []
-            for b in budgets:
-                v = col(s, o, b, "best_t")
-                cells.append(f"{mean_std(v)} ({mean_std(best_t_table - np.asarray(v))})")
-            print(f"| {s} | " + " | ".join(cells) + " |")
-
-    if "random" in args.strategies:
-        print("\n## Calibration (REFERENCES.md): random search\n")
-        for o in [o for o in ("soft", "hard") if o in args.objectives][:1]:
-            print(
-                "- hypervolume fraction: "
-                + ", ".join(f"{b}: {mean_std(col('random', o, b, 'hv'))}" for b in budgets)
-            )
-            regret = {
-                b: best_t_table - np.asarray(col("random", o, b, "best_t_oracle")) for b in budgets
-            }
-            print(
-                "- regret under T, best test accuracy among all found with LAT <= T: "
-                + ", ".join(f"{b}: {mean_std(regret[b])}" for b in budgets)
-            )
-
-    tests = {}
-    b_test = 200 if 200 in budgets else budgets[len(budgets) // 2]
-    if "ppo" in args.strategies and "random" in args.strategies:
-        print(f"\n## PPO vs random, hypervolume fraction at {b_test} samples\n")
-        for o in [o for o in ("soft", "hard") if o in args.objectives]:
-            a, r = col("ppo", o, b_test, "hv"), col("random", o, b_test, "hv")
-            p_perm = permutation_test(a, r)
-            u, p_mw = mann_whitney_p(a, r)
-            tests[o] = {
-                "diff": float(np.mean(a) - np.mean(r)),
-                "p_perm": p_perm,
-                "U": u,
-                "p_mw": p_mw,
-            }
-            print(
-                f"- {o}: PPO {mean_std(a)} vs random {mean_std(r)}; difference "
-                f"{np.mean(a) - np.mean(r):+.3f}; one-sided permutation test on the mean "
-                f"(100,000 relabellings) p = {p_perm:.2g}; Mann-Whitney U = {u:.0f}, "
-                f"one-sided p = {p_mw:.2g} (normal approximation)"
-            )
-    results["tests"] = tests
-
-    if "single" in args.objectives:
-        print("\n## Single objective (w = 0, CIFAR-10)\n")
-        print(
-            "200-epoch test accuracy of the sample with the best 12-epoch validation accuracy, "
-            f"mean +- std over {args.seeds} seeds; optimum {OPTIMUM}. Published numbers use "
-            "NAS-Bench-201's protocol (500 runs under a simulated training-time budget), "
-            "not a sample count.\n"
-        )
-        print("| strategy | " + " | ".join(str(b) for b in budgets) + " | published |")
-        print("|---|" + "---|" * (len(budgets) + 1))
-        for s in args.strategies:
-            cells = [mean_std(col(s, "single", b, "best_acc")) for b in budgets]
-            print(f"| {s} | " + " | ".join(cells) + f" | {PUBLISHED[s]} |")
-
+    summary: dict = {"seeds": list(seeds), "budgets": budgets, "devices": {}, "ablation": {}}
+    if not args.ablation_only:
+        report_main(args, budgets, devices, col, summary)
+    if args.ablation or args.ablation_only:
+        report_ablation(budgets, col, summary)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"nb201_{args.device}.json").write_text(json.dumps(results))
-    plot = plot_curves(results, args, curve_points)
-    if plot is not None:
+    (args.out / "nb201_strategies.json").write_text(json.dumps(summary, indent=1))
+    if not args.ablation_only and {"soft", "hard"} & set(args.objectives):
+        plot = plot_curves(args, budgets, devices, col)
         print(f"\nplot: {plot}")
         if not args.no_copy:
             dest = REPO / "docs" / "img" / "nb201_hypervolume.png"
-            dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(plot, dest)
             print(f"copied to {dest}")
-    print(f"total {time.perf_counter() - start:.1f} s")
+    print(f"total {time.perf_counter() - start:.0f} s")
     return 0
 
 
-def plot_curves(results: dict, args, points: list[int]) -> Path | None:
-    objectives = [o for o in ("soft", "hard") if o in args.objectives]
-    if not objectives:
-        return None
+def report_main(args, budgets, devices, col, summary) -> None:
+    multi = [o for o in ("soft", "hard") if o in args.objectives]
+    for d in devices:
+        prob = _PROBLEMS[d]
+        print(
+            f"\n## {d}: T = {prob.target_ms:.3f} ms, reference ({prob.ref[0]:.3f} ms, "
+            f"{100 * prob.ref[1]:.2f}%), true front {len(prob.front)} cells\n"
+        )
+        print("Hypervolume fraction, mean +- std; unique architectures of the last budget\n")
+        print("| reward | strategy | " + " | ".join(map(str, budgets)) + " | unique |")
+        print("|---|---|" + "---|" * (len(budgets) + 1))
+        for o in multi:
+            for s in args.strategies:
+                cells = [mean_std(col("defaults", s, d, o, b)) for b in budgets]
+                uniq = np.mean(col("defaults", s, d, o, budgets[-1], "unique"))
+                print(f"| {o} | {s} | " + " | ".join(cells) + f" | {uniq:.0f} |")
+                summary["devices"].setdefault(d, {})[f"{s}/{o}"] = {
+                    b: float(np.mean(col("defaults", s, d, o, b))) for b in budgets
+                } | {"unique": float(uniq)}
+    if {"ppo", "random"} <= set(args.strategies) and multi:
+        pb = [b for b in P_BUDGETS if b in budgets]
+        print("\n## PPO vs random: one-sided p-values (permutation test | Mann-Whitney)\n")
+        print(
+            "| device | reward | "
+            + " | ".join(f"PPO - random @{b}" for b in pb)
+            + " | "
+            + " | ".join(f"p @{b}" for b in pb)
+            + " |"
+        )
+        print("|---|---|" + "---|" * (2 * len(pb)))
+        for d in devices:
+            for o in multi:
+                diffs, ps = [], []
+                for b in pb:
+                    a, r = col("defaults", "ppo", d, o, b), col("defaults", "random", d, o, b)
+                    p_perm, p_mw = permutation_test(a, r), mann_whitney_p(a, r)
+                    diffs.append(f"{np.mean(a) - np.mean(r):+.3f}")
+                    ps.append(f"{p_perm:.2g} \\| {p_mw:.2g}")
+                    summary["devices"][d].setdefault(f"p/{o}", {})[b] = [p_perm, p_mw]
+                print(f"| {d} | {o} | " + " | ".join(diffs) + " | " + " | ".join(ps) + " |")
+    if {"ppo", "evolution"} <= set(args.strategies) and multi:
+        last = budgets[-1]
+        print(f"\n## Goals at {last} samples: PPO - evolution (>= -0.02), unique (>= 80%)\n")
+        print("| device | reward | PPO | evolution | PPO - evolution | PPO unique |")
+        print("|---|---|---|---|---|---|")
+        for d in devices:
+            for o in multi:
+                a, e = col("defaults", "ppo", d, o, last), col("defaults", "evolution", d, o, last)
+                u = np.mean(col("defaults", "ppo", d, o, last, "unique"))
+                print(
+                    f"| {d} | {o} | {np.mean(a):.3f} | {np.mean(e):.3f} | "
+                    f"{np.mean(a) - np.mean(e):+.3f} | {u:.0f} of {last} |"
+                )
+    if "single" in args.objectives:
+        d = devices[0]
+        print(
+            "\n## Single objective (w = 0, CIFAR-10): 200-epoch test accuracy of the sample "
+            f"with the best 12-epoch validation accuracy, optimum {OPTIMUM}\n"
+        )
+        print("| strategy | " + " | ".join(map(str, budgets)) + " |")
+        print("|---|" + "---|" * len(budgets))
+        for s in args.strategies:
+            cells = [mean_std(col("defaults", s, d, "single", b, "best_acc")) for b in budgets]
+            print(f"| {s} | " + " | ".join(cells) + " |")
+            summary.setdefault("single", {})[s] = {
+                b: float(np.mean(col("defaults", s, d, "single", b, "best_acc"))) for b in budgets
+            }
+
+
+def report_ablation(budgets, col, summary) -> None:
+    pick = [b for b in (200, budgets[-1]) if b in budgets]
+    print(
+        "\n## Ablation: the default strategy=ppo with one choice turned off; hypervolume "
+        f"fraction at {' / '.join(map(str, pick))} samples (unique of {budgets[-1]})\n"
+    )
+    heads = [f"{d} {o}" for d in ABLATION_DEVICES for o in ("soft", "hard")]
+    print("| variant | " + " | ".join(heads) + " |")
+    print("|---|" + "---|" * len(heads))
+    for name, overrides in ABLATIONS.items():
+        cells = []
+        for d in ABLATION_DEVICES:
+            for o in ("soft", "hard"):
+                hv = " / ".join(f"{np.mean(col(name, 'ppo', d, o, b)):.3f}" for b in pick)
+                u = np.mean(col(name, "ppo", d, o, budgets[-1], "unique"))
+                cells.append(f"{hv} ({u:.0f})")
+                summary["ablation"].setdefault(name, {})[f"{d}/{o}"] = {
+                    b: float(np.mean(col(name, "ppo", d, o, b))) for b in pick
+                }
+        label = f"{name}: `{' '.join(overrides)}`" if overrides else name
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def plot_curves(args, budgets, devices, col) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(objectives), figsize=(6 * len(objectives), 4.2), squeeze=False)
-    for ax, o in zip(axes[0], objectives, strict=True):
-        for s in args.strategies:
-            per_b = results["metrics"][f"{s}/{o}"]
-            mean = np.array([np.mean([m["hv"] for m in per_b[str(b)]]) for b in points])
-            sem = np.array(
-                [np.std([m["hv"] for m in per_b[str(b)]], ddof=1) for b in points]
-            ) / math.sqrt(args.seeds)
-            ax.plot(points, mean, label=s)
-            ax.fill_between(points, mean - sem, mean + sem, alpha=0.25)
-        ax.set_xscale("log")
-        ax.set_xlabel("samples (architectures evaluated, repeats counted)")
-        ax.set_ylabel("hypervolume fraction of the true front")
-        ax.set_title(f"NAS-Bench-201, {args.device}, {o} reward (mean +- s.e., {args.seeds} seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend()
+    multi = [o for o in ("soft", "hard") if o in args.objectives]
+    fig, axes = plt.subplots(
+        len(multi), len(devices), figsize=(3.6 * len(devices), 3.2 * len(multi)), squeeze=False
+    )
+    for i, o in enumerate(multi):
+        for j, d in enumerate(devices):
+            ax = axes[i][j]
+            for s in args.strategies:
+                mean = np.array([np.mean(col("defaults", s, d, o, b)) for b in budgets])
+                sem = np.array(
+                    [np.std(col("defaults", s, d, o, b), ddof=1) for b in budgets]
+                ) / math.sqrt(args.seeds)
+                ax.plot(budgets, mean, marker="o", label=s)
+                ax.fill_between(budgets, mean - sem, mean + sem, alpha=0.25)
+            ax.set_xscale("log")
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.minorticks_off()
+            ax.set_title(f"{d}, {o}")
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("hypervolume fraction")
+            if i == len(multi) - 1:
+                ax.set_xlabel("samples")
+    axes[0][0].legend()
+    fig.suptitle(f"NAS-Bench-201, mean +- s.e. over {args.seeds} seeds")
     fig.tight_layout()
-    path = args.out / f"nb201_hypervolume_{args.device}.png"
-    fig.savefig(path, dpi=120)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "nb201_hypervolume.png"
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 

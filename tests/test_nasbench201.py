@@ -164,17 +164,21 @@ def test_strategies_run_on_the_space(name):
 
 
 def test_ppo_learns_a_simple_reward_on_the_space():
-    # reward: fraction of conv3x3 edges; uniform sampling averages 0.2
+    # reward: fraction of conv3x3 edges; uniform sampling averages 0.2. The default ppo
+    # climbs towards all-conv3x3 while never proposing a cell twice.
     space = NB201Space()
-    strat = make_strategy("ppo", space, seed=0, lr=0.01)
-    means = []
-    for _ in range(30):
-        archs = strat.ask(20)
+    strat = make_strategy("ppo", space, seed=0)
+    means, keys = [], []
+    for _ in range(20):
+        archs = strat.ask(10)
         rewards = [a.tokens.count(3) / 6 for a in archs]
         strat.tell(archs, rewards)
         means.append(np.mean(rewards))
-    assert np.mean(means[:3]) < 0.3
+        keys += [a.key for a in archs]
+    assert np.mean(means[:2]) < 0.35
     assert np.mean(means[-3:]) > 0.6
+    assert len(set(keys)) == 200
+    assert space.architecture([3] * 6).key in keys
 
 
 @pytest.mark.data

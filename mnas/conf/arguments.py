@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnas.data import DatasetSplits, load_dataset
 from mnas.deploy import ExportSettings
 from mnas.latency import LatencySettings
+from mnas.search.ppo import PPOConfig
 from mnas.search.reward import PRESETS
 from mnas.training import TrainConfig
 
@@ -39,6 +40,19 @@ def train_config(cfg: DictConfig, seed: int | None = None) -> TrainConfig:
     if seed is not None:
         kwargs["seed"] = seed
     return TrainConfig(**kwargs)
+
+
+def ppo_config(cfg: DictConfig) -> PPOConfig:
+    """The library's :class:`mnas.search.ppo.PPOConfig` from a ``strategy`` node (validates)."""
+    return PPOConfig(
+        clip_eps=cfg.clip_eps,
+        epochs=cfg.epochs,
+        entropy_coef=cfg.entropy_coef,
+        max_grad_norm=cfg.max_grad_norm,
+        advantages=name_of(cfg.advantages),
+        baseline_decay=cfg.baseline_decay,
+        normalize_advantages=cfg.normalize_advantages,
+    )
 
 
 def reward_params(cfg: DictConfig) -> tuple[float, float]:

@@ -18,6 +18,7 @@ from mnas.conf.arguments import (
     latency_settings,
     name_of,
     plain,
+    ppo_config,
     reward_params,
     target_value,
     train_config,
@@ -31,7 +32,6 @@ from mnas.evaluate.trained import ModelSpec, TrainedEvaluator
 from mnas.latency import make_latency_evaluator
 from mnas.search import RUN_INFO, Search, make_strategy
 from mnas.search.pareto import median_reference
-from mnas.search.ppo import PPOConfig
 from mnas.space import make_space
 
 log = logging.getLogger(__name__)
@@ -67,15 +67,18 @@ def make_strategy_from(cfg: DictConfig, space):
     s = cfg.strategy
     name = name_of(s.name)
     if name in ("ppo", "reinforce"):
-        ppo = PPOConfig(
-            clip_eps=s.clip_eps,
-            epochs=s.epochs,
-            entropy_coef=s.entropy_coef,
-            max_grad_norm=s.max_grad_norm,
-            baseline_decay=s.baseline_decay,
-            normalize_advantages=s.normalize_advantages,
+        ctl = plain(cfg.controller)
+        return make_strategy(
+            name,
+            space,
+            seed=cfg.seed,
+            lr=s.lr,
+            adam_beta1=s.adam_beta1,
+            ppo=ppo_config(s),
+            resample=s.resample,
+            controller=name_of(ctl.pop("kind")),
+            **ctl,
         )
-        return make_strategy(name, space, seed=cfg.seed, lr=s.lr, ppo=ppo, **plain(cfg.controller))
     if name == "evolution":
         return make_strategy(
             name, space, seed=cfg.seed, population=s.population, sample_size=s.sample_size

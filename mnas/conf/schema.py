@@ -17,6 +17,8 @@ from hydra.core.config_store import ConfigStore
 from mnas.data import DATASETS
 from mnas.evaluate.executors import EXECUTORS
 from mnas.latency.settings import KINDS
+from mnas.search.controller import CONTROLLERS
+from mnas.search.ppo import ADVANTAGES
 from mnas.search.reward import PRESETS
 from mnas.search.strategies import STRATEGIES
 from mnas.space import SPACES
@@ -47,6 +49,8 @@ RewardPreset = _names("RewardPreset", [*PRESETS, "custom"])
 StrategyName = _names("StrategyName", STRATEGIES)
 ExecutorName = _names("ExecutorName", EXECUTORS)
 EvaluatorName = _names("EvaluatorName", ("trained", "tabular"))
+ControllerKind = _names("ControllerKind", CONTROLLERS)
+AdvantageKind = _names("AdvantageKind", ADVANTAGES)
 
 
 @dataclass
@@ -127,23 +131,27 @@ class RewardConf:
 @dataclass
 class StrategyConf:
     name: StrategyName = StrategyName.ppo  # ppo | reinforce | random | evolution
-    lr: float = 0.01  # Adam learning rate of the controller
+    lr: float = 0.1  # Adam learning rate of the controller
+    adam_beta1: float = 0.0  # Adam's first-moment decay (TuNAS: 0)
     clip_eps: float = 0.2  # PPO clipping range
     epochs: int = 4  # PPO passes over each batch
     entropy_coef: float = 1e-5  # entropy bonus
     max_grad_norm: float = 1.0  # gradient clipping
-    baseline_decay: float = 0.7  # EMA decay of the reward baseline
-    normalize_advantages: bool = True  # divide advantages by their batch std
+    advantages: AdvantageKind = AdvantageKind.rank  # rank | baseline
+    baseline_decay: float = 0.7  # baseline advantages: EMA decay of the reward baseline
+    normalize_advantages: bool = True  # baseline advantages: divide by their batch std
+    resample: int = 50  # redraws per architecture proposed before (0: keep repeats)
     population: int = 10  # evolution: population size
     sample_size: int = 3  # evolution: tournament size
 
 
 @dataclass
 class ControllerConf:
-    hidden_size: int = 100  # LSTM units (NASNet: 100)
+    kind: ControllerKind = ControllerKind.independent  # independent | lstm
     temperature: float = 1.0  # logits are divided by it
     tanh_constant: float | None = None  # cap logits at C * tanh(logits) (None: no cap)
-    init_range: float = 0.1  # weights uniform in +-init_range
+    hidden_size: int | None = None  # lstm only: units (None: NASNet's 100)
+    init_range: float | None = None  # lstm only: weights uniform in +-init_range (None: 0.1)
 
 
 @dataclass

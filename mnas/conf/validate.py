@@ -13,12 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from mnas.conf.arguments import (
     latency_settings,
     name_of,
+    ppo_config,
     reward_params,
     target_value,
     train_config,
 )
 from mnas.evaluate.executors import check_gpu_share
-from mnas.search.ppo import PPOConfig
 from mnas.search.reward import check_reward_params
 from mnas.training.device import check_device
 
@@ -35,16 +35,20 @@ def validate_search(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={cfg[key]} must be >= 1")
     if cfg.seed < 0:
         raise ValueError(f"seed={cfg.seed} must be >= 0")
-    PPOConfig(
-        clip_eps=cfg.strategy.clip_eps,
-        epochs=cfg.strategy.epochs,
-        entropy_coef=cfg.strategy.entropy_coef,
-        max_grad_norm=cfg.strategy.max_grad_norm,
-        baseline_decay=cfg.strategy.baseline_decay,
-        normalize_advantages=cfg.strategy.normalize_advantages,
-    )
+    ppo_config(cfg.strategy)
     if cfg.strategy.lr <= 0:
         raise ValueError(f"strategy.lr={cfg.strategy.lr} must be > 0")
+    if not 0 <= cfg.strategy.adam_beta1 < 1:
+        raise ValueError(f"strategy.adam_beta1={cfg.strategy.adam_beta1} must lie in [0, 1)")
+    if cfg.strategy.resample < 0:
+        raise ValueError(f"strategy.resample={cfg.strategy.resample} must be >= 0")
+    if name_of(cfg.controller.kind) == "independent":
+        for key in ("hidden_size", "init_range"):
+            if cfg.controller[key] is not None:
+                raise ValueError(
+                    f"controller.{key}={cfg.controller[key]} is an LSTM setting; "
+                    "use controller=nasnet (kind lstm) or leave it null"
+                )
     alpha, beta = reward_params(cfg.reward)
     target = target_value(cfg.reward)
     check_reward_params(target if target is not None else 1.0, alpha, beta)

@@ -1,10 +1,15 @@
-"""The NASNet-style LSTM controller that MnasNet reused.
+"""Controllers: policies over a space's sequence of categorical decisions.
 
-At each step the LSTM reads the embedding of the previous token (a learned start
-vector at step 0), and the softmax head of the current decision's *type* turns its
-hidden state into logits. Heads and embeddings are shared by decisions of one type
-(``kernel`` of block 1 and of block 7 use the same head), so the controller is sized
-from the space's decision list alone and never sees a network.
+- ``independent`` (the default): one free logit vector per decision, initialised to zero
+  (uniform), as TuNAS (Bender et al. 2020) uses. Decisions are sampled independently.
+- ``lstm``: the NASNet-style LSTM controller that MnasNet reused. At each step the LSTM reads
+  the embedding of the previous token (a learned start vector at step 0), and the softmax head
+  of the current decision's *type* turns its hidden state into logits. Heads and embeddings
+  are shared by decisions of one type (``kernel`` of block 1 and of block 7 use the same head).
+
+Both are sized from the space's decision list alone, never see a network, and offer the same
+two calls: ``sample(n, generator)`` and ``evaluate(tokens)``. On NAS-Bench-201 the independent
+policy out-searched the LSTM under the same update (docs/nasbench201.md, ablation).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from mnas.space import Decision
+
+CONTROLLERS = ("independent", "lstm")
 
 
 @dataclass(frozen=True)
@@ -33,8 +40,8 @@ class Sample:
     entropies: Tensor
 
 
-class Controller(nn.Module):
-    """One-layer LSTM policy over a sequence of categorical decisions.
+class LSTMController(nn.Module):
+    """One-layer LSTM policy over a sequence of categorical decisions (NASNet).
 
     Args:
         decisions: the space's decisions, in token order.
@@ -61,10 +68,7 @@ class Controller(nn.Module):
             raise ValueError("the controller needs at least one decision")
         if hidden_size < 1:
             raise ValueError(f"hidden_size={hidden_size} must be >= 1")
-        if temperature <= 0:
-            raise ValueError(f"temperature={temperature} must be > 0")
-        if tanh_constant is not None and tanh_constant <= 0:
-            raise ValueError(f"tanh_constant={tanh_constant} must be > 0 or None")
+        _check_logit_shaping(temperature, tanh_constant)
         embed_size = embed_size or hidden_size
         self.types: list[str] = []
         sizes: dict[str, int] = {}
@@ -124,9 +128,126 @@ class Controller(nn.Module):
     def evaluate(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Log-probabilities and entropies of given sequences under the current policy
         (with gradient): ``(log_probs (n,), entropies (n,))``."""
-        if tokens.dim() != 2 or tokens.shape[1] != len(self.types):
-            raise ValueError(
-                f"tokens of shape {tuple(tokens.shape)}; expected (n, {len(self.types)})"
-            )
+        _check_tokens(tokens, len(self.types))
         out = self._run(tokens.shape[0], tokens.long(), None)
         return out.log_probs, out.entropies
+
+
+def _check_logit_shaping(temperature: float, tanh_constant: float | None) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature} must be > 0")
+    if tanh_constant is not None and tanh_constant <= 0:
+        raise ValueError(f"tanh_constant={tanh_constant} must be > 0 or None")
+
+
+def _check_tokens(tokens: Tensor, length: int) -> None:
+    if tokens.dim() != 2 or tokens.shape[1] != length:
+        raise ValueError(f"tokens of shape {tuple(tokens.shape)}; expected (n, {length})")
+
+
+class IndependentController(nn.Module):
+    """One logit vector per decision, no state between decisions (TuNAS).
+
+    Logits start at zero, so the first samples are uniform over the space. Decisions with
+    fewer choices than the widest one are padded with logits of ``-inf``.
+
+    Args:
+        decisions: the space's decisions, in token order.
+        temperature: logits are divided by it (> 0).
+        tanh_constant: if set, logits become ``C * tanh(logits / temperature)``.
+    """
+
+    def __init__(
+        self,
+        decisions: Sequence[Decision],
+        temperature: float = 1.0,
+        tanh_constant: float | None = None,
+    ) -> None:
+        super().__init__()
+        if not decisions:
+            raise ValueError("the controller needs at least one decision")
+        _check_logit_shaping(temperature, tanh_constant)
+        self.num_choices = [len(d.choices) for d in decisions]
+        width = max(self.num_choices)
+        self.temperature = temperature
+        self.tanh_constant = tanh_constant
+        self.logits = nn.Parameter(torch.zeros(len(decisions), width))
+        mask = torch.zeros(len(decisions), width)
+        for i, n in enumerate(self.num_choices):
+            mask[i, n:] = -torch.inf
+        self.register_buffer("mask", mask, persistent=False)
+
+    def log_policy(self) -> Tensor:
+        """(L, max choices) log-probabilities of every choice of every decision."""
+        logits = self.logits / self.temperature
+        if self.tanh_constant is not None:
+            logits = self.tanh_constant * torch.tanh(logits)
+        return torch.log_softmax(logits + self.mask, dim=-1)
+
+    def _entropy(self, log_p: Tensor) -> Tensor:
+        p = log_p.exp()
+        # padded choices have p = 0 and log p = -inf; their term is 0, not nan
+        return -(p * log_p.masked_fill(p == 0, 0.0)).sum()
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Sample:
+        """Sample ``n`` sequences (no gradient)."""
+        if n < 1:
+            raise ValueError(f"n={n} must be >= 1")
+        log_p = self.log_policy()
+        tokens = torch.multinomial(log_p.exp(), n, replacement=True, generator=generator).T
+        log_probs = log_p.gather(1, tokens.T).sum(0)
+        return Sample(
+            tokens=tokens.contiguous(),
+            log_probs=log_probs,
+            entropies=self._entropy(log_p).expand(n).clone(),
+        )
+
+    def evaluate(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-probabilities and entropies of given sequences under the current policy
+        (with gradient): ``(log_probs (n,), entropies (n,))``."""
+        _check_tokens(tokens, len(self.num_choices))
+        log_p = self.log_policy()
+        log_probs = log_p.gather(1, tokens.long().T).sum(0)
+        return log_probs, self._entropy(log_p).expand(tokens.shape[0])
+
+
+Controller = IndependentController | LSTMController
+
+
+def make_controller(
+    kind: str,
+    decisions: Sequence[Decision],
+    seed: int | None = None,
+    temperature: float = 1.0,
+    tanh_constant: float | None = None,
+    hidden_size: int | None = None,
+    init_range: float | None = None,
+) -> Controller:
+    """A controller by kind (:data:`CONTROLLERS`).
+
+    ``hidden_size`` and ``init_range`` (and the seed of the initial weights) only exist for the
+    LSTM; the independent policy starts uniform. ``None`` means NASNet's 100 and 0.1.
+
+    Raises:
+        ValueError: for an unknown kind or an LSTM-only setting given to ``independent``.
+    """
+    if kind == "independent":
+        lstm_only = {"hidden_size": hidden_size, "init_range": init_range}
+        given = [k for k, v in lstm_only.items() if v is not None]
+        if given:
+            raise ValueError(
+                f"controller kind 'independent' has no {given}; they are LSTM settings "
+                "(controller.kind=lstm)"
+            )
+        return IndependentController(decisions, temperature, tanh_constant)
+    if kind == "lstm":
+        return LSTMController(
+            decisions,
+            hidden_size=100 if hidden_size is None else hidden_size,
+            temperature=temperature,
+            tanh_constant=tanh_constant,
+            init_range=0.1 if init_range is None else init_range,
+            seed=seed,
+        )
+    raise ValueError(f"unknown controller kind {kind!r}; known: {list(CONTROLLERS)}")

@@ -1,7 +1,16 @@
 """Policy-gradient updates for the controller: PPO (clipped surrogate) and REINFORCE.
 
-Symbols follow the PPO paper: ``r_t(theta) = pi_theta(a) / pi_theta_old(a)``, advantage
-``A = R - b`` with ``b`` an exponential moving average of rewards.
+Symbols follow the PPO paper: ``r_t(theta) = pi_theta(a) / pi_theta_old(a)``.
+
+Advantages (``PPOConfig.advantages``):
+
+- ``rank`` (the default): centred ranks of the batch's rewards scaled to unit standard
+  deviation, ties sharing their mean rank, as evolution strategies shape fitness. They do not
+  depend on the reward's scale or offset, so the same learning rate works whatever the
+  accuracy range, latency target or exponent (a soft reward's ``(LAT/T)**w`` factor spreads
+  rewards by a few hundredths, a hard one by tenths).
+- ``baseline``: NASNet's ``A = R - b`` with ``b`` an exponential moving average of rewards
+  (optionally divided by the batch's standard deviation).
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ from torch import Tensor
 
 from mnas.search.controller import Controller
 
+ADVANTAGES = ("rank", "baseline")
+
 
 @dataclass(frozen=True)
 class PPOConfig:
@@ -22,8 +33,9 @@ class PPOConfig:
     epochs: int = 4  # optimisation passes over each batch (1 for REINFORCE)
     entropy_coef: float = 1e-5  # weight of the entropy bonus (NASNet: 1e-5)
     max_grad_norm: float = 1.0  # gradient clipping (<= 0 disables)
-    baseline_decay: float = 0.95  # EMA decay of the reward baseline
-    normalize_advantages: bool = False  # divide advantages by their batch std
+    advantages: str = "rank"  # rank | baseline (see the module docstring)
+    baseline_decay: float = 0.95  # baseline advantages: EMA decay of the reward baseline
+    normalize_advantages: bool = False  # baseline advantages: divide by their batch std
 
     def __post_init__(self) -> None:
         if not 0 < self.clip_eps < 1:
@@ -32,6 +44,8 @@ class PPOConfig:
             raise ValueError(f"epochs={self.epochs} must be >= 1")
         if self.entropy_coef < 0:
             raise ValueError(f"entropy_coef={self.entropy_coef} must be >= 0")
+        if self.advantages not in ADVANTAGES:
+            raise ValueError(f"advantages={self.advantages!r}; allowed: {list(ADVANTAGES)}")
         if not 0 <= self.baseline_decay < 1:
             raise ValueError(f"baseline_decay={self.baseline_decay} must lie in [0, 1)")
 
@@ -49,6 +63,19 @@ class EMABaseline:
             mean if self.value is None else self.decay * self.value + (1 - self.decay) * mean
         )
         return self.value
+
+
+def rank_advantages(rewards: Tensor) -> Tensor:
+    """Centred ranks of ``rewards`` with unit standard deviation; equal rewards share their
+    mean rank. All zeros when every reward is the same (nothing to prefer)."""
+    r = rewards.double().reshape(-1)
+    below = (r[None, :] < r[:, None]).sum(1)
+    equal = (r[None, :] == r[:, None]).sum(1)
+    centred = below + (equal - 1) / 2 - (len(r) - 1) / 2
+    std = centred.std(unbiased=False)
+    if std == 0:
+        return torch.zeros(len(r))
+    return (centred / std).float()
 
 
 def ppo_loss(
@@ -101,7 +128,7 @@ def policy_update(
 
     Returns the diagnostics of the last pass.
     """
-    if config.normalize_advantages and advantages.numel() > 1:
+    if config.advantages == "baseline" and config.normalize_advantages and advantages.numel() > 1:
         advantages = advantages / (advantages.std() + 1e-8)
     diag: dict[str, float] = {}
     for _ in range(config.epochs if clipped else 1):

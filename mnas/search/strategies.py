@@ -3,8 +3,9 @@
 The search loop calls ``ask(n)`` for architectures, evaluates them however it likes,
 and hands the rewards back with ``tell``. It never knows which strategy runs.
 
-- ``ppo``: the LSTM controller updated with PPO (MnasNet's choice).
-- ``reinforce``: the same controller with a plain REINFORCE step.
+- ``ppo``: a controller (by default independent per-decision logits) updated with PPO on
+  rank advantages, proposing only architectures it has not proposed before.
+- ``reinforce``: the same with a plain REINFORCE step.
 - ``random``: uniform sampling, the baseline every claim is measured against.
 - ``evolution``: regularized (ageing) evolution, Real et al. 2019.
 """
@@ -18,8 +19,8 @@ from typing import Protocol
 
 import torch
 
-from mnas.search.controller import Controller
-from mnas.search.ppo import EMABaseline, PPOConfig, policy_update
+from mnas.search.controller import make_controller
+from mnas.search.ppo import EMABaseline, PPOConfig, policy_update, rank_advantages
 from mnas.space import Architecture, SearchSpace
 
 
@@ -77,52 +78,97 @@ def _as_rng_state(state) -> tuple:
 
 
 class ControllerStrategy:
-    """LSTM controller trained with PPO (``clipped=True``) or REINFORCE.
+    """A controller trained with PPO (``clipped=True``) or REINFORCE.
+
+    Each batch is drawn from the policy but skips architectures this strategy proposed
+    before: a slot holding a repeat is redrawn, up to ``resample`` times, and keeps a repeat
+    only when every redraw was one too (a nearly converged policy). A repeat would cost a
+    sample and teach nothing new; the redraw keeps proposals on the policy's most likely
+    *new* architectures, so a policy that concentrates turns into a local search around its
+    mode instead of collapsing onto it.
 
     Args:
         space: the search space (its decision list sizes the controller).
-        seed: seeds the controller's weights and its sampling generator.
-        lr: Adam learning rate (MnasNet/NASNet: 3.5e-4).
-        ppo: update settings.
+        seed: seeds the controller's weights (LSTM) and its sampling generator.
+        lr: Adam learning rate (0.1 for the independent policy; NASNet's LSTM: 3.5e-4).
+        adam_beta1: Adam's first-moment decay; 0 (TuNAS) makes each step follow the
+            current batch's gradient instead of a momentum of stale ones.
+        ppo: update settings (advantages, epochs, clipping, entropy bonus).
         clipped: PPO when True, REINFORCE when False.
-        controller_kwargs: passed to :class:`Controller` (hidden_size, temperature, ...).
+        controller: ``independent`` or ``lstm`` (:func:`make_controller`).
+        resample: redraws allowed per repeated architecture (0: keep repeats).
+        controller_kwargs: passed to :func:`make_controller` (temperature, hidden_size, ...).
     """
 
     def __init__(
         self,
         space: SearchSpace,
         seed: int = 0,
-        lr: float = 3.5e-4,
+        lr: float = 0.1,
+        adam_beta1: float = 0.0,
         ppo: PPOConfig | None = None,
         clipped: bool = True,
+        controller: str = "independent",
+        resample: int = 50,
         **controller_kwargs,
     ) -> None:
         if lr <= 0:
             raise ValueError(f"lr={lr} must be > 0")
+        if not 0 <= adam_beta1 < 1:
+            raise ValueError(f"adam_beta1={adam_beta1} must lie in [0, 1)")
+        if resample < 0:
+            raise ValueError(f"resample={resample} must be >= 0")
         self.name = "ppo" if clipped else "reinforce"
         self.space = space
         self.config = ppo or PPOConfig()
         self.clipped = clipped
-        self.controller = Controller(space.decisions, seed=seed, **controller_kwargs)
-        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=lr)
+        self.resample = resample
+        self.controller = make_controller(
+            controller, space.decisions, seed=seed, **controller_kwargs
+        )
+        self.optimizer = torch.optim.Adam(
+            self.controller.parameters(), lr=lr, betas=(adam_beta1, 0.999)
+        )
         self.generator = torch.Generator().manual_seed(seed)
         self.baseline = EMABaseline(self.config.baseline_decay)
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.proposed: set[tuple[int, ...]] = set()
+        self._pending: torch.Tensor | None = None
+
+    def _draw(self, n: int) -> torch.Tensor:
+        tokens = self.controller.sample(n, self.generator).tokens
+        if self.resample == 0:
+            return tokens
+        taken = set(self.proposed)
+        rows = [tuple(t) for t in tokens.tolist()]
+        for i in range(n):
+            tries = 0
+            while rows[i] in taken and tries < self.resample:
+                rows[i] = tuple(self.controller.sample(1, self.generator).tokens[0].tolist())
+                tries += 1
+            taken.add(rows[i])
+        return torch.tensor(rows, dtype=torch.long)
 
     def ask(self, n: int) -> list[Architecture]:
-        sample = self.controller.sample(n, self.generator)
-        self._pending = (sample.tokens, sample.log_probs)
-        return [self.space.architecture(t.tolist()) for t in sample.tokens]
+        tokens = self._draw(n)
+        self.proposed.update(tuple(t) for t in tokens.tolist())
+        self._pending = tokens
+        return [self.space.architecture(t.tolist()) for t in tokens]
 
     def tell(self, archs: Sequence[Architecture], rewards: Sequence[float]) -> dict[str, float]:
         if self._pending is None:
             raise ValueError("tell() called before ask()")
-        tokens, old_log_probs = self._pending
+        tokens = self._pending
         _check_tell(tokens.shape[0], archs, rewards)
         r = torch.tensor([float(x) for x in rewards])
-        # The advantage uses the baseline from *before* this batch, as in NASNet.
-        baseline = self.baseline.value if self.baseline.value is not None else float(r.mean())
-        advantages = r - baseline
+        if self.config.advantages == "rank":
+            advantages = rank_advantages(r)
+        else:
+            # The advantage uses the baseline from *before* this batch, as in NASNet.
+            base = self.baseline.value if self.baseline.value is not None else float(r.mean())
+            advantages = r - base
+            self.baseline.update(r)
+        with torch.no_grad():
+            old_log_probs, _ = self.controller.evaluate(tokens)
         diag = policy_update(
             self.controller,
             self.optimizer,
@@ -132,8 +178,8 @@ class ControllerStrategy:
             self.config,
             self.clipped,
         )
-        diag["baseline"] = self.baseline.update(r)
-        diag["advantage_mean"] = float(advantages.mean())
+        diag["reward_mean"] = float(r.mean())
+        diag["unique_proposed"] = float(len(self.proposed))
         self._pending = None
         return diag
 
@@ -143,6 +189,7 @@ class ControllerStrategy:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "baseline": self.baseline.value,
+            "proposed": sorted(self.proposed),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -150,6 +197,7 @@ class ControllerStrategy:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.baseline.value = state["baseline"]
+        self.proposed = {tuple(t) for t in state["proposed"]}
         self._pending = None
 
 
