@@ -10,12 +10,15 @@ Building a table (``scripts/latency_table.py`` or :func:`build_table`):
 2. each configuration is exported alone as a tiny ONNX graph and timed like a whole
    network; the per-call overhead (timed on a trivial graph) is subtracted;
 3. a handful of whole networks are measured and the sum is calibrated against them: the
-   plain sum, ``b * sum`` or ``a + b * sum``, whichever predicts left-out networks best
-   (:func:`fit_calibration`); the fit absorbs what summing misses (fusion across layers,
-   cache effects).
+   plain sum, ``b * sum``, ``a + b * sum`` or ``a + b * sum + c * Mparams``, whichever
+   predicts left-out networks best (:func:`fit_calibration`); the fit absorbs what summing
+   misses (fusion across layers, cache effects). It is constrained to predict at least the
+   call overhead for the cheapest network the table can describe (:func:`table_floor`), so
+   no network in the table's range is predicted at or below 0 ms.
 
 A prediction is then ``a + b * (overhead + sum of the network's layer entries)``, plus
-``c * (millions of parameters)`` when the weights term won the calibration.
+``c * (millions of parameters)`` when the weights term won the calibration; a prediction
+that is still <= 0 (a table built before the constraint) is a :class:`LatencyError`.
 """
 
 from __future__ import annotations
@@ -284,25 +287,79 @@ def _design(kind: str, x: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
-def _fit(kind: str, x: np.ndarray, y: np.ndarray, p: np.ndarray) -> Calibration:
+@dataclass(frozen=True)
+class Floor:
+    """The cheapest network a table can describe, as the calibration sees it.
+
+    Attributes:
+        raw_ms: the least ``overhead + sum of entries`` of any network (every network pays
+            the call overhead and has a stem and a head; its other layers cost >= 0).
+        mparams: the least parameter count, in millions, of any network.
+        min_ms: what a prediction there must reach: the call overhead, which no network
+            can beat.
+    """
+
+    raw_ms: float
+    mparams: float
+    min_ms: float
+
+
+def table_floor(
+    configs: Iterable[LayerConfig],
+    entries: dict[str, float],
+    overhead_ms: float,
+    mparams: dict[str, float],
+) -> Floor:
+    """The :class:`Floor` of a table with these layer ``configs``."""
+    raw, params = overhead_ms, 0.0
+    for kind in ("stem", "head"):
+        keys = [c.key for c in configs if c.kind == kind]
+        if keys:
+            raw += min(entries[k] for k in keys)
+            params += min(mparams.get(k, 0.0) for k in keys)
+    return Floor(raw, params, overhead_ms)
+
+
+def _fit(
+    kind: str, x: np.ndarray, y: np.ndarray, p: np.ndarray, floor: Floor | None = None
+) -> Calibration:
     """One calibration model fitted to minimise *relative* error (the squared error of
     ``prediction / measured - 1``), so small networks count as much as large ones, as in the
-    MAPE that judges the table."""
+    MAPE that judges the table. With a ``floor``, a model with an intercept whose best fit
+    predicts less than ``floor.min_ms`` at the floor is refitted through that point: the
+    least-squares optimum under the constraint ``prediction(floor) >= min_ms`` lies on it
+    whenever the unconstrained optimum breaks it."""
     if kind == "identity":
         return Calibration()
     design = _design(kind, x, p) / y[:, None]
     coef, *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
     if kind == "scale":
         return Calibration(kind, 0.0, float(coef[0]))
-    if kind == "affine":
-        return Calibration(kind, float(coef[0]), float(coef[1]))
-    return Calibration(kind, float(coef[0]), float(coef[1]), float(coef[2]))
+    cal = Calibration(kind, *(float(c) for c in coef))
+    if floor is None or cal.predict(floor.raw_ms, floor.mparams) >= floor.min_ms:
+        return cal
+    # prediction = min_ms + b * (raw - raw_floor) + c * (mparams - mparams_floor)
+    columns = [x - floor.raw_ms] + ([p - floor.mparams] if kind == "affine_weights" else [])
+    design = np.stack(columns, axis=1) / y[:, None]
+    coef, *_ = np.linalg.lstsq(design, 1.0 - floor.min_ms / y, rcond=None)
+    slope, per_mparam = float(coef[0]), float(coef[1]) if len(coef) > 1 else 0.0
+    intercept = floor.min_ms - slope * floor.raw_ms - per_mparam * floor.mparams
+    return Calibration(kind, intercept, slope, per_mparam)
+
+
+def _admissible(cal: Calibration, floor: Floor | None) -> bool:
+    """A model that only grows with the sum and the parameter count and, given the floor,
+    predicts at least its ``min_ms`` there, so that it does everywhere above it."""
+    if not (cal.slope > 0 and cal.ms_per_mparam >= 0):
+        return False
+    return floor is None or cal.predict(floor.raw_ms, floor.mparams) >= floor.min_ms * (1 - 1e-9)
 
 
 def fit_calibration(
     raw_ms: Sequence[float],
     measured_ms: Sequence[float],
     mparams: Sequence[float] | None = None,
+    floor: Floor | None = None,
 ) -> Calibration:
     """Calibrate the summed layer timings against measured whole networks.
 
@@ -312,8 +369,10 @@ def fit_calibration(
     weights in cache, inside a network with megabytes of weights it does not). Each is
     fitted for relative error; the one with the lowest leave-one-out MAPE wins, so a few
     noisy calibration networks cannot make the table worse than the plain sum. A model
-    needs one network more than it has coefficients; one whose fit has a non-positive
-    slope is never chosen.
+    needs one network more than it has coefficients; one whose fit decreases with the sum
+    or the parameter count, or (given the table's ``floor``) predicts less than the call
+    overhead for the table's cheapest network, is never chosen, and the intercept models
+    are fitted under that constraint (:func:`_fit`).
 
     Raises:
         ValueError: on lists of different or zero length, or non-positive measurements.
@@ -332,20 +391,23 @@ def fit_calibration(
         candidates = [k for k in candidates if k != "affine_weights"]
     if float(np.ptp(x)) == 0:
         candidates = [k for k in candidates if k in ("identity", "scale")]
-    best = (math.inf, "identity")
+    scored = []
     for kind in candidates:
         errors = []
         for i in range(x.size):
             keep = np.arange(x.size) != i
-            cal = _fit(kind, x[keep], y[keep], p[keep])
-            if not cal.slope > 0:
+            cal = _fit(kind, x[keep], y[keep], p[keep], floor)
+            if not _admissible(cal, floor):
                 break
             errors.append(abs(cal.predict(x[i], p[i]) - y[i]) / y[i])
         else:
-            loo = float(np.mean(errors))
-            if loo < best[0]:
-                best = (loo, kind)
-    return _fit(best[1], x, y, p)
+            scored.append((float(np.mean(errors)), kind))
+    # stable sort: on a tie the simpler model (earlier in CALIBRATIONS) is kept
+    for _, kind in sorted(scored, key=lambda s: s[0]):
+        cal = _fit(kind, x, y, p, floor)
+        if kind == "identity" or _admissible(cal, floor):
+            return cal
+    return Calibration()
 
 
 def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
@@ -367,6 +429,7 @@ def build_table(
     threads) and the timing plan for layers and calibration networks alike.
     """
     t0 = time.perf_counter()
+    configs = list(configs)
     entries, overhead, mparams = profile_layers(configs, evaluator, progress)
     setup = evaluator.setup()
     table = {
@@ -383,7 +446,8 @@ def build_table(
         raw.append(r)
         weights.append(w)
     measured = [evaluator.measure(arch).median_ms for arch in calibration_archs]
-    cal = fit_calibration(raw, measured, weights) if calibration_archs else Calibration()
+    floor = table_floor(configs, entries, overhead, mparams)
+    cal = fit_calibration(raw, measured, weights, floor) if calibration_archs else Calibration()
     predicted = [cal.predict(r, w) for r, w in zip(raw, weights, strict=True)]
     table["calibration"] = {
         "kind": cal.kind,
@@ -395,6 +459,7 @@ def build_table(
         "mparams": weights,
         "measured_ms": measured,
         "mape_percent": mape(predicted, measured) if calibration_archs else None,
+        "floor": {"raw_ms": floor.raw_ms, "mparams": floor.mparams, "min_ms": floor.min_ms},
     }
     table["build_seconds"] = time.perf_counter() - t0
     log.info(
@@ -529,9 +594,17 @@ class LutLatency:
         """Predicted latency of ``arch`` (``source="lut"``, no spread).
 
         Raises:
-            LatencyError: if a layer of ``arch`` is missing from the table.
+            LatencyError: if a layer of ``arch`` is missing from the table, or the
+                prediction is <= 0 ms (a calibration fitted before that was ruled out).
         """
-        return LatencyStats.point(self.calibration.predict(*_sums(self.table, arch)), "lut")
+        ms = self.calibration.predict(*_sums(self.table, arch))
+        if not ms > 0:
+            raise LatencyError(
+                f"{describe_arch(arch)}: the latency table {self.path} predicts {ms:.4g} ms "
+                f"(<= 0) with its {self.calibration.kind} calibration; rebuild the table with "
+                "scripts/latency_table.py (calibrations are now kept above 0)"
+            )
+        return LatencyStats.point(ms, "lut")
 
 
 def table_configs_for(
