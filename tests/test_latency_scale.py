@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import pickle
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 import mnas.latency.lut as lut_mod
 from mnas.latency import (
     LatencyError,
+    LatencySettings,
     LatencyStats,
     LutLatency,
     OrtLatency,
@@ -25,6 +28,58 @@ SMALL = dict(input_size=32, num_classes=10, stem_stride=2)
 TINY_ARCH = Architecture.from_blocks(
     "ds_r1_k3_s1_c16,ir_r2_k3_s2_e3_c24_se0.25,cn_r1_k5_s2_c32_pool"
 )
+
+
+# --- hole 5: the cache is opened where timing happens; a broken cache is a miss ------------
+
+
+def test_cache_path_is_expanded_and_opened_where_timing_happens(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    coordinator, device = tmp_path / "coordinator", tmp_path / "device"
+    monkeypatch.setenv("HOME", str(coordinator))
+    ev = OrtLatency(**SMALL, **FAST, cache_path="~/.cache/mnas/latency.sqlite")
+    shipped = pickle.dumps(ev)
+    monkeypatch.setenv("HOME", str(device))
+    there = pickle.loads(shipped)
+    assert there.measure(TINY_ARCH).source == "measured"
+    assert there.measure(TINY_ARCH).source == "cache"
+    assert (device / ".cache" / "mnas" / "latency.sqlite").is_file()
+    assert not coordinator.exists() and not (tmp_path / "~").exists()
+
+
+def test_search_settings_ship_the_cache_path_unexpanded(tmp_path, monkeypatch):
+    from mnas.latency import make_latency_evaluator
+
+    monkeypatch.setenv("HOME", str(tmp_path / "coordinator"))
+    ev = make_latency_evaluator(LatencySettings(cache="~/.cache/mnas/latency.sqlite"), **SMALL)
+    assert ev.cache.path == "~/.cache/mnas/latency.sqlite"
+    assert not (tmp_path / "coordinator").exists()
+
+
+def _break(path: Path, how: str) -> Path:
+    if how == "directory":
+        path.mkdir()
+        return path
+    if how == "garbage":
+        path.write_bytes(b"this is not an SQLite database\n" * 200)
+        return path
+    path.write_text("a file where a folder should be")
+    return path / "latency.sqlite"
+
+
+@pytest.mark.parametrize("how", ["directory", "garbage", "under_a_file"])
+def test_unusable_cache_is_a_miss_with_a_warning(tmp_path, caplog, how):
+    path = _break(tmp_path / "lat.sqlite", how)
+    ev = OrtLatency(**SMALL, **FAST, cache_path=path, reference=True)
+    with caplog.at_level(logging.WARNING, logger="mnas.latency"):
+        first = ev.measure(TINY_ARCH)
+        second = ev.measure(TINY_ARCH)
+    assert (first.source, second.source) == ("measured", "measured")
+    assert first.drift_factor != 1.0 and ev.exports == 2
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all(str(path) in r.getMessage() for r in warnings)
+    # warned once per evaluator, not once per architecture
+    assert len(warnings) == 1
 
 
 # --- hole 6: a lookup table never predicts <= 0 ms ---------------------------------------

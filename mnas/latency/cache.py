@@ -2,7 +2,9 @@
 
 Write-ahead logging lets readers proceed while one writer commits, and the busy timeout
 makes a second writer wait for the lock instead of failing. Every call opens its own
-short-lived connection, so a cache object can cross ``fork`` and pickling boundaries.
+short-lived connection, and nothing is opened (nor ``~`` expanded) before the first call,
+so a cache object can cross ``fork`` and pickling boundaries, and another machine (a
+latency device) opens the file under its own home folder.
 """
 
 from __future__ import annotations
@@ -45,27 +47,43 @@ def cache_key(fields: Mapping[str, object]) -> str:
 class LatencyCache:
     """Measured latencies keyed by :func:`cache_key` of (architecture, setup, machine).
 
+    Every method raises ``sqlite3.Error`` or ``OSError`` when the file cannot be used;
+    :class:`mnas.latency.OrtLatency` turns that into a miss with a warning.
+
     Args:
-        path: the SQLite file; its folder is created if needed.
+        path: the SQLite file, ``~`` allowed; expanded, and its folder created, by the
+            process that first uses it.
         timeout_s: how long a writer waits for another process's lock.
     """
 
-    def __init__(self, path: str | os.PathLike, timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str | os.PathLike, timeout_s: float = 10.0) -> None:
         self.path = os.fspath(path)
         self.timeout_s = timeout_s
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        conn = self._connect()
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            with conn:
-                conn.executescript(_SCHEMA)
-        finally:
-            conn.close()
+        self._ready_in: int | None = None
+
+    def __getstate__(self) -> dict:
+        # the copy's process has not created the schema (it may be another machine)
+        return {**self.__dict__, "_ready_in": None}
+
+    @property
+    def file(self) -> str:
+        """The path with ``~`` expanded in this process."""
+        return os.path.expanduser(self.path)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.timeout_s)
-        conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+        if self._ready_in != os.getpid():
+            os.makedirs(os.path.dirname(os.path.abspath(self.file)), exist_ok=True)
+        conn = sqlite3.connect(self.file, timeout=self.timeout_s)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+            if self._ready_in != os.getpid():
+                conn.execute("PRAGMA journal_mode=WAL")
+                with conn:
+                    conn.executescript(_SCHEMA)
+                self._ready_in = os.getpid()
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def get(self, key: str) -> LatencyStats | None:

@@ -35,11 +35,13 @@ import json
 import logging
 import os
 import platform
+import sqlite3
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -63,6 +65,7 @@ REFERENCE_BLOCK = 8
 REFERENCE_UNTIMED = 1
 # Bump when export settings change the graph, so old cache entries stop matching.
 EXPORT_FORMAT = 1
+T = TypeVar("T")
 
 
 def positive_int(name: str, value: object) -> int:
@@ -283,7 +286,9 @@ class OrtLatency:
         warmup, min_runs, max_runs, rel_ci, time_cap_s: see :class:`TimingPlan`.
         pin_cpu: if set, pin timing to CPUs ``pin_cpu .. pin_cpu + threads - 1`` with
             ``os.sched_setaffinity`` (Linux); ignored with a warning where unavailable.
-        cache_path: SQLite file of cached measurements; None disables caching.
+        cache_path: SQLite file of cached measurements and nominals (``~`` allowed); opened
+            lazily by the process that times, and a file that cannot be used is a miss
+            with a warning. None disables caching.
         reference: time a reference network in blocks alternating with the candidate's and
             correct for the machine's speed drift (see the module docstring).
         reference_ms: the reference's nominal median; None: from the cache, or timed on
@@ -330,14 +335,34 @@ class OrtLatency:
             raise ValueError(f"reference_ms={reference_ms} must be > 0 (or None)")
         self.reference_ms = reference_ms
         self._ref: tuple[Callable[[], None], float] | None = None
+        self._cache_broken = False
         self.exports = 0
         self.cache_hits = 0
 
     def __getstate__(self) -> dict:
-        # ONNX Runtime sessions do not pickle; a copy in another process makes its own.
-        state = dict(self.__dict__)
-        state["_ref"] = None
-        return state
+        # ONNX Runtime sessions do not pickle, and the cache's health belongs to the
+        # machine that times: a copy in another process finds its own.
+        return {**self.__dict__, "_ref": None, "_cache_broken": False}
+
+    def _cached(self, what: str, op: Callable[[LatencyCache], T], default: T) -> T:
+        """``op(cache)``, or ``default`` without a usable cache: a cache that fails once
+        (unreadable, not a database, locked past the timeout) is left alone from then on,
+        with one warning, so that it costs a miss and never a measurement."""
+        if self.cache is None or self._cache_broken:
+            return default
+        try:
+            return op(self.cache)
+        except (sqlite3.Error, OSError) as e:
+            self._cache_broken = True
+            log.warning(
+                "latency cache %s cannot be used (%s while trying to %s: %s); "
+                "timing without it from now on",
+                self.cache.file,
+                type(e).__name__,
+                what,
+                e,
+            )
+            return default
 
     def _pin_set(self, pin_cpu: int | None) -> frozenset[int] | None:
         if pin_cpu is None:
@@ -407,8 +432,8 @@ class OrtLatency:
                 raise LatencyError(f"cannot time the reference network: {e}") from e
             key = cache_key({"reference_nominal": REFERENCE_NAME, **self._base_setup()})
             nominal = self.reference_ms
-            if nominal is None and self.cache is not None:
-                nominal = self.cache.get_reference(key)
+            if nominal is None:
+                nominal = self._cached("read the nominal", lambda c: c.get_reference(key), None)
             if nominal is None:
                 # as precise as a few measurements together, at most REFERENCE_SECONDS
                 plan = TimingPlan(
@@ -420,9 +445,10 @@ class OrtLatency:
                 )
                 with self._pinned():
                     samples, _ = time_runs(run, plan)
-                nominal = float(np.median(samples))
-                if self.cache is not None:
-                    nominal = self.cache.put_reference(key, nominal)
+                timed = float(np.median(samples))
+                nominal = self._cached(
+                    "store the nominal", lambda c: c.put_reference(key, timed), timed
+                )
                 log.info("reference %s: nominal %.4f ms", REFERENCE_NAME, nominal)
             self._ref = (run, nominal)
         return self._ref
@@ -439,14 +465,17 @@ class OrtLatency:
         """
         key = self.cache_key(arch) if self.cache is not None else ""
         if self.cache is not None:
-            hit = self.cache.get(key)
+            hit = self._cached("read a measurement", lambda c: c.get(key), None)
             if hit is not None:
                 self.cache_hits += 1
                 return replace(hit, source="cache", export_seconds=0.0)
 
         stats = self._measure(lambda: self._build(arch), describe_arch(arch))
         if self.cache is not None:
-            self.cache.put(key, arch.hash, arch.key, self.setup(), stats)
+            setup = self.setup()
+            self._cached(
+                "store a measurement", lambda c: c.put(key, arch.hash, arch.key, setup, stats), None
+            )
         return stats
 
     def measure_model(self, model: nn.Module, name: str) -> LatencyStats:

@@ -39,7 +39,8 @@ class LatencySettings:
             (:class:`mnas.latency.ort.TimingPlan`).
         pin_cpu: pin timing to this CPU (Linux); None: no pinning.
         reference: interleave a reference network and correct the machine's drift.
-        cache: SQLite file of cached measurements (``~`` expanded); None: no cache.
+        cache: SQLite file of cached measurements (``~`` expanded by the process that
+            times); None: no cache.
         lut_path: the table of ``kind=lut`` (built by ``scripts/latency_table.py``).
 
     Raises:
@@ -112,7 +113,9 @@ def make_latency_evaluator(
         time_cap_s=settings.time_cap_s,
         pin_cpu=settings.pin_cpu,
         reference=settings.reference,
-        cache_path=os.path.expanduser(settings.cache) if settings.cache else None,
+        # "~" is expanded, and the file opened, where children are timed (maybe a latency
+        # device with another home folder), not here
+        cache_path=settings.cache or None,
     )
 
 
