@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from pathlib import Path
@@ -10,12 +11,15 @@ from pathlib import Path
 import pytest
 
 import mnas.latency.lut as lut_mod
+import mnas.latency.ort as ort_mod
+from mnas import cli
 from mnas.latency import (
     LatencyError,
     LatencySettings,
     LatencyStats,
     LutLatency,
     OrtLatency,
+    TimingPlan,
     build_table,
     save_table,
     space_layer_configs,
@@ -166,3 +170,108 @@ def _all_tokens(space: MnasSpace):
     import itertools
 
     return itertools.product(*(range(len(d.choices)) for d in space.decisions))
+
+
+# --- hole 7: the drift-correction nominal --------------------------------------------------
+
+
+def test_first_candidate_block_comes_after_an_untimed_run():
+    from mnas.latency import time_runs
+
+    calls = []
+    plan = TimingPlan(warmup=2, min_runs=16, max_runs=16, rel_ci=1e-12, time_cap_s=30)
+    t = time_runs(lambda: calls.append("x"), plan, lambda: calls.append("r"))
+    # warm-up ends with the reference: the candidate's first block starts with an untimed run
+    assert calls == ["x", "r"] * 2 + ["x"] * 9 + ["r"] * 9 + ["x"] * 9 + ["r"] * 9
+    assert len(t.samples) == 16 and len(t.ref_samples) == 16
+
+
+def test_nominal_is_keyed_by_the_reference_network_itself(tmp_path, monkeypatch):
+    path = tmp_path / "lat.sqlite"
+    quick = dict(SMALL, **FAST, reference=True, cache_path=path)
+    nominal = OrtLatency(**quick).nominal().ms
+    assert OrtLatency(**quick).nominal().ms == nominal
+    # Another reference network (a changed baseline) must not inherit that nominal.
+    other = list(MnasSpace().baseline_tokens())
+    other[0] = (other[0] + 1) % len(MnasSpace().decisions[0].choices)
+    monkeypatch.setattr(MnasSpace, "baseline_tokens", lambda self: tuple(other))
+    assert OrtLatency(**quick).nominal().ms != nominal
+
+
+def test_nominal_is_keyed_by_runtime_threads_and_shape(tmp_path, monkeypatch):
+    path = tmp_path / "lat.sqlite"
+    quick = dict(SMALL, **FAST, reference=True, cache_path=path)
+    base = OrtLatency(**quick).nominal_key()
+    assert OrtLatency(**quick).nominal_key() == base
+    for change in (dict(threads=2), dict(input_size=48), dict(batch_size=2), dict(num_classes=5)):
+        assert OrtLatency(**{**quick, **change}).nominal_key() != base
+    monkeypatch.setattr(ort_mod.ort, "__version__", "0.0.1")
+    assert OrtLatency(**quick).nominal_key() != base
+
+
+def test_remeasured_nominal_replaces_the_stored_one_and_its_scale(tmp_path, capsys):
+    path = tmp_path / "lat.sqlite"
+    quick = dict(SMALL, **FAST, reference=True, cache_path=path)
+    ev = OrtLatency(**quick)
+    old = ev.nominal().ms
+    assert ev.measure(TINY_ARCH).source == "measured"
+    assert OrtLatency(**quick).measure(TINY_ARCH).source == "cache"
+    args = ["latency-nominal", "--input-size", "32", "--num-classes", "10"]
+    assert cli.main([*args, "--cache", str(path), "--seconds", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["previous_ms"] == old and out["nominal_ms"] > 0 and out["nominal_ms"] != old
+    fresh = OrtLatency(**quick)
+    assert fresh.nominal().ms == out["nominal_ms"]
+    # figures cached on the old scale are not reused on the new one
+    again = fresh.measure(TINY_ARCH)
+    assert again.source == "measured" and again.nominal_ms == out["nominal_ms"]
+
+
+# --- issue 17: the CLI's default scale, labels and uncertainty ----------------------------
+
+
+def test_cpu_clock_by_default_with_one_thread_only():
+    assert OrtLatency(**SMALL).clock == "cpu"
+    assert OrtLatency(**SMALL, threads=2).clock == "wall"
+    assert OrtLatency(**SMALL, clock="wall").clock == "wall"
+    with pytest.raises(ValueError, match="clock='cpu' with threads=2"):
+        OrtLatency(**SMALL, threads=2, clock="cpu")
+    with pytest.raises(ValueError, match="clock='sundial'"):
+        OrtLatency(**SMALL, clock="sundial")
+    # the clock is part of what a figure means
+    assert OrtLatency(**SMALL).cache_key(TINY_ARCH) != OrtLatency(**SMALL, clock="wall").cache_key(
+        TINY_ARCH
+    )
+
+
+def test_cli_default_is_drift_corrected_labelled_with_raw_and_ci(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = ["latency", TINY_ARCH.key, "--input-size", "32", "--num-classes", "10"]
+    assert cli.main([*args, "--time-cap", "0.3", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["scale"] == "drift-corrected" and r["nominal_ms"] > 0
+    assert r["median_ms"] == pytest.approx(r["raw_median_ms"] * r["drift_factor"])
+    assert r["ci_low_ms"] <= r["median_ms"] <= r["ci_high_ms"]
+    assert isinstance(r["ci_met"], bool) and r["source"] == "measured"
+    # the nominal lives where the search keeps it, so both share one scale
+    assert (tmp_path / ".cache" / "mnas" / "latency.sqlite").is_file()
+    # measured afresh every time, never answered from the cache
+    assert cli.main([*args, "--time-cap", "0.3", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["source"] == "measured" and again["nominal_ms"] == r["nominal_ms"]
+
+    assert cli.main([*args, "--time-cap", "0.3"]) == 0
+    text = capsys.readouterr().out
+    assert "drift-corrected" in text and "raw" in text and "95% CI" in text
+    # A time cap too short for the interval: said, not hidden.
+    assert cli.main([*args, "--time-cap", "0.001"]) == 0
+    assert "too noisy" in capsys.readouterr().out
+
+
+def test_cli_raw_timing_on_request(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = ["latency", TINY_ARCH.key, "--input-size", "32", "--num-classes", "10"]
+    assert cli.main([*args, "--time-cap", "0.2", "--raw", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["scale"] == "raw" and r["drift_factor"] == 1.0 and r["nominal_ms"] is None
+    assert r["median_ms"] == r["raw_median_ms"]

@@ -16,10 +16,15 @@ import os
 import sqlite3
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from mnas.latency.stats import LatencyStats
 
 log = logging.getLogger(__name__)
+
+# Where the search, retraining and ``python -m mnas latency`` keep measurements and the
+# drift-correction nominal unless told otherwise: one file, so all three share one scale.
+DEFAULT_CACHE_PATH = "~/.cache/mnas/latency.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS latency (
@@ -30,12 +35,28 @@ CREATE TABLE IF NOT EXISTS latency (
     stats TEXT NOT NULL,
     created REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS reference (
+CREATE TABLE IF NOT EXISTS nominal (
     key TEXT PRIMARY KEY,
     ms REAL NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    load REAL
 )
 """
+
+
+@dataclass(frozen=True)
+class Nominal:
+    """A reference network's nominal median: the unit of drift-corrected figures.
+
+    Attributes:
+        ms: the median.
+        created: when it was timed (seconds since the epoch); None if it was given.
+        load: the machine's 1-minute load average then (None where unknown).
+    """
+
+    ms: float
+    created: float | None
+    load: float | None = None
 
 
 def cache_key(fields: Mapping[str, object]) -> str:
@@ -125,29 +146,31 @@ class LatencyCache:
         finally:
             conn.close()
 
-    def get_reference(self, key: str) -> float | None:
-        """The nominal latency of a reference network stored under ``key``, if any."""
+    def get_nominal(self, key: str) -> Nominal | None:
+        """The nominal stored under ``key``, if any."""
         conn = self._connect()
         try:
-            row = conn.execute("SELECT ms FROM reference WHERE key = ?", (key,)).fetchone()
+            row = conn.execute(
+                "SELECT ms, created, load FROM nominal WHERE key = ?", (key,)
+            ).fetchone()
         finally:
             conn.close()
-        return None if row is None else float(row[0])
+        return None if row is None else Nominal(float(row[0]), row[1], row[2])
 
-    def put_reference(self, key: str, ms: float) -> float:
-        """Store a nominal latency unless another process stored one first; returns the
-        value that is now stored, so that every process uses the same one."""
+    def put_nominal(self, key: str, nominal: Nominal, replace: bool = False) -> Nominal:
+        """Store a nominal unless another process stored one first (or, with ``replace``,
+        in any case); returns the one now stored, so that every process uses the same."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         conn = self._connect()
         try:
             with conn:
                 conn.execute(
-                    "INSERT OR IGNORE INTO reference VALUES (?, ?, ?)", (key, ms, time.time())
+                    f"{verb} INTO nominal VALUES (?, ?, ?, ?)",
+                    (key, nominal.ms, nominal.created, nominal.load),
                 )
-            return float(
-                conn.execute("SELECT ms FROM reference WHERE key = ?", (key,)).fetchone()[0]
-            )
         finally:
             conn.close()
+        return self.get_nominal(key)
 
     def __len__(self) -> int:
         conn = self._connect()
