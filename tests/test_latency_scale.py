@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import pickle
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
 import mnas.latency.lut as lut_mod
 import mnas.latency.ort as ort_mod
 from mnas import cli
+from mnas.data import load_dataset
+from mnas.deploy import ExportSettings, finalize
 from mnas.latency import (
     LatencyError,
     LatencySettings,
@@ -275,3 +279,104 @@ def test_cli_raw_timing_on_request(tmp_path, monkeypatch, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["scale"] == "raw" and r["drift_factor"] == 1.0 and r["nominal_ms"] is None
     assert r["median_ms"] == r["raw_median_ms"]
+
+
+# --- hole 8: retraining reports on the search's scale, on the full training split ---------
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_retrain_latency_is_drift_corrected_with_raw_beside_it(tmp_path):
+    import torch
+
+    from mnas.nn import build_model
+
+    data = load_dataset("digits", image_size=16, train_size=128, val_size=0)
+    kwargs = dict(num_classes=10, in_channels=1, width_mult=0.25, stem_stride=1)
+    model = build_model(TINY_ARCH, **kwargs).eval()
+    torch.manual_seed(0)
+    latency = LatencySettings(
+        warmup=1, min_runs=3, max_runs=10, time_cap_s=0.1, cache=str(tmp_path / "lat.sqlite")
+    )
+    m = finalize(
+        model,
+        data,
+        tmp_path,
+        "m",
+        {"build_kwargs": kwargs},
+        {"search_latency_ms": 1.0},
+        latency,
+        ExportSettings(check_images=4),
+    )
+    assert m["latency_scale"] == "drift-corrected" and m["latency_nominal_ms"] > 0
+    assert m["latency_ms"] == pytest.approx(m["latency_raw_ms"] * m["latency"]["drift_factor"])
+    assert m["latency"]["drift_factor"] != 1.0
+    assert "latency_torch_raw_ms" in m and "latency_torch_ms" not in m
+
+
+def _record(arch: Architecture, **extra) -> dict:
+    return {**arch.to_dict(), "accuracy": 0.5, **extra}
+
+
+def test_retrain_knows_the_scale_of_the_search_latency(tmp_path):
+    from mnas.deploy.choose import _choice_from_record
+
+    stats = {"median_ms": 2.0, "drift_factor": 0.9, "nominal_ms": 1.5, "scale": "drift-corrected"}
+    c = _choice_from_record(
+        _record(TINY_ARCH, latency_ms=2.0, latency=stats), "x", "pareto", tmp_path
+    )
+    assert (c.search_latency_ms, c.search_latency_scale) == (2.0, "drift-corrected")
+    assert c.search_latency_nominal_ms == 1.5
+    old = {"median_ms": 2.0, "drift_factor": 1.0}
+    c = _choice_from_record(
+        _record(TINY_ARCH, latency_ms=2.0, latency=old), "x", "pareto", tmp_path
+    )
+    assert c.search_latency_scale == "raw"
+    # millions of MACs are no latency in ms
+    macs = _record(TINY_ARCH, latency_ms=300.0, latency_unit="MMACs", latency={"source": "macs"})
+    c = _choice_from_record(macs, "x", "pareto", tmp_path)
+    assert c.search_latency_ms is None and c.search_latency_scale is None
+
+
+def test_retrain_warns_when_the_search_used_another_scale(tmp_path, caplog):
+    import torch
+
+    from mnas.nn import build_model
+
+    data = load_dataset("digits", image_size=16, train_size=128, val_size=0)
+    kwargs = dict(num_classes=10, in_channels=1, width_mult=0.25, stem_stride=1)
+    torch.manual_seed(0)
+    model = build_model(TINY_ARCH, **kwargs).eval()
+    latency = LatencySettings(warmup=1, min_runs=3, max_runs=10, time_cap_s=0.1)
+    metrics = {"search_latency_ms": 1.0, "search_latency_nominal_ms": 1e-3}
+    with caplog.at_level(logging.WARNING, logger="mnas.retrain"):
+        finalize(
+            model,
+            data,
+            tmp_path,
+            "m",
+            {"build_kwargs": kwargs},
+            metrics,
+            latency,
+            ExportSettings(check_images=4),
+        )
+    assert "different scales" in caplog.text
+
+
+def test_retrain_trains_on_the_full_training_split_by_default(tmp_path):
+    script = _load_script("retrain")
+    run_json = {
+        "data": {"name": "digits", "image_size": 12, "train_size": 256, "val_size": 64},
+        "model": {"width_mult": 0.25},
+    }
+    overrides = ["arch=mobilenetv2"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = compose(config_name="retrain", overrides=overrides)
+    script.apply_run_settings(cfg, run_json, overrides)
+    assert cfg.data.image_size == 12 and cfg.model.width_mult == 0.25
+    assert cfg.data.train_size is None and cfg.data.val_size == 0

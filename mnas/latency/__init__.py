@@ -43,7 +43,7 @@ from mnas.latency.settings import (
     LatencyEvaluator,
     LatencySettings,
     make_latency_evaluator,
-    raw_ort_latency,
+    measured_ort_latency,
 )
 from mnas.latency.stats import LatencyError, LatencyStats, median_ci_halfwidth, stats_from_samples
 from mnas.latency.timing import TimingPlan, Timings, resolve_clock, time_runs
@@ -72,7 +72,7 @@ __all__ = [
     "make_session",
     "median_ci_halfwidth",
     "network_layers",
-    "raw_ort_latency",
+    "measured_ort_latency",
     "reference_arch",
     "register_cli",
     "resolve_clock",

@@ -129,15 +129,26 @@ def make_latency_evaluator(
     )
 
 
-def raw_ort_latency(
-    settings: LatencySettings, input_size: int, in_channels: int, batch_size: int | None = None
+def measured_ort_latency(
+    settings: LatencySettings,
+    input_size: int,
+    in_channels: int,
+    batch_size: int | None = None,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    stem_stride: int = 2,
 ) -> OrtLatency:
-    """ONNX Runtime timing of one already built model under ``settings``' threads, pinning
-    and stopping rule, raw: no drift correction and no cache (a retrained model is timed
-    once, not ranked against a stream of children)."""
+    """ONNX Runtime timing of an already built model (:meth:`OrtLatency.measure_model`)
+    under ``settings``, whatever its ``kind``: on the search's scale (drift-corrected
+    against the nominal in ``settings.cache`` unless ``reference`` is off), with the
+    reference network built from ``num_classes``, ``width_mult`` and ``stem_stride`` as the
+    search built it."""
     return OrtLatency(
         input_size=input_size,
         in_channels=in_channels,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        stem_stride=stem_stride,
         batch_size=batch_size or settings.batch_size,
         threads=settings.threads,
         warmup=settings.warmup,
@@ -145,5 +156,8 @@ def raw_ort_latency(
         max_runs=settings.max_runs,
         rel_ci=settings.rel_ci,
         time_cap_s=settings.time_cap_s,
+        clock=settings.clock,
         pin_cpu=settings.pin_cpu,
+        reference=settings.reference,
+        cache_path=settings.cache or None,
     )
