@@ -54,7 +54,7 @@ def timing_passes(archs, setup: dict, args, reference: bool) -> dict:
     reference's nominal, when used, is shared as it is within a search)."""
     ev = OrtLatency(**setup, pin_cpu=args.pin_cpu, reference=reference)
     if reference:
-        ev.reference_runner()  # its one-off nominal timing is not part of a measurement
+        ev.nominal()  # its one-off timing is not part of a measurement
     medians, p10s, seconds, cvs, exports = [], [], [], [], []
     for _ in range(args.passes):
         m, lows = [], []
@@ -134,7 +134,7 @@ def run_setup(label: str, n: int, size: int, stem_stride: int, args, seed: int) 
         time_cap_s=0.5,
         max_runs=200,
         reference=True,
-        reference_ms=corrected["ev"].reference_runner()[1],  # one scale for table and networks
+        reference_ms=corrected["ev"].nominal().ms,  # one scale for table and networks
     )
     t0 = time.perf_counter()
     table = build_table(table_ev, configs, calib)

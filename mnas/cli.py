@@ -19,6 +19,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="reference name (mobilenetv2, mnasnet_a1, mnasnet_b1) or "
         "comma-separated block strings",
     )
+    _add_setup_args(p)
+
+
+def _add_setup_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--in-channels", type=int, default=3)
@@ -80,7 +84,7 @@ def _register_optional() -> None:
             continue
         register = getattr(mod, "register_cli", None)
         if register is not None:
-            register(COMMANDS, _add_model_args)
+            register(COMMANDS, _add_model_args, _add_setup_args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         pin_cpu=settings.pin_cpu,
         time_cap_s=args.time_cap,
         max_runs=args.max_runs,
+        clock=settings.clock,
         reference=settings.reference,
+        # the search's nominal (and its cached calibration networks): the table's scale
+        cache_path=settings.cache,
     )
     rng = random.Random(args.seed)
     calibration = [space.sample(rng) for _ in range(args.calibration)]

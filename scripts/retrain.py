@@ -44,19 +44,21 @@ log = logging.getLogger(__name__)
 register_configs()
 
 RUN_SECTIONS = ("data", "model")
+# The search's subset sizes make its proxy cheap; a full retrain uses the whole split.
+PROXY_ONLY = {"data": {"train_size", "val_size", "test_size"}, "model": set()}
 
 
 def apply_run_settings(cfg: DictConfig, run_json: dict, overrides: list[str]) -> None:
     """Make the run's data/model settings the defaults: every field saved in ``run.json``
     replaces the configured one unless the command line set it (``data.x=...``) or chose
-    another group (``data=...``)."""
+    another group (``data=...``), except the proxy's subset sizes (``PROXY_ONLY``)."""
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     for section in RUN_SECTIONS:
         if section in keys:
             continue
         explicit = {k[len(section) + 1 :] for k in keys if k.startswith(f"{section}.")}
         for key, value in (run_json.get(section) or {}).items():
-            if key in cfg[section] and key not in explicit:
+            if key in cfg[section] and key not in explicit | PROXY_ONLY[section]:
                 cfg[section][key] = value
 
 
@@ -144,7 +146,8 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> float:
             board.update(rows)
         tqdm.write(
             f"{choice.label}: test accuracy {100 * metrics['test_accuracy']:.2f}%, "
-            f"ORT {metrics['latency_ms']:.3f} ms, {metrics['params']:,} params -> {folder}"
+            f"ORT {metrics['latency_ms']:.3f} ms {metrics['latency_scale']} "
+            f"({metrics['latency_raw_ms']:.3f} raw), {metrics['params']:,} params -> {folder}"
         )
     if len(rows) > 1:
         write_comparison(rows, out)

@@ -49,6 +49,15 @@ def print_table(summary, unit: str) -> None:
             f"{i:>3} {100 * r.accuracy:>7.2f} {r.latency_ms:>11.4f} {r.reward:>8.4f} "
             f"{r.params:>10,} {r.macs:>12,}  {' '.join(r.blocks)}"
         )
+    scales = sorted({r.latency["scale"] for r in rows if "scale" in (r.latency or {})})
+    nominals = sorted(
+        {r.latency["nominal_ms"] for r in rows if (r.latency or {}).get("nominal_ms")}
+    )
+    if scales:
+        line = f"latency scale: {', '.join(scales)}"
+        if nominals:
+            line += f" (ms at this machine's speed when MobileNetV2 took {nominals[0]:.4g} ms)"
+        print(line + "; raw figures: latency.raw_median_ms in results.jsonl")
     print()
 
 

@@ -19,3 +19,11 @@ def mnas_data():
     if not DATA or not os.path.isdir(DATA):
         pytest.skip("MNAS_DATA is not set or missing (../shared/datasets)")
     return DATA
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path_factory, monkeypatch):
+    """Paths under ``~`` (the default latency cache, which holds the drift-correction
+    nominal) go to a folder of this test session, never the user's: a nominal timed under
+    test load would set the scale of every later figure of theirs."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.getbasetemp() / "home"))

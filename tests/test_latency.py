@@ -6,6 +6,7 @@ Timing goals live in bench/latency.py; these tests check behaviour and numbers o
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -41,7 +42,7 @@ from mnas.latency import (
     stats_from_samples,
 )
 from mnas.latency.lut import Calibration, fit_calibration, mape
-from mnas.latency.ort import time_runs, time_session
+from mnas.latency.timing import Timings, time_runs, time_session
 from mnas.nn import build_model
 from mnas.space import Architecture, MnasSpace, parse_blocks, reference
 
@@ -115,11 +116,12 @@ def tiny_session():
 
 def test_adaptive_stop_bounds(tiny_session):
     shape = (1, 3, 32, 32)
-    # Any finite interval satisfies rel_ci = 10: stop as soon as the rule is consulted.
-    loose = TimingPlan(warmup=0, min_runs=10, max_runs=50, rel_ci=10.0, time_cap_s=30)
+    # Any finite interval satisfies rel_ci = 1e9 (a run preempted on a busy machine can
+    # be 40 times the others): stop as soon as the rule is consulted.
+    loose = TimingPlan(warmup=0, min_runs=10, max_runs=50, rel_ci=1e9, time_cap_s=30)
     assert len(time_session(tiny_session, shape, loose)) == 10
     # Below 8 runs the 95% interval of the median does not exist: consulted again at 7 + 5.
-    early = TimingPlan(warmup=0, min_runs=7, max_runs=50, rel_ci=10.0, time_cap_s=30)
+    early = TimingPlan(warmup=0, min_runs=7, max_runs=50, rel_ci=1e9, time_cap_s=30)
     assert len(time_session(tiny_session, shape, early)) == 12
     # No interval is that tight: run to max_runs.
     tight = TimingPlan(warmup=0, min_runs=5, max_runs=25, rel_ci=1e-12, time_cap_s=30)
@@ -131,26 +133,20 @@ def test_adaptive_stop_bounds(tiny_session):
         TimingPlan(min_runs=10, max_runs=5)
 
 
-def test_reference_runs_alternate_in_blocks_each_after_an_untimed_call():
+def test_runs_without_a_reference_are_timed_back_to_back():
     calls = []
     plan = TimingPlan(warmup=2, min_runs=16, max_runs=16, rel_ci=1e-12, time_cap_s=30)
-    samples, ref = time_runs(lambda: calls.append("x"), plan, lambda: calls.append("r"))
-    block = ort_mod.REFERENCE_BLOCK
-    assert block == 8
-    warmup = ["x", "r"] * 2
-    expected = warmup + ["x"] * 8 + ["r"] * 9 + ["x"] * 9 + ["r"] * 9
-    assert calls == expected
-    assert len(samples) == 16 and len(ref) == 16
-    alone, none = time_runs(lambda: None, plan)
-    assert len(alone) == 16 and none == []
+    t = time_runs(lambda: calls.append("x"), plan)
+    assert calls == ["x"] * 18 and len(t.samples) == 16 and t.ref_samples == []
+    assert len(t.wall) == 16 and all(w >= 0 for w in t.wall)
 
 
 def test_drift_correction_scales_every_run_by_nominal_over_reference(monkeypatch):
     # The machine ran the reference 10% slower than its nominal during this measurement:
     # every timing is scaled by 1 / 1.1, and the factor is reported.
-    def fake_time_runs(run, plan, reference=None):
-        n = 9
-        return [2.0, 2.2, 1.8] * 3, ([1.1] * n if reference is not None else [])
+    def fake_time_runs(run, plan, reference=None, clock="wall"):
+        samples = [2.0, 2.2, 1.8] * 3
+        return Timings(samples, [1.1] * 9 if reference is not None else [], samples)
 
     monkeypatch.setattr(ort_mod, "time_runs", fake_time_runs)
     ev = OrtLatency(**SMALL, **FAST, reference=True, reference_ms=1.0)
@@ -159,8 +155,11 @@ def test_drift_correction_scales_every_run_by_nominal_over_reference(monkeypatch
     assert s.median_ms == pytest.approx(2.0 / 1.1)
     assert s.p90_ms == pytest.approx(2.2 / 1.1) and s.p10_ms == pytest.approx(1.8 / 1.1)
     assert s.cv == pytest.approx(stats_from_samples([2.0, 2.2, 1.8] * 3).cv)
+    assert (s.scale, s.nominal_ms, s.raw_median_ms) == ("drift-corrected", 1.0, 2.0)
+    assert s.wall_median_ms == 2.0
     plain = OrtLatency(**SMALL, **FAST).measure(TINY_ARCH)
     assert plain.drift_factor == 1.0 and plain.median_ms == pytest.approx(2.0)
+    assert (plain.scale, plain.nominal_ms) == ("raw", None)
     with pytest.raises(ValueError, match="reference_ms"):
         OrtLatency(**SMALL, reference=True, reference_ms=0.0)
 
@@ -168,32 +167,41 @@ def test_drift_correction_scales_every_run_by_nominal_over_reference(monkeypatch
 def test_reference_nominal_is_timed_once_and_shared_through_the_cache(tmp_path):
     path = tmp_path / "lat.sqlite"
     first = OrtLatency(**SMALL, **FAST, reference=True, cache_path=path)
-    _, nominal = first.reference_runner()
-    assert nominal > 0
+    nominal = first.nominal()
+    assert nominal.ms > 0 and nominal.created is not None
     second = OrtLatency(**SMALL, **FAST, reference=True, cache_path=path)
-    assert second.reference_runner()[1] == nominal
-    # Another setup has its own nominal; a racing writer cannot replace a stored one.
+    assert second.nominal() == nominal
+    # A racing writer cannot replace a stored one (only remeasure_nominal does).
     cache = LatencyCache(path)
-    key = ort_mod.cache_key({"reference_nominal": "mobilenetv2", **first._base_setup()})
-    assert cache.get_reference(key) == nominal
-    assert cache.put_reference(key, nominal * 2) == nominal
+    assert cache.get_nominal(first.nominal_key()) == nominal
+    doubled = dataclasses.replace(nominal, ms=nominal.ms * 2)
+    assert cache.put_nominal(first.nominal_key(), doubled) == nominal
     s = second.measure(TINY_ARCH)
-    assert s.source == "measured" and 0.2 < s.drift_factor < 5
+    assert s.source == "measured" and 0.2 < s.drift_factor < 5 and s.nominal_ms == nominal.ms
     # Corrected and raw figures never share a cache entry.
     assert second.cache_key(TINY_ARCH) != OrtLatency(**SMALL).cache_key(TINY_ARCH)
-    assert second.setup()["reference"] == "mobilenetv2"
+    assert second.setup()["reference"] == reference("mobilenetv2").hash
+    assert second.setup()["nominal_ms"] == nominal.ms
 
 
 def test_stats_written_before_drift_correction_still_load():
     old = stats_from_samples([1.0, 2.0]).to_dict()
-    del old["drift_factor"]
-    assert LatencyStats.from_dict(old).drift_factor == 1.0
+    for key in ("drift_factor", "nominal_ms", "clock", "ci_rel", "wall_median_ms", "scale"):
+        del old[key]
+    back = LatencyStats.from_dict(old)
+    assert (back.drift_factor, back.nominal_ms, back.clock, back.scale) == (
+        1.0,
+        None,
+        "wall",
+        "raw",
+    )
 
 
 def test_measure_returns_consistent_stats():
     ev = OrtLatency(**SMALL, **FAST)
     s = ev.measure(TINY_ARCH)
-    assert s.source == "measured" and 5 <= s.runs <= 20
+    assert s.source == "measured" and 5 <= s.runs <= 20 and s.clock == "cpu"
+    assert s.wall_median_ms > 0 and s.scale == "raw" and s.raw_median_ms == s.median_ms
     assert 0 < s.p10_ms <= s.median_ms <= s.p90_ms
     assert s.export_seconds > 0 and s.cv >= 0
     assert ev.exports == 1
@@ -515,7 +523,8 @@ def test_cli_json(capsys):
     assert record["hash"] == TINY_ARCH.hash and record["source"] == "measured"
     assert record["p10_ms"] <= record["median_ms"] <= record["p90_ms"] and record["runs"] >= 5
     assert cli.main(["latency", "mnasnet_a1", "--kind", "macs", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["median_ms"] == pytest.approx(312, rel=0.01)
+    macs = json.loads(capsys.readouterr().out)
+    assert macs["median_ms"] == pytest.approx(312, rel=0.01) and macs["scale"] == "MMACs"
     assert cli.main(["latency", "mnasnet_a1", "--kind", "lut"]) == 2
 
 

@@ -160,7 +160,9 @@ def test_run_settings_are_defaults_and_overrides_win(tiny_run: Path):
     cfg = _compose(overrides)
     assert cfg.trainer.epochs == 30 and cfg.model.width_mult == 0.5  # conf defaults
     script.apply_run_settings(cfg, json.loads((tiny_run / "run.json").read_text()), overrides)
-    assert cfg.data.name == "digits" and cfg.data.train_size == 256
+    assert cfg.data.name == "digits" and cfg.data.image_size == 16
+    # the proxy's subset sizes stay behind: a retrain trains on the whole training split
+    assert cfg.data.train_size is None and cfg.data.val_size == 0
     assert cfg.model.width_mult == 0.25 and cfg.model.dropout == 0.1
 
 
@@ -193,6 +195,7 @@ def test_retrain_front_end_to_end(tiny_run: Path, tmp_path: Path):
             assert key in metrics
         assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_images"] == 359
         assert metrics["latency_ms"] > 0 and metrics["onnx_ok"]
+        assert metrics["latency_scale"] == "drift-corrected" and metrics["latency_raw_ms"] > 0
         assert metrics["width_mult"] == 0.25 and metrics["train_steps"] == 4
         assert metrics["device"] == "cpu" and metrics["precision"] == "fp32"  # auto, no GPU
         assert (folder / "model.onnx").stat().st_size > 0

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 
 from mnas.data import DATASETS
 from mnas.evaluate.executors import EXECUTORS
+from mnas.latency.cache import DEFAULT_CACHE_PATH
 from mnas.latency.settings import KINDS
 from mnas.search.controller import CONTROLLERS
 from mnas.search.ppo import ADVANTAGES
@@ -112,9 +113,10 @@ class LatencyConf:
     max_runs: int = 300  # at most this many timed runs
     rel_ci: float = 0.01  # stop when the median's 95% CI half-width is below this fraction
     time_cap_s: float = 0.6  # or when this many seconds of timing have passed
+    clock: str = "auto"  # cpu (thread CPU time, 1 thread) | wall (elapsed) | auto (cpu if 1)
     pin_cpu: int | None = None  # pin timing to this CPU (Linux), None: no pinning
     reference: bool = True  # interleave a reference network and correct the machine's drift
-    cache: str | None = "~/.cache/mnas/latency.sqlite"  # persistent cache (None: off)
+    cache: str | None = DEFAULT_CACHE_PATH  # measurements + drift nominal (None: off)
     lut_path: str | None = None  # table built by scripts/latency_table.py (kind=lut)
 
 

@@ -27,7 +27,13 @@ from torch import nn
 
 from mnas.data import DatasetSplits
 from mnas.deploy.onnx_check import ExportMismatchError, ExportSettings, check_onnx
-from mnas.latency import LatencySettings, export_onnx, machine_description, raw_ort_latency
+from mnas.latency import (
+    LatencySettings,
+    LatencyStats,
+    export_onnx,
+    machine_description,
+    measured_ort_latency,
+)
 from mnas.latency.eager import time_torch
 from mnas.nn import build_model, model_stats
 from mnas.space import Architecture
@@ -49,10 +55,17 @@ def finalize(
     """Measure a trained model and write ``model.pt``, ``model.onnx`` and ``metrics.json``.
 
     Adds to ``metrics``: ``params``, ``macs``, ``latency_ms`` (ORT median at
-    ``latency.batch_size``), ``latency`` (its full statistics), ``latency_torch_ms`` (eager
-    PyTorch, same threads), the ONNX check (``onnx_max_abs_diff``, ...), and with
-    ``batch_latency`` also ``latency_batch_ms`` / ``latency_torch_batch_ms`` (one batch of that
-    many images on ORT / PyTorch).
+    ``latency.batch_size`` on the scale named by ``latency_scale``: ``drift-corrected`` by
+    default, the search's, with ``latency_nominal_ms`` its nominal), ``latency_raw_ms`` (the
+    same runs uncorrected), ``latency_clock``, ``latency`` (the full statistics, with the
+    confidence interval ``ci_rel``), ``latency_torch_raw_ms`` (eager PyTorch, same threads and
+    clock; there is no drift correction for it), the ONNX check (``onnx_max_abs_diff``,
+    ...), and with ``batch_latency`` also ``latency_batch_ms`` / ``latency_batch_raw_ms`` /
+    ``latency_torch_batch_raw_ms`` (one batch of that many images on ORT / PyTorch). The
+    reference network of the drift correction is built from ``checkpoint["build_kwargs"]``
+    (``num_classes``, ``width_mult``, ``stem_stride``), as the search built it. When
+    ``metrics`` carries the search's nominal and it differs from this one, the two latencies
+    are on different scales and a warning says so.
 
     Args:
         model: the trained network (moved to CPU here).
@@ -92,16 +105,24 @@ def finalize(
     (out / "model.onnx").write_bytes(onnx_bytes)
     check_n = max(export.check_images, export.batch_size)
     check = check_onnx(model, onnx_bytes, data.test_x[:check_n], data.mean, data.std, export)
-    ort_stats = raw_ort_latency(latency, size, chans).measure_model(model, name)
+    build = checkpoint.get("build_kwargs", {})
+    net = {k: build[k] for k in ("num_classes", "width_mult", "stem_stride") if k in build}
+    evaluator = measured_ort_latency(latency, size, chans, **net)
+    ort_stats = evaluator.measure_model(model, name)
     shape = (latency.batch_size, chans, size, size)
-    torch_stats = time_torch(model, shape, latency.threads, latency.plan)
+    torch_stats = time_torch(model, shape, latency.threads, latency.plan, evaluator.clock)
+    _check_same_scale(name, metrics.get("search_latency_nominal_ms"), ort_stats)
     result = {
         **metrics,
         "params": stats.params,
         "macs": stats.macs,
         "latency_ms": ort_stats.median_ms,
+        "latency_scale": ort_stats.scale,
+        "latency_nominal_ms": ort_stats.nominal_ms,
+        "latency_raw_ms": ort_stats.raw_median_ms,
+        "latency_clock": ort_stats.clock,
         "latency": ort_stats.to_dict(),
-        "latency_torch_ms": torch_stats.median_ms,
+        "latency_torch_raw_ms": torch_stats.median_ms,
         "latency_torch": torch_stats.to_dict(),
         "latency_threads": latency.threads,
         "latency_batch_size": latency.batch_size,
@@ -115,13 +136,15 @@ def finalize(
         "machine": machine_description(),
     }
     if batch_latency is not None:
-        batch_ort = raw_ort_latency(latency, size, chans, batch_latency).measure_model(model, name)
+        batch_ev = measured_ort_latency(latency, size, chans, batch_latency, **net)
+        batch_ort = batch_ev.measure_model(model, name)
         shape = (batch_latency, chans, size, size)
-        batch_torch = time_torch(model, shape, latency.threads, latency.plan)
+        batch_torch = time_torch(model, shape, latency.threads, latency.plan, evaluator.clock)
         result.update(
             batch=batch_latency,
             latency_batch_ms=batch_ort.median_ms,
-            latency_torch_batch_ms=batch_torch.median_ms,
+            latency_batch_raw_ms=batch_ort.raw_median_ms,
+            latency_torch_batch_raw_ms=batch_torch.median_ms,
         )
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=json_default) + "\n")
     logger.info(
@@ -149,6 +172,20 @@ def json_default(value: object) -> object:
     if isinstance(value, np.integer):
         return int(value)
     return str(value)
+
+
+def _check_same_scale(name: str, search_nominal: float | None, stats: LatencyStats) -> None:
+    if search_nominal is None or stats.nominal_ms is None:
+        return
+    if not math.isclose(search_nominal, stats.nominal_ms, rel_tol=1e-9):
+        logger.warning(
+            "%s: the search's latency was drift-corrected with nominal %.4f ms, this one with "
+            "%.4f ms (another machine, setup or cache): search_latency_ms and latency_ms are "
+            "on different scales",
+            name,
+            search_nominal,
+            stats.nominal_ms,
+        )
 
 
 def load_checkpoint(path: str | os.PathLike) -> nn.Module:

@@ -44,7 +44,11 @@ class ArchChoice:
         source: ``pareto``, ``results``, ``reference`` or ``blocks``.
         run_dir: the search run it came from, if any.
         search_accuracy: its proxy (validation) accuracy in the search, if known.
-        search_latency_ms: its latency in the search, if known.
+        search_latency_ms: its latency in the search in ms, if known (None for a search on
+            MACs).
+        search_latency_scale: the scale of ``search_latency_ms`` (``drift-corrected``,
+            ``raw``), if known.
+        search_latency_nominal_ms: the nominal that scale was drift-corrected with.
     """
 
     label: str
@@ -53,6 +57,8 @@ class ArchChoice:
     run_dir: str | None = None
     search_accuracy: float | None = None
     search_latency_ms: float | None = None
+    search_latency_scale: str | None = None
+    search_latency_nominal_ms: float | None = None
 
 
 def _split_pareto(text: str) -> tuple[Path, str] | None:
@@ -91,7 +97,22 @@ def _choice_from_record(record: dict, label: str, source: str, run_dir: Path) ->
         value = record.get(key)
         return float(value) if isinstance(value, int | float) else None
 
-    return ArchChoice(label, arch, source, str(run_dir), num("accuracy"), num("latency_ms"))
+    stats = record.get("latency") if isinstance(record.get("latency"), dict) else {}
+    if record.get("latency_unit", "ms") != "ms" or stats.get("source") == "macs":
+        return ArchChoice(label, arch, source, str(run_dir), num("accuracy"))
+    scale = stats.get("scale")
+    if scale is None and "drift_factor" in stats:  # written before records named their scale
+        scale = "raw" if stats["drift_factor"] == 1.0 else "drift-corrected"
+    return ArchChoice(
+        label,
+        arch,
+        source,
+        str(run_dir),
+        num("accuracy"),
+        num("latency_ms"),
+        scale,
+        stats.get("nominal_ms"),
+    )
 
 
 def front_choices(pareto_path: str | os.PathLike) -> list[ArchChoice]:

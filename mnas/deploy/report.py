@@ -12,7 +12,9 @@ from mnas.deploy.artifacts import json_default
 
 def comparison_table(rows: Sequence[dict]) -> str:
     """A plain-text table of retrained models: accuracy and latency side by side."""
-    header = ("model", "source", "hash", "params", "MMACs", "proxy val acc", "test acc", "ORT ms")
+    scales = {r.get("latency_scale", "raw") for r in rows}
+    ort = f"ORT ms ({scales.pop()})" if len(scales) == 1 else "ORT ms (mixed scales!)"
+    header = ("model", "source", "hash", "params", "MMACs", "proxy val acc", "test acc", ort)
     lines = [header]
     for r in sorted(rows, key=lambda r: r["latency_ms"]):
         search = r.get("search_accuracy")
@@ -72,7 +74,8 @@ def comparison_figure(rows: Sequence[dict], title: str = "retrained: accuracy vs
             label=r["label"],
             zorder=3,
         )
-    ax.set_xlabel("ONNX Runtime latency (ms)")
+    scales = {r.get("latency_scale", "raw") for r in rows}
+    ax.set_xlabel(f"ONNX Runtime latency (ms, {'/'.join(sorted(scales))})")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

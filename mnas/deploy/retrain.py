@@ -67,6 +67,8 @@ def retrain(
         "blocks": list(choice.arch.blocks),
         "search_accuracy": choice.search_accuracy,
         "search_latency_ms": choice.search_latency_ms,
+        "search_latency_scale": choice.search_latency_scale,
+        "search_latency_nominal_ms": choice.search_latency_nominal_ms,
         "test_accuracy": result.accuracy,
         "test_loss": result.eval_loss,
         "train_loss": result.loss,

@@ -18,7 +18,7 @@ Must not know about: data, training, the controller, the search.
 
 from __future__ import annotations
 
-from mnas.latency.cache import LatencyCache, cache_key
+from mnas.latency.cache import DEFAULT_CACHE_PATH, LatencyCache, Nominal, cache_key
 from mnas.latency.command import register_cli
 from mnas.latency.lut import (
     LayerConfig,
@@ -32,22 +32,24 @@ from mnas.latency.lut import (
 from mnas.latency.macs import MacsLatency
 from mnas.latency.ort import (
     OrtLatency,
-    TimingPlan,
     export_onnx,
     machine_description,
     machine_fingerprint,
     make_session,
+    reference_arch,
 )
 from mnas.latency.settings import (
     KINDS,
     LatencyEvaluator,
     LatencySettings,
     make_latency_evaluator,
-    raw_ort_latency,
+    measured_ort_latency,
 )
 from mnas.latency.stats import LatencyError, LatencyStats, median_ci_halfwidth, stats_from_samples
+from mnas.latency.timing import TimingPlan, Timings, resolve_clock, time_runs
 
 __all__ = [
+    "DEFAULT_CACHE_PATH",
     "KINDS",
     "LatencyCache",
     "LatencyError",
@@ -57,8 +59,10 @@ __all__ = [
     "LayerConfig",
     "LutLatency",
     "MacsLatency",
+    "Nominal",
     "OrtLatency",
     "TimingPlan",
+    "Timings",
     "build_table",
     "cache_key",
     "export_onnx",
@@ -68,10 +72,13 @@ __all__ = [
     "make_session",
     "median_ci_halfwidth",
     "network_layers",
-    "raw_ort_latency",
+    "measured_ort_latency",
+    "reference_arch",
     "register_cli",
+    "resolve_clock",
     "save_table",
     "space_layer_configs",
     "stats_from_samples",
     "table_configs_for",
+    "time_runs",
 ]

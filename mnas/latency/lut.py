@@ -10,12 +10,15 @@ Building a table (``scripts/latency_table.py`` or :func:`build_table`):
 2. each configuration is exported alone as a tiny ONNX graph and timed like a whole
    network; the per-call overhead (timed on a trivial graph) is subtracted;
 3. a handful of whole networks are measured and the sum is calibrated against them: the
-   plain sum, ``b * sum`` or ``a + b * sum``, whichever predicts left-out networks best
-   (:func:`fit_calibration`); the fit absorbs what summing misses (fusion across layers,
-   cache effects).
+   plain sum, ``b * sum``, ``a + b * sum`` or ``a + b * sum + c * Mparams``, whichever
+   predicts left-out networks best (:func:`fit_calibration`); the fit absorbs what summing
+   misses (fusion across layers, cache effects). It is constrained to predict at least the
+   call overhead for the cheapest network the table can describe (:func:`table_floor`), so
+   no network in the table's range is predicted at or below 0 ms.
 
 A prediction is then ``a + b * (overhead + sum of the network's layer entries)``, plus
-``c * (millions of parameters)`` when the weights term won the calibration.
+``c * (millions of parameters)`` when the weights term won the calibration; a prediction
+that is still <= 0 (a table built before the constraint) is a :class:`LatencyError`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnxruntime as ort
@@ -35,6 +38,7 @@ from torch import nn
 from torchvision.models._utils import _make_divisible
 from torchvision.ops import Conv2dNormActivation
 
+from mnas.latency.calibration import Calibration, Floor, fit_calibration, mape
 from mnas.latency.ort import (
     OrtLatency,
     describe_arch,
@@ -256,103 +260,20 @@ def profile_layers(
     return entries, overhead, mparams
 
 
-CALIBRATIONS = ("identity", "scale", "affine", "affine_weights")
-# networks needed before a model is a candidate (one more than its coefficients)
-_MIN_NETWORKS = {"identity": 1, "scale": 3, "affine": 4, "affine_weights": 5}
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """How summed layer timings become a network's latency:
-    ``intercept_ms + slope * sum + ms_per_mparam * (millions of parameters)``."""
-
-    kind: str = "identity"
-    intercept_ms: float = 0.0
-    slope: float = 1.0
-    ms_per_mparam: float = 0.0
-
-    def predict(self, raw_ms: float, mparams: float = 0.0) -> float:
-        return self.intercept_ms + self.slope * raw_ms + self.ms_per_mparam * mparams
-
-
-def _design(kind: str, x: np.ndarray, p: np.ndarray) -> np.ndarray:
-    columns = {
-        "scale": [x],
-        "affine": [np.ones_like(x), x],
-        "affine_weights": [np.ones_like(x), x, p],
-    }[kind]
-    return np.stack(columns, axis=1)
-
-
-def _fit(kind: str, x: np.ndarray, y: np.ndarray, p: np.ndarray) -> Calibration:
-    """One calibration model fitted to minimise *relative* error (the squared error of
-    ``prediction / measured - 1``), so small networks count as much as large ones, as in the
-    MAPE that judges the table."""
-    if kind == "identity":
-        return Calibration()
-    design = _design(kind, x, p) / y[:, None]
-    coef, *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
-    if kind == "scale":
-        return Calibration(kind, 0.0, float(coef[0]))
-    if kind == "affine":
-        return Calibration(kind, float(coef[0]), float(coef[1]))
-    return Calibration(kind, float(coef[0]), float(coef[1]), float(coef[2]))
-
-
-def fit_calibration(
-    raw_ms: Sequence[float],
-    measured_ms: Sequence[float],
-    mparams: Sequence[float] | None = None,
-) -> Calibration:
-    """Calibrate the summed layer timings against measured whole networks.
-
-    Candidates: ``identity`` (the sum as it is), ``scale`` (``slope * sum``), ``affine``
-    (``intercept + slope * sum``) and, given the networks' parameter counts (millions),
-    ``affine_weights`` (``+ ms_per_mparam * mparams``: a layer timed alone keeps its
-    weights in cache, inside a network with megabytes of weights it does not). Each is
-    fitted for relative error; the one with the lowest leave-one-out MAPE wins, so a few
-    noisy calibration networks cannot make the table worse than the plain sum. A model
-    needs one network more than it has coefficients; one whose fit has a non-positive
-    slope is never chosen.
-
-    Raises:
-        ValueError: on lists of different or zero length, or non-positive measurements.
-    """
-    x = np.asarray(raw_ms, dtype=np.float64)
-    y = np.asarray(measured_ms, dtype=np.float64)
-    p = np.zeros_like(x) if mparams is None else np.asarray(mparams, dtype=np.float64)
-    if x.shape != y.shape or x.shape != p.shape or x.size == 0:
-        raise ValueError(
-            f"need equal, non-empty lists; got {x.size} raw, {y.size} measured, {p.size} mparams"
-        )
-    if np.any(y <= 0):
-        raise ValueError(f"measured latencies must be > 0, got {y.tolist()}")
-    candidates = [k for k in CALIBRATIONS if x.size >= _MIN_NETWORKS[k]]
-    if mparams is None or float(np.ptp(p)) == 0:
-        candidates = [k for k in candidates if k != "affine_weights"]
-    if float(np.ptp(x)) == 0:
-        candidates = [k for k in candidates if k in ("identity", "scale")]
-    best = (math.inf, "identity")
-    for kind in candidates:
-        errors = []
-        for i in range(x.size):
-            keep = np.arange(x.size) != i
-            cal = _fit(kind, x[keep], y[keep], p[keep])
-            if not cal.slope > 0:
-                break
-            errors.append(abs(cal.predict(x[i], p[i]) - y[i]) / y[i])
-        else:
-            loo = float(np.mean(errors))
-            if loo < best[0]:
-                best = (loo, kind)
-    return _fit(best[1], x, y, p)
-
-
-def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
-    """Mean absolute percentage error, in percent."""
-    p = np.asarray(predicted, dtype=np.float64)
-    m = np.asarray(measured, dtype=np.float64)
-    return float(np.mean(np.abs(p - m) / m) * 100)
+def table_floor(
+    configs: Iterable[LayerConfig],
+    entries: dict[str, float],
+    overhead_ms: float,
+    mparams: dict[str, float],
+) -> Floor:
+    """The :class:`Floor` of a table with these layer ``configs``."""
+    raw, params = overhead_ms, 0.0
+    for kind in ("stem", "head"):
+        keys = [c.key for c in configs if c.kind == kind]
+        if keys:
+            raw += min(entries[k] for k in keys)
+            params += min(mparams.get(k, 0.0) for k in keys)
+    return Floor(raw, params, overhead_ms)
 
 
 def build_table(
@@ -367,6 +288,7 @@ def build_table(
     threads) and the timing plan for layers and calibration networks alike.
     """
     t0 = time.perf_counter()
+    configs = list(configs)
     entries, overhead, mparams = profile_layers(configs, evaluator, progress)
     setup = evaluator.setup()
     table = {
@@ -383,7 +305,8 @@ def build_table(
         raw.append(r)
         weights.append(w)
     measured = [evaluator.measure(arch).median_ms for arch in calibration_archs]
-    cal = fit_calibration(raw, measured, weights) if calibration_archs else Calibration()
+    floor = table_floor(configs, entries, overhead, mparams)
+    cal = fit_calibration(raw, measured, weights, floor) if calibration_archs else Calibration()
     predicted = [cal.predict(r, w) for r, w in zip(raw, weights, strict=True)]
     table["calibration"] = {
         "kind": cal.kind,
@@ -395,6 +318,7 @@ def build_table(
         "mparams": weights,
         "measured_ms": measured,
         "mape_percent": mape(predicted, measured) if calibration_archs else None,
+        "floor": {"raw_ms": floor.raw_ms, "mparams": floor.mparams, "min_ms": floor.min_ms},
     }
     table["build_seconds"] = time.perf_counter() - t0
     log.info(
@@ -526,12 +450,26 @@ class LutLatency:
         return _sums(self.table, arch)[0]
 
     def measure(self, arch: Architecture) -> LatencyStats:
-        """Predicted latency of ``arch`` (``source="lut"``, no spread).
+        """Predicted latency of ``arch`` (``source="lut"``, no spread), on the scale the
+        table was built on (drift-corrected, with its nominal, when it was).
 
         Raises:
-            LatencyError: if a layer of ``arch`` is missing from the table.
+            LatencyError: if a layer of ``arch`` is missing from the table, or the
+                prediction is <= 0 ms (a calibration fitted before that was ruled out).
         """
-        return LatencyStats.point(self.calibration.predict(*_sums(self.table, arch)), "lut")
+        ms = self.calibration.predict(*_sums(self.table, arch))
+        if not ms > 0:
+            raise LatencyError(
+                f"{describe_arch(arch)}: the latency table {self.path} predicts {ms:.4g} ms "
+                f"(<= 0) with its {self.calibration.kind} calibration; rebuild the table with "
+                "scripts/latency_table.py (calibrations are now kept above 0)"
+            )
+        setup = self.table["setup"]
+        return replace(
+            LatencyStats.point(ms, "lut"),
+            nominal_ms=setup.get("nominal_ms"),
+            clock=setup.get("clock", "wall"),
+        )
 
 
 def table_configs_for(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from mnas.latency.ort import describe_arch, positive_int, torch_threads
+from mnas.latency.ort import describe_arch, torch_threads
 from mnas.latency.stats import LatencyError, LatencyStats
+from mnas.latency.timing import positive_int
 from mnas.nn import build_model, count_macs
 from mnas.space import Architecture
 

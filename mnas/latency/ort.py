@@ -8,18 +8,22 @@ How a figure is produced (see docs/latency.md):
 2. a ``CPUExecutionProvider`` session is created with ``threads`` intra-op threads, one
    inter-op thread, sequential execution and full graph optimisation;
 3. after ``warmup`` untimed runs, runs are timed one by one (input and output bound once,
-   so Python overhead is one call) until the 95% confidence interval of the median is
-   within ``rel_ci`` of it, ``max_runs`` is reached, or ``time_cap_s`` has passed;
+   so Python overhead is one call; :mod:`mnas.latency.timing`) until the 95% confidence
+   interval of the median is within ``rel_ci`` of it, ``max_runs`` is reached, or
+   ``time_cap_s`` has passed. With one thread the clock is the thread's CPU time, so
+   time the scheduler gives to other processes is not counted;
 4. the median, p10, p90, mean and coefficient of variation of the timed runs are returned.
 
 With ``reference=True`` timing alternates between blocks of runs of the candidate and of a
-fixed reference network (the space's MobileNetV2 at the same setup; :func:`time_runs`), and
-all of the candidate's timings are multiplied by
-``nominal / median(reference runs)``, where ``nominal`` is the reference's median measured
-once (and kept in the cache, so every run on this machine shares it). On a shared or
-virtual machine the speed drifts by several percent within seconds, and it drifts for
-every network alike; the correction cancels that common factor, which makes repeated
-measurements and rankings far more repeatable (figures in docs/latency.md).
+fixed reference network (the space's MobileNetV2 at the same setup), and all of the
+candidate's timings are multiplied by ``nominal / median(reference runs)``, where
+``nominal`` is the reference's median timed alone once and kept in the cache under a key
+of everything that changes it (the reference network itself, input shape, threads, clock,
+ONNX Runtime version, machine), so every process on this kind of machine shares it. On a
+shared or virtual machine the speed drifts by several percent within seconds, for every
+network alike; the correction cancels that common factor. The nominal is part of every
+cached figure's key, so re-timing it (:meth:`OrtLatency.remeasure_nominal`,
+``python -m mnas latency-nominal``) never mixes two scales.
 
 Timing must not overlap training: the search runs a separate latency phase in which
 children are timed one at a time while nothing trains. ``pin_cpu`` additionally pins the
@@ -29,46 +33,47 @@ timing thread (and ONNX Runtime's pool, created after pinning) to fixed cores.
 from __future__ import annotations
 
 import functools
-import gc
 import io
 import json
 import logging
 import os
 import platform
+import sqlite3
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
 
-from mnas.latency.cache import LatencyCache, cache_key
-from mnas.latency.stats import LatencyError, LatencyStats, median_ci_halfwidth, stats_from_samples
+from mnas.latency.cache import LatencyCache, Nominal, cache_key
+from mnas.latency.stats import LatencyError, LatencyStats, stats_from_samples
+from mnas.latency.timing import (
+    TimingPlan,
+    Timings,
+    bound_runner,
+    positive_int,
+    resolve_clock,
+    time_runs,
+)
 from mnas.nn import build_model
 from mnas.space import Architecture, MnasSpace
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-# The network timed in blocks alternating with the candidate's when drift correction is on.
+# The network timed in blocks alternating with the candidate's when drift correction is on
+# (the space's baseline, :func:`reference_arch`); this name only labels it.
 REFERENCE_NAME = "mobilenetv2"
 REFERENCE_SECONDS = 2.0
-# Timed runs per block when candidate and reference alternate, each block after this many
-# untimed runs (the other network has just used the caches).
-REFERENCE_BLOCK = 8
-REFERENCE_UNTIMED = 1
+T = TypeVar("T")
 # Bump when export settings change the graph, so old cache entries stop matching.
 EXPORT_FORMAT = 1
-
-
-def positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return value
 
 
 @contextmanager
@@ -161,112 +166,21 @@ def make_session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
 
 
-@dataclass(frozen=True)
-class TimingPlan:
-    """When to stop timing.
-
-    Attributes:
-        warmup: untimed runs first (allocations, caches, CPU frequency).
-        min_runs: timed runs before the stopping rule is consulted.
-        max_runs: timed runs at most.
-        rel_ci: stop once the 95% CI half-width of the median is within this fraction of it
-            (checked every 5 runs from ``min_runs`` on; the interval needs 8 runs to exist).
-        time_cap_s: stop after this many seconds of timed runs (once 5 runs are in).
-    """
-
-    warmup: int = 5
-    min_runs: int = 15
-    max_runs: int = 300
-    rel_ci: float = 0.01
-    time_cap_s: float = 0.6
-
-    def __post_init__(self) -> None:
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup={self.warmup!r} must be an integer >= 0")
-        positive_int("min_runs", self.min_runs)
-        positive_int("max_runs", self.max_runs)
-        if self.max_runs < self.min_runs:
-            raise ValueError(f"max_runs={self.max_runs} must be >= min_runs={self.min_runs}")
-        if not self.rel_ci > 0:
-            raise ValueError(f"rel_ci={self.rel_ci} must be > 0")
-        if not self.time_cap_s > 0:
-            raise ValueError(f"time_cap_s={self.time_cap_s} must be > 0")
-
-
-_CHECK_EVERY = 5
-_MIN_RUNS_AT_CAP = 5
-
-
-def bound_runner(session: ort.InferenceSession, input_shape: tuple[int, ...]) -> Callable[[], None]:
-    """One run of ``session`` on a fixed random input, with input and output bound once so
-    that a timed call costs one Python call on top of the graph."""
-    x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
-    binding = session.io_binding()
-    binding.bind_cpu_input(session.get_inputs()[0].name, x)
-    for out in session.get_outputs():
-        binding.bind_output(out.name, "cpu")
-    return functools.partial(session.run_with_iobinding, binding)
-
-
-def time_runs(
-    run: Callable[[], None], plan: TimingPlan, reference: Callable[[], None] | None = None
-) -> tuple[list[float], list[float]]:
-    """Timed calls of ``run`` (ms) following ``plan``'s stopping rule.
-
-    With a ``reference``, timing alternates between blocks of ``REFERENCE_BLOCK`` timed
-    calls of ``run`` and of ``reference``, each block after ``REFERENCE_UNTIMED`` untimed
-    calls (the other network has just used the caches), so that both see the same machine
-    speed while each is still timed warm, back to back. Returns the two lists of timings
-    (the second empty without a reference).
-    """
-    samples: list[float] = []
-    ref_samples: list[float] = []
-
-    def timed(fn: Callable[[], None], out: list[float], untimed: int, count: int) -> None:
-        for _ in range(untimed):
-            fn()
-        for _ in range(count):
-            t0 = time.perf_counter_ns()
-            fn()
-            out.append((time.perf_counter_ns() - t0) / 1e6)
-
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(plan.warmup):
-            run()
-            if reference is not None:
-                reference()
-        start = time.perf_counter()
-        while len(samples) < plan.max_runs:
-            switch = reference is not None and bool(samples) and len(samples) % REFERENCE_BLOCK == 0
-            if switch:
-                timed(reference, ref_samples, REFERENCE_UNTIMED, REFERENCE_BLOCK)
-            timed(run, samples, REFERENCE_UNTIMED if switch else 0, 1)
-            n = len(samples)
-            if n >= _MIN_RUNS_AT_CAP and time.perf_counter() - start > plan.time_cap_s:
-                break
-            if n >= plan.min_runs and (n - plan.min_runs) % _CHECK_EVERY == 0:
-                if median_ci_halfwidth(samples) <= plan.rel_ci:
-                    break
-        if reference is not None and len(ref_samples) < len(samples):
-            # close with a reference block, so that it brackets the last candidate block
-            timed(reference, ref_samples, REFERENCE_UNTIMED, REFERENCE_BLOCK)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples, ref_samples
-
-
-def time_session(
-    session: ort.InferenceSession, input_shape: tuple[int, ...], plan: TimingPlan
-) -> list[float]:
-    """Timed runs of ``session`` in milliseconds, following ``plan``'s stopping rule."""
-    return time_runs(bound_runner(session, input_shape), plan)[0]
-
-
 def describe_arch(arch: Architecture) -> str:
     return f"architecture {arch.hash} ({arch.key})"
+
+
+def reference_arch() -> Architecture:
+    """The reference network of drift correction: the MnasNet space's MobileNetV2."""
+    space = MnasSpace()
+    return space.architecture(space.baseline_tokens())
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 class OrtLatency:
@@ -281,9 +195,13 @@ class OrtLatency:
         batch_size: images per run.
         threads: ONNX Runtime intra-op threads (1 = the paper's single core).
         warmup, min_runs, max_runs, rel_ci, time_cap_s: see :class:`TimingPlan`.
+        clock: ``cpu`` (the timing thread's CPU time; one thread only), ``wall`` (elapsed
+            time) or ``auto`` (``cpu`` with one thread); see :func:`resolve_clock`.
         pin_cpu: if set, pin timing to CPUs ``pin_cpu .. pin_cpu + threads - 1`` with
             ``os.sched_setaffinity`` (Linux); ignored with a warning where unavailable.
-        cache_path: SQLite file of cached measurements; None disables caching.
+        cache_path: SQLite file of cached measurements and nominals (``~`` allowed); opened
+            lazily by the process that times, and a file that cannot be used is a miss
+            with a warning. None disables caching.
         reference: time a reference network in blocks alternating with the candidate's and
             correct for the machine's speed drift (see the module docstring).
         reference_ms: the reference's nominal median; None: from the cache, or timed on
@@ -308,6 +226,7 @@ class OrtLatency:
         max_runs: int = 300,
         rel_ci: float = 0.01,
         time_cap_s: float = 0.6,
+        clock: str = "auto",
         pin_cpu: int | None = None,
         cache_path: str | os.PathLike | None = None,
         reference: bool = False,
@@ -323,21 +242,23 @@ class OrtLatency:
             raise ValueError(f"width_mult={width_mult} must be > 0")
         self.width_mult = float(width_mult)
         self.plan = TimingPlan(warmup, min_runs, max_runs, rel_ci, time_cap_s)
+        self.clock = resolve_clock(clock, self.threads)
         self.pin_cpus = self._pin_set(pin_cpu)
         self.cache = LatencyCache(cache_path) if cache_path is not None else None
         self.reference = bool(reference)
         if reference_ms is not None and not reference_ms > 0:
             raise ValueError(f"reference_ms={reference_ms} must be > 0 (or None)")
         self.reference_ms = reference_ms
-        self._ref: tuple[Callable[[], None], float] | None = None
+        self._ref_run: Callable[[], None] | None = None
+        self._nominal: Nominal | None = None
+        self._cache_broken = False
         self.exports = 0
         self.cache_hits = 0
 
     def __getstate__(self) -> dict:
-        # ONNX Runtime sessions do not pickle; a copy in another process makes its own.
-        state = dict(self.__dict__)
-        state["_ref"] = None
-        return state
+        # ONNX Runtime sessions do not pickle, and the nominal and the cache's health belong
+        # to the machine that times: a copy in another process finds its own.
+        return {**self.__dict__, "_ref_run": None, "_nominal": None, "_cache_broken": False}
 
     def _pin_set(self, pin_cpu: int | None) -> frozenset[int] | None:
         if pin_cpu is None:
@@ -359,10 +280,12 @@ class OrtLatency:
         return (self.batch_size, self.in_channels, self.input_size, self.input_size)
 
     def setup(self) -> dict:
-        """Everything besides the architecture that changes a measurement's meaning."""
+        """Everything besides the architecture that changes a measurement's meaning
+        (with drift correction: the reference network and its nominal, the scale)."""
         setup = self._base_setup()
         if self.reference:
-            setup["reference"] = REFERENCE_NAME
+            setup["reference"] = reference_arch().hash
+            setup["nominal_ms"] = self.nominal().ms
         return setup
 
     def _base_setup(self) -> dict:
@@ -372,6 +295,7 @@ class OrtLatency:
             "width_mult": self.width_mult,
             "stem_stride": self.stem_stride,
             "threads": self.threads,
+            "clock": self.clock,
             "onnxruntime": ort.__version__,
             "machine": machine_fingerprint(),
             "opset": OPSET,
@@ -387,45 +311,99 @@ class OrtLatency:
             stem_stride=self.stem_stride,
         )
 
-    def reference_runner(self) -> tuple[Callable[[], None], float]:
-        """The reference network's bound run and its nominal median (ms), made on first use.
+    def _cached(self, what: str, op: Callable[[LatencyCache], T], default: T) -> T:
+        """``op(cache)``, or ``default`` without a usable cache: a cache that fails once
+        (unreadable, not a database, locked past the timeout) is left alone from then on,
+        with one warning, so that it costs a miss and never a measurement."""
+        if self.cache is None or self._cache_broken:
+            return default
+        try:
+            return op(self.cache)
+        except (sqlite3.Error, OSError) as e:
+            self._cache_broken = True
+            log.warning(
+                "latency cache %s cannot be used (%s while trying to %s: %s); "
+                "timing without it from now on",
+                self.cache.file,
+                type(e).__name__,
+                what,
+                e,
+            )
+            return default
 
-        The nominal is ``reference_ms`` if given, else the cache's for this setup, else
-        timed alone for up to ``REFERENCE_SECONDS`` (or 4 time caps, if less) and stored
-        in the cache.
+    def reference_runner(self) -> Callable[[], None]:
+        """A bound run of the reference network (:func:`reference_arch`), made on first use.
+
+        Raises:
+            LatencyError: if the reference cannot be exported or loaded.
         """
-        if self._ref is None:
-            space = MnasSpace()
-            arch = space.architecture(space.baseline_tokens())
+        if self._ref_run is None:
             try:
                 onnx_bytes = export_onnx(
-                    self._build(arch), self.input_size, self.in_channels, self.batch_size
+                    self._build(reference_arch()),
+                    self.input_size,
+                    self.in_channels,
+                    self.batch_size,
                 )
                 with self._pinned():
-                    run = bound_runner(make_session(onnx_bytes, self.threads), self.input_shape)
+                    session = make_session(onnx_bytes, self.threads)
+                    self._ref_run = bound_runner(session, self.input_shape)
             except Exception as e:
                 raise LatencyError(f"cannot time the reference network: {e}") from e
-            key = cache_key({"reference_nominal": REFERENCE_NAME, **self._base_setup()})
-            nominal = self.reference_ms
-            if nominal is None and self.cache is not None:
-                nominal = self.cache.get_reference(key)
-            if nominal is None:
-                # as precise as a few measurements together, at most REFERENCE_SECONDS
-                plan = TimingPlan(
-                    warmup=10,
-                    min_runs=50,
-                    max_runs=100_000,
-                    rel_ci=0.002,
-                    time_cap_s=min(REFERENCE_SECONDS, 4 * self.plan.time_cap_s),
+        return self._ref_run
+
+    def nominal_key(self) -> str:
+        """Cache key of the nominal: the reference network itself and everything that
+        changes its timing (input shape, classes, width, threads, clock, ONNX Runtime,
+        opset, export format, machine)."""
+        return cache_key({"reference_nominal": reference_arch().hash, **self._base_setup()})
+
+    def nominal(self) -> Nominal:
+        """The reference's nominal median, which sets the drift-corrected scale:
+        ``reference_ms`` if given, else the cache's for :meth:`nominal_key`, else timed
+        alone now for up to ``REFERENCE_SECONDS`` (or 4 time caps, if less) and stored,
+        unless another process stored one first."""
+        if self._nominal is None:
+            if self.reference_ms is not None:
+                self._nominal = Nominal(float(self.reference_ms), None)
+                return self._nominal
+            key = self.nominal_key()
+            stored = self._cached("read the nominal", lambda c: c.get_nominal(key), None)
+            if stored is None:
+                timed = self._time_nominal(min(REFERENCE_SECONDS, 4 * self.plan.time_cap_s))
+                stored = self._cached(
+                    "store the nominal", lambda c: c.put_nominal(key, timed), timed
                 )
-                with self._pinned():
-                    samples, _ = time_runs(run, plan)
-                nominal = float(np.median(samples))
-                if self.cache is not None:
-                    nominal = self.cache.put_reference(key, nominal)
-                log.info("reference %s: nominal %.4f ms", REFERENCE_NAME, nominal)
-            self._ref = (run, nominal)
-        return self._ref
+                log.info("reference %s: nominal %.4f ms", REFERENCE_NAME, stored.ms)
+            self._nominal = stored
+        return self._nominal
+
+    def _time_nominal(self, seconds: float) -> Nominal:
+        plan = TimingPlan(
+            warmup=10, min_runs=50, max_runs=10_000_000, rel_ci=0.002, time_cap_s=seconds
+        )
+        with self._pinned():
+            timings = time_runs(self.reference_runner(), plan, clock=self.clock)
+        return Nominal(float(np.median(timings.samples)), time.time(), _load_average())
+
+    def remeasure_nominal(self, seconds: float = 10.0) -> tuple[Nominal | None, Nominal]:
+        """Time the reference alone for up to ``seconds`` and store it as the nominal in
+        place of the one stored (a first nominal taken on a busy machine biases every
+        later figure). Figures cached on the old scale stop matching (the nominal is in
+        their key). Returns (the previous nominal or None, the new one).
+
+        Raises:
+            ValueError: without a cache, or for ``seconds <= 0``.
+            sqlite3.Error, OSError: if the cache cannot be used.
+        """
+        if self.cache is None:
+            raise ValueError("no cache_path: there is no stored nominal to replace")
+        if not seconds > 0:
+            raise ValueError(f"seconds={seconds} must be > 0")
+        key = self.nominal_key()
+        previous = self.cache.get_nominal(key)
+        self._nominal = self.cache.put_nominal(key, self._time_nominal(seconds), replace=True)
+        return previous, self._nominal
 
     def cache_key(self, arch: Architecture) -> str:
         return cache_key({"arch": arch.hash, **self.setup()})
@@ -437,20 +415,26 @@ class OrtLatency:
             LatencyError: naming the architecture if it cannot be built, exported or run;
                 nothing is cached then.
         """
-        key = self.cache_key(arch) if self.cache is not None else ""
+        key = ""
         if self.cache is not None:
-            hit = self.cache.get(key)
+            key = self.cache_key(arch)
+            hit = self._cached("read a measurement", lambda c: c.get(key), None)
             if hit is not None:
                 self.cache_hits += 1
                 return replace(hit, source="cache", export_seconds=0.0)
 
         stats = self._measure(lambda: self._build(arch), describe_arch(arch))
         if self.cache is not None:
-            self.cache.put(key, arch.hash, arch.key, self.setup(), stats)
+            setup = self.setup()
+            self._cached(
+                "store a measurement", lambda c: c.put(key, arch.hash, arch.key, setup, stats), None
+            )
         return stats
 
     def measure_model(self, model: nn.Module, name: str) -> LatencyStats:
-        """Latency of an already built model (not cached): for retraining and export.
+        """Latency of an already built model, measured now (never from the cache; with
+        drift correction the cache still gives the nominal): for retraining, export and
+        ``python -m mnas latency``.
 
         Raises:
             LatencyError: naming ``name`` if the model cannot be exported or run.
@@ -458,26 +442,26 @@ class OrtLatency:
         return self._measure(lambda: model, name)
 
     def time_onnx(self, onnx_bytes: bytes, input_shape: tuple[int, ...]) -> list[float]:
-        """Timed runs (ms) of an ONNX graph under this evaluator's threads, pinning, plan
-        and drift correction."""
-        ref = self.reference_runner() if self.reference else None
+        """Timed runs (ms) of an ONNX graph under this evaluator's threads, pinning, plan,
+        clock and drift correction."""
         with self._pinned():
             run = bound_runner(make_session(onnx_bytes, self.threads), input_shape)
-            samples, _ = self._timed(run, ref)
-        return samples
+            timings, factor = self._timed(run)
+        return [t * factor for t in timings.samples]
 
-    def _timed(
-        self, run: Callable[[], None], ref: tuple[Callable[[], None], float] | None
-    ) -> tuple[list[float], float]:
-        """Timed runs, corrected by the reference's drift factor when there is one."""
-        if ref is None:
-            return time_runs(run, self.plan)[0], 1.0
-        samples, ref_samples = time_runs(run, self.plan, ref[0])
-        factor = ref[1] / float(np.median(ref_samples))
-        return [t * factor for t in samples], factor
+    def _timed(self, run: Callable[[], None]) -> tuple[Timings, float]:
+        """Timed runs and the drift factor (1.0 without the reference)."""
+        if not self.reference:
+            return time_runs(run, self.plan, clock=self.clock), 1.0
+        nominal = self.nominal().ms
+        timings = time_runs(run, self.plan, self.reference_runner(), self.clock)
+        return timings, nominal / float(np.median(timings.ref_samples))
 
     def _measure(self, make_model: Callable[[], nn.Module], name: str) -> LatencyStats:
-        ref = self.reference_runner() if self.reference else None
+        if self.reference:
+            # before the clock starts: the reference's export is not this network's
+            self.nominal()
+            self.reference_runner()
         t0 = time.perf_counter()
         try:
             model = make_model()
@@ -486,14 +470,26 @@ class OrtLatency:
             with self._pinned():
                 run = bound_runner(make_session(onnx_bytes, self.threads), self.input_shape)
                 export_seconds = time.perf_counter() - t0
-                samples, factor = self._timed(run, ref)
+                timings, factor = self._timed(run)
         except Exception as e:
             raise LatencyError(f"cannot time {name}: {type(e).__name__}: {e}") from e
-        stats = stats_from_samples(samples, export_seconds, "measured", factor)
+        stats = stats_from_samples(
+            [t * factor for t in timings.samples],
+            export_seconds,
+            "measured",
+            factor,
+            nominal_ms=self.nominal().ms if self.reference else None,
+            clock=self.clock,
+            ci_rel=timings.ci_rel(self.reference),
+            wall_median_ms=float(np.median(timings.wall)),
+        )
         log.debug(
-            "%s: median %.3f ms (p10 %.3f, p90 %.3f, cv %.3f, %d runs, export %.2f s)",
+            "%s: median %.3f ms (%s, %s clock; p10 %.3f, p90 %.3f, cv %.3f, %d runs, "
+            "export %.2f s)",
             name,
             stats.median_ms,
+            stats.scale,
+            stats.clock,
             stats.p10_ms,
             stats.p90_ms,
             stats.cv,

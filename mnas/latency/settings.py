@@ -12,10 +12,12 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+from mnas.latency.cache import DEFAULT_CACHE_PATH
 from mnas.latency.lut import LutLatency
 from mnas.latency.macs import MacsLatency
-from mnas.latency.ort import OrtLatency, TimingPlan
+from mnas.latency.ort import OrtLatency
 from mnas.latency.stats import LatencyStats
+from mnas.latency.timing import TimingPlan, resolve_clock
 from mnas.space import Architecture
 
 KINDS = ("measured", "lut", "macs")
@@ -37,9 +39,12 @@ class LatencySettings:
         batch_size: images per timed run.
         warmup, min_runs, max_runs, rel_ci, time_cap_s: the stopping rule
             (:class:`mnas.latency.ort.TimingPlan`).
+        clock: ``cpu`` (the timing thread's CPU time; one thread), ``wall`` (elapsed) or
+            ``auto`` (``cpu`` with one thread); :func:`mnas.latency.timing.resolve_clock`.
         pin_cpu: pin timing to this CPU (Linux); None: no pinning.
         reference: interleave a reference network and correct the machine's drift.
-        cache: SQLite file of cached measurements (``~`` expanded); None: no cache.
+        cache: SQLite file of cached measurements (``~`` expanded by the process that
+            times); None: no cache.
         lut_path: the table of ``kind=lut`` (built by ``scripts/latency_table.py``).
 
     Raises:
@@ -54,9 +59,10 @@ class LatencySettings:
     max_runs: int = 300
     rel_ci: float = 0.01
     time_cap_s: float = 0.6
+    clock: str = "auto"
     pin_cpu: int | None = None
     reference: bool = True
-    cache: str | None = None
+    cache: str | None = DEFAULT_CACHE_PATH
     lut_path: str | None = None
 
     def __post_init__(self) -> None:
@@ -69,6 +75,10 @@ class LatencySettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"latency.{key}={value!r} must be a positive integer")
         self.plan  # noqa: B018 - validates the timing plan now, before any work
+        try:
+            resolve_clock(self.clock, self.threads)
+        except ValueError as e:
+            raise ValueError(f"latency.{e}") from None
 
     @property
     def plan(self) -> TimingPlan:
@@ -110,21 +120,35 @@ def make_latency_evaluator(
         max_runs=settings.max_runs,
         rel_ci=settings.rel_ci,
         time_cap_s=settings.time_cap_s,
+        clock=settings.clock,
         pin_cpu=settings.pin_cpu,
         reference=settings.reference,
-        cache_path=os.path.expanduser(settings.cache) if settings.cache else None,
+        # "~" is expanded, and the file opened, where children are timed (maybe a latency
+        # device with another home folder), not here
+        cache_path=settings.cache or None,
     )
 
 
-def raw_ort_latency(
-    settings: LatencySettings, input_size: int, in_channels: int, batch_size: int | None = None
+def measured_ort_latency(
+    settings: LatencySettings,
+    input_size: int,
+    in_channels: int,
+    batch_size: int | None = None,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    stem_stride: int = 2,
 ) -> OrtLatency:
-    """ONNX Runtime timing of one already built model under ``settings``' threads, pinning
-    and stopping rule, raw: no drift correction and no cache (a retrained model is timed
-    once, not ranked against a stream of children)."""
+    """ONNX Runtime timing of an already built model (:meth:`OrtLatency.measure_model`)
+    under ``settings``, whatever its ``kind``: on the search's scale (drift-corrected
+    against the nominal in ``settings.cache`` unless ``reference`` is off), with the
+    reference network built from ``num_classes``, ``width_mult`` and ``stem_stride`` as the
+    search built it."""
     return OrtLatency(
         input_size=input_size,
         in_channels=in_channels,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        stem_stride=stem_stride,
         batch_size=batch_size or settings.batch_size,
         threads=settings.threads,
         warmup=settings.warmup,
@@ -132,5 +156,8 @@ def raw_ort_latency(
         max_runs=settings.max_runs,
         rel_ci=settings.rel_ci,
         time_cap_s=settings.time_cap_s,
+        clock=settings.clock,
         pin_cpu=settings.pin_cpu,
+        reference=settings.reference,
+        cache_path=settings.cache or None,
     )

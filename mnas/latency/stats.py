@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 SOURCES = ("measured", "cache", "lut", "macs")
+CLOCKS = ("cpu", "wall")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,15 @@ class LatencyStats:
         drift_factor: with reference timing, the factor every run was multiplied by (the
             reference network's nominal median over its median during this measurement);
             1.0 without.
+        nominal_ms: the reference network's nominal median that defines the scale of a
+            drift-corrected figure; None for a raw one.
+        clock: ``cpu`` (CPU time of the thread that runs the network: what a run costs
+            with the core to itself) or ``wall`` (elapsed time).
+        ci_rel: half-width of the 95% confidence interval of ``median_ms``, relative to
+            it (with drift correction the reference's median's interval is included);
+            None where there is none (too few runs, predictors).
+        wall_median_ms: median elapsed time of the same runs, uncorrected (the rawest
+            figure); None for predictors.
     """
 
     median_ms: float
@@ -39,13 +49,33 @@ class LatencyStats:
     export_seconds: float
     source: str
     drift_factor: float = 1.0
+    nominal_ms: float | None = None
+    clock: str = "wall"
+    ci_rel: float | None = None
+    wall_median_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"source {self.source!r} not in {SOURCES}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock {self.clock!r} not in {CLOCKS}")
+
+    @property
+    def scale(self) -> str:
+        """What the ``*_ms`` figures are: ``MMACs`` (millions of multiply-adds, not time),
+        ``drift-corrected`` (ms at the machine speed of the nominal) or ``raw``."""
+        if self.source == "macs":
+            return "MMACs"
+        return "raw" if self.nominal_ms is None else "drift-corrected"
+
+    @property
+    def raw_median_ms(self) -> float:
+        """The median before drift correction (same runs, same clock)."""
+        return self.median_ms / self.drift_factor
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """All fields, plus ``scale`` and ``raw_median_ms`` for readers of the JSON."""
+        return {**asdict(self), "scale": self.scale, "raw_median_ms": self.raw_median_ms}
 
     @classmethod
     def from_dict(cls, data: dict) -> LatencyStats:
@@ -67,8 +97,14 @@ def stats_from_samples(
     export_seconds: float = 0.0,
     source: str = "measured",
     drift_factor: float = 1.0,
+    nominal_ms: float | None = None,
+    clock: str = "wall",
+    ci_rel: float | None = None,
+    wall_median_ms: float | None = None,
 ) -> LatencyStats:
     """Summarise timed runs: median, p10/p90 (linear interpolation), mean, cv (ddof=1).
+    ``ci_rel`` defaults to the median's own interval (:func:`median_ci_halfwidth`; None
+    when there are too few runs for one); the other keywords are stored as given.
 
     Raises:
         ValueError: if there are no samples or one is negative or not finite.
@@ -81,6 +117,8 @@ def stats_from_samples(
     mean = float(x.mean())
     std = float(x.std(ddof=1)) if x.size > 1 else 0.0
     p10, median, p90 = (float(v) for v in np.percentile(x, [10, 50, 90]))
+    if ci_rel is None:
+        ci_rel = median_ci_halfwidth(x)
     return LatencyStats(
         median_ms=median,
         p10_ms=p10,
@@ -91,6 +129,10 @@ def stats_from_samples(
         export_seconds=float(export_seconds),
         source=source,
         drift_factor=float(drift_factor),
+        nominal_ms=nominal_ms,
+        clock=clock,
+        ci_rel=float(ci_rel) if math.isfinite(ci_rel) else None,
+        wall_median_ms=wall_median_ms,
     )
 
 
