@@ -240,7 +240,14 @@ def test_ray_cluster_without_gpus_refuses_cuda():
 
 
 def fake_finalize(model, data, out_dir, name, checkpoint, metrics, *args, **kwargs):
-    return {**metrics, "params": 1, "macs": 1, "latency_ms": 1.0}
+    return {
+        **metrics,
+        "params": 1,
+        "macs": 1,
+        "latency_ms": 1.0,
+        "latency_scale": "drift-corrected",
+        "latency_raw_ms": 1.1,
+    }
 
 
 def test_retrain_trains_on_the_configured_device(tmp_path, monkeypatch):
@@ -286,9 +293,16 @@ def test_transfer_trains_on_the_configured_device(tmp_path, monkeypatch):
 
     def finalize(model, data, out_dir, name, checkpoint, metrics, *args, **kwargs):
         timed = dict.fromkeys(
-            ("latency_ms", "latency_batch_ms", "latency_torch_ms", "latency_torch_batch_ms"), 1.0
+            (
+                "latency_ms",
+                "latency_batch_ms",
+                "latency_torch_raw_ms",
+                "latency_torch_batch_raw_ms",
+            ),
+            1.0,
         )
         return {**metrics, **timed, "params": 1, "batch": 32, "onnx_max_abs_diff": 0.0,
+                "latency_scale": "drift-corrected",
                 "onnx_checked_images": 1}  # fmt: skip
 
     monkeypatch.setattr(script, "train_transfer", recording_transfer)
