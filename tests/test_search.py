@@ -164,15 +164,13 @@ def test_failed_child_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
     calls = {"n": 0}
     original = mnas.training.trainer.train_and_evaluate
 
-    def flaky(model, data, config, eval_split="val", progress=None):
+    def flaky(model, data, config, eval_split="val", progress=None, device=None):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("out of memory (simulated)")
         if calls["n"] == 2:
-            return original(
-                model, data, config.__class__(**{**config.__dict__, "lr": 1e6}), eval_split
-            )
-        return original(model, data, config, eval_split)
+            config = config.__class__(**{**config.__dict__, "lr": 1e6})
+        return original(model, data, config, eval_split, device=device)
 
     monkeypatch.setattr(mnas.training.trainer, "train_and_evaluate", flaky)
     cfg = make_cfg(
