@@ -97,10 +97,13 @@ def test_stats_reject_bad_samples_and_round_trip():
 
 
 def test_median_ci_halfwidth():
-    # n = 100: order statistics 40 and 60 (0-based) bound the 95% interval of the median.
+    # n = 100: order statistics 40 and 61 (1-based) bound the 95% interval of the median
+    # (a table of binomial ranks gives the same pair; coverage 96.5%).
     samples = list(range(1, 101))
     random.Random(0).shuffle(samples)
-    assert median_ci_halfwidth(samples) == pytest.approx((61 - 41) / (2 * 50.5))
+    assert median_ci_halfwidth(samples) == pytest.approx((61 - 40) / (2 * 50.5))
+    # n = 15 (the default min_runs): ranks 3 and 13.
+    assert median_ci_halfwidth(list(range(1, 16))) == pytest.approx((13 - 3) / (2 * 8))
     assert median_ci_halfwidth([2.0] * 30) == 0.0
     assert median_ci_halfwidth([1.0, 2.0]) == math.inf
 

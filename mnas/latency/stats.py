@@ -139,19 +139,18 @@ def stats_from_samples(
 def median_ci_halfwidth(samples: Sequence[float], z: float = 1.96) -> float:
     """Relative half-width of a distribution-free confidence interval of the median.
 
-    Uses the order statistics ``x[j]`` and ``x[k]`` with ``j, k = n/2 -+ z*sqrt(n)/2``
-    (normal approximation to the binomial), which needs no assumption on the shape of the
-    timing distribution (they are skewed, with a long right tail). Returns ``inf`` when
-    there are too few samples for the interval to exist.
+    The interval is ``[x(r), x(n + 1 - r)]`` (1-based order statistics) with
+    ``r = floor((n - z*sqrt(n)) / 2)``, the normal approximation to the binomial count of
+    samples below the median; it needs no assumption on the shape of the timing
+    distribution (they are skewed, with a long right tail). For n = 100 that is
+    ``[x(40), x(61)]``. Returns ``inf`` when there are too few samples for it to exist.
     """
     n = len(samples)
-    half = z * math.sqrt(n) / 2
-    j = math.floor(n / 2 - half)
-    k = math.ceil(n / 2 + half)
-    if n < 3 or j < 0 or k > n - 1:
+    r = math.floor((n - z * math.sqrt(n)) / 2)
+    if n < 3 or r < 1:
         return math.inf
     x = np.sort(np.asarray(samples, dtype=np.float64))
     median = float(np.median(x))
     if median <= 0:
         return math.inf
-    return float(x[k] - x[j]) / (2 * median)
+    return float(x[n - r] - x[r - 1]) / (2 * median)
