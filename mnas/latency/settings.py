@@ -111,9 +111,12 @@ def make_latency_evaluator(
             batch_size=settings.batch_size,
             **net,
         )
-    return OrtLatency(
-        **net,
-        batch_size=settings.batch_size,
+    return OrtLatency(**net, batch_size=settings.batch_size, **_timing_kwargs(settings))
+
+
+def _timing_kwargs(settings: LatencySettings) -> dict:
+    """The :class:`OrtLatency` arguments that ``settings`` decides, whatever the network."""
+    return dict(
         threads=settings.threads,
         warmup=settings.warmup,
         min_runs=settings.min_runs,
@@ -150,14 +153,5 @@ def measured_ort_latency(
         width_mult=width_mult,
         stem_stride=stem_stride,
         batch_size=batch_size or settings.batch_size,
-        threads=settings.threads,
-        warmup=settings.warmup,
-        min_runs=settings.min_runs,
-        max_runs=settings.max_runs,
-        rel_ci=settings.rel_ci,
-        time_cap_s=settings.time_cap_s,
-        clock=settings.clock,
-        pin_cpu=settings.pin_cpu,
-        reference=settings.reference,
-        cache_path=settings.cache or None,
+        **_timing_kwargs(settings),
     )
