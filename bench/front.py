@@ -1,0 +1,495 @@
+"""CIFAR-10 front against the MobileNetV2 family: search, retrain with one recipe, time in one
+run on this CPU, report.
+
+    D=bench/out/front; export MNAS_DATA=../shared/datasets
+    python bench/front.py targets --out $D                 # time the references here (T values)
+    python bench/front.py search  --out $D --device cuda --seconds 240 --lut-dir TABLES
+    python bench/front.py select  --out $D                 # >= 4 searched architectures
+    python bench/front.py train   --out $D --device cuda --jobs 6 --which all
+    python bench/front.py time    --out $D                 # every network, one run, this CPU
+    python bench/front.py report  --out $D                 # docs/results/cifar10_front.json
+
+Every step is resumable: ``train`` keeps one file per network under ``$D/rows/`` and skips
+those that exist; ``search`` keeps each search's run directory (a search killed at its time
+limit keeps every child it finished).
+
+- **Set-up**: CIFAR-10 at 32x32, stride-1 stem (``model=small``'s stem), 10 classes.
+- **References**: MobileNetV2 at widths 0.35, 0.5, 0.75 and 1.0, MnasNet-A1 and -B1 at 1.0.
+- **Search**: single-T searches (``scripts/search.py experiment=cifar10_proxy``, PPO, soft
+  reward, the search's trained proxy children) at width 0.5 (the space's filter and layer
+  choices span x0.35 to beyond x1.0 there) with T = the latency of MobileNetV2 x0.35, x0.5,
+  x0.75 and x1.0, run side by side; latency from a lookup table built on this CPU
+  (``--lut-dir``: ``cifar10_w0.5.json``). The table's scale is tied to the measured one by
+  MobileNetV2 at the search's width (the factor is kept in ``lut_scale.json``): targets are
+  converted to the table's scale, and predicted latencies back, with it.
+- **Selection**: for every MobileNetV2 width, the best searched architecture (proxy accuracy)
+  predicted at least 1.3x faster, and the best predicted no slower; duplicates dropped.
+- **Recipe** (one for all): ``--epochs`` (15) on all 50,000 training images, batch 256, SGD
+  Nesterov lr 0.2 with 1 warm-up epoch and cosine decay, weight decay 5e-4, label smoothing
+  0.1, crop + flip; scored once on the 10,000 test images. ``--repeat-seed`` trains the first
+  searched architecture again with seed 1 (the noise a reader needs).
+- **Latency**: ONNX Runtime CPU, one thread, batch 1, the search's measured settings, every
+  network in one run on one drift-corrected scale (reference: MobileNetV2 at width 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCES = [
+    ("MobileNetV2 x0.35", "mobilenetv2", 0.35),
+    ("MobileNetV2 x0.5", "mobilenetv2", 0.5),
+    ("MobileNetV2 x0.75", "mobilenetv2", 0.75),
+    ("MobileNetV2 x1.0", "mobilenetv2", 1.0),
+    ("MnasNet-A1 x1.0", "mnasnet_a1", 1.0),
+    ("MnasNet-B1 x1.0", "mnasnet_b1", 1.0),
+]
+# (search width, MobileNetV2 width whose latency is T)
+SEARCHES = [(0.5, 0.35), (0.5, 0.5), (0.5, 0.75), (0.5, 1.0)]
+SETUP = dict(input_size=32, in_channels=3, num_classes=10, stem_stride=1)
+SPEEDUP = 1.3
+
+
+def data_root() -> str:
+    root = os.environ.get("MNAS_DATA")
+    if not root:
+        sys.exit("set MNAS_DATA to the folder that holds cifar10-jpeg/ (or cifar-10-batches-py/)")
+    return root
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def build(blocks, width: float):
+    from mnas.nn import build_model
+    from mnas.space import Architecture
+
+    return build_model(
+        Architecture.from_blocks(list(blocks)),
+        width_mult=width,
+        dropout=0.2,
+        **{k: v for k, v in SETUP.items() if k != "input_size"},
+    )
+
+
+def latency_evaluator(reference_width: float = 1.0):
+    from mnas.latency import LatencySettings
+    from mnas.latency.settings import measured_ort_latency
+
+    return measured_ort_latency(
+        LatencySettings(kind="measured"),
+        SETUP["input_size"],
+        SETUP["in_channels"],
+        num_classes=SETUP["num_classes"],
+        width_mult=reference_width,
+        stem_stride=SETUP["stem_stride"],
+    )
+
+
+def reference_rows() -> list[dict]:
+    from mnas.space.references import reference
+
+    return [
+        {"label": label, "source": "reference", "blocks": list(reference(name).blocks), "width": w}
+        for label, name, w in REFERENCES
+    ]
+
+
+# --- targets -------------------------------------------------------------------------------
+def cmd_targets(args) -> None:
+    ev = latency_evaluator()
+    out = {}
+    for row in reference_rows():
+        stats = ev.measure_model(build(row["blocks"], row["width"]), row["label"])
+        out[row["label"]] = stats.median_ms
+        print(f"{row['label']:<20} {stats.median_ms:8.3f} ms")
+    write_json(args.out / "targets.json", out)
+
+
+# --- search --------------------------------------------------------------------------------
+def cmd_search(args) -> None:
+    targets = json.loads((args.out / "targets.json").read_text())
+    scale = {}
+    if args.lut_dir:
+        from mnas.latency.lut import LutLatency
+        from mnas.space.references import reference
+
+        for width in sorted({w for w, _ in SEARCHES}):
+            lut = LutLatency(args.lut_dir / f"cifar10_w{width}.json", width_mult=width)
+            predicted = lut.measure(reference("mobilenetv2")).median_ms
+            scale[str(width)] = predicted / targets[f"MobileNetV2 x{width}"]
+    write_json(args.out / "lut_scale.json", scale)
+    procs = []
+    for width, ref_width in SEARCHES:
+        target = targets[f"MobileNetV2 x{ref_width}"] * scale.get(str(width), 1.0)
+        name = f"w{width}_T{ref_width}"
+        run = args.out / "search" / name
+        if args.lut_dir:
+            table = (args.lut_dir / f"cifar10_w{width}.json").resolve()
+            latency = ["latency=lut", f"latency.lut_path={table}"]
+        else:  # plumbing checks only: T is then read as MMACs
+            latency = ["latency=macs"]
+        cmd = [
+            sys.executable,
+            str(ROOT / "scripts" / "search.py"),
+            "experiment=cifar10_proxy",
+            f"model.width_mult={width}",
+            f"reward.target_ms={target:.6g}",
+            *latency,
+            f"device={args.device}",
+            "executor=serial",
+            f"steps={args.steps}",
+            f"seed={args.seed}",
+            "tensorboard=false",
+            f"hydra.run.dir={run}",
+            *args.override,
+        ]
+        print(" ".join(cmd[1:]), flush=True)
+        log = open(args.out / f"search_{name}.log", "w")  # noqa: SIM115 (kept open while it runs)
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + args.seconds
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(2)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def searched_children(out: Path) -> list[dict]:
+    scale = json.loads((out / "lut_scale.json").read_text())
+    rows = []
+    for results in sorted((out / "search").glob("*/results.jsonl")):
+        for line in results.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of a search stopped at its time limit
+            if r.get("status") == "ok" and r.get("latency_ms"):
+                run = json.loads((results.parent / "run.json").read_text())
+                width = run["model"]["width_mult"]
+                # predicted latency on the measured scale of targets.json
+                ms = r["latency_ms"] / scale.get(str(width), 1.0)
+                rows.append({**r, "latency_ms": ms, "width": width, "run": results.parent.name})
+    return rows
+
+
+# --- select --------------------------------------------------------------------------------
+def cmd_select(args) -> None:
+    targets = json.loads((args.out / "targets.json").read_text())
+    children = searched_children(args.out)
+    if not children:
+        sys.exit(f"no finished search children under {args.out / 'search'}")
+    chosen: dict[str, dict] = {}
+    for label, _, _ in REFERENCES[:4]:
+        t = targets[label]
+        for bound, why in ((t / SPEEDUP, f">= {SPEEDUP}x faster than"), (t, "as fast as")):
+            fits = [c for c in children if c["latency_ms"] <= bound]
+            if not fits:
+                print(f"{label}: no searched child predicted {why} it ({bound:.3f} ms)")
+                continue
+            best = max(fits, key=lambda c: (c["accuracy"], -c["latency_ms"]))
+            key = f"{best['hash']}@{best['width']}"
+            if key not in chosen:
+                chosen[key] = {
+                    "label": f"searched {len(chosen) + 1}",
+                    "source": "search",
+                    "blocks": best["blocks"],
+                    "width": best["width"],
+                    "hash": best["hash"],
+                    "run": best["run"],
+                    "proxy_accuracy": best["accuracy"],
+                    "predicted_latency_ms": best["latency_ms"],
+                    "chosen_for": f"{why} {label}",
+                }
+    rows = list(chosen.values())
+    for r in rows:
+        print(
+            f"{r['label']:<11} w{r['width']} proxy {r['proxy_accuracy']:.3f} "
+            f"predicted {r['predicted_latency_ms']:.3f} ms  ({r['chosen_for']})"
+        )
+    print(f"{len(rows)} architectures chosen from {len(children)} searched children")
+    write_json(args.out / "selected.json", rows)
+
+
+# --- train ---------------------------------------------------------------------------------
+def recipe(args) -> dict:
+    return dict(
+        epochs=args.epochs,
+        batch_size=256,
+        optimizer="sgd",
+        lr=0.2,
+        warmup_epochs=1.0,
+        weight_decay=5e-4,
+        label_smoothing=0.1,
+        augment=True,
+        bn_recalibrate=False,
+        threads=1,
+    )
+
+
+_SPLITS = None
+
+
+def _train_one(job: tuple[dict, dict, str, str]) -> str:
+    import torch
+
+    from mnas.nn.stats import model_stats
+    from mnas.training import TrainConfig, train_and_evaluate
+    from mnas.training.device import resolve_device
+
+    row, rec, device, path = job
+    device = resolve_device(device)
+    torch.manual_seed(row["seed"])
+    model = build(row["blocks"], row["width"])
+    stats = model_stats(model, SETUP["input_size"], SETUP["in_channels"])
+    config = TrainConfig(**rec, seed=row["seed"])
+    result = train_and_evaluate(model, _SPLITS, config, eval_split="test", device=device)
+    out = {
+        **row,
+        "test_accuracy": result.accuracy,
+        "diverged": result.diverged,
+        "params": stats.params,
+        "macs": stats.macs,
+        "train_seconds": result.seconds,
+        "device": result.device,
+        "precision": result.precision,
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        "recipe": asdict(config),
+    }
+    write_json(Path(path), out)
+    return f"{row['label']} seed {row['seed']}: test {result.accuracy:.4f} ({result.seconds:.0f} s)"
+
+
+def _load_splits(path: str) -> None:
+    import torch
+
+    global _SPLITS
+    _SPLITS = torch.load(path, weights_only=False)
+
+
+def cmd_train(args) -> None:
+    import torch
+
+    from mnas.data import load_dataset
+
+    rows = []
+    if args.which in ("references", "all"):
+        rows += reference_rows()
+    if args.which in ("searched", "all"):
+        selected = json.loads((args.out / "selected.json").read_text())
+        rows += selected
+        if args.repeat_seed and selected:
+            rows.append({**selected[0], "label": f"{selected[0]['label']} (seed 1)", "seed": 1})
+    rows = [{"seed": 0, **r} for r in rows]
+    (args.out / "rows").mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for r in rows:
+        path = (
+            args.out
+            / "rows"
+            / (r["label"].replace(" ", "_").replace("(", "").replace(")", "") + ".json")
+        )
+        if not path.exists():
+            jobs.append((r, recipe(args), args.device, str(path)))
+    print(f"{len(rows)} networks, {len(rows) - len(jobs)} done, {len(jobs)} to train", flush=True)
+    if not jobs:
+        return
+    start = time.perf_counter()
+    # Loaded (and its JPEGs decoded) once; workers are spawned (a fork after torch has
+    # started its thread pool can hang) and read the tensors from one file.
+    splits = load_dataset(
+        "cifar10",
+        root=data_root(),
+        image_size=32,
+        train_size=args.train_size,
+        val_size=0,
+        test_size=args.test_size,
+    )
+    cache = args.out / "splits.pt"
+    torch.save(splits, cache)
+    print(
+        f"data: {len(splits.train_y)} train / {len(splits.test_y)} test images "
+        f"({time.perf_counter() - start:.0f} s)",
+        flush=True,
+    )
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(
+        min(args.jobs, len(jobs)), initializer=_load_splits, initargs=(str(cache),)
+    ) as pool:
+        for msg in pool.imap_unordered(_train_one, jobs):
+            print(f"[{time.perf_counter() - start:5.0f} s] {msg}", flush=True)
+
+
+# --- time ----------------------------------------------------------------------------------
+def all_rows(out: Path) -> list[dict]:
+    rows = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
+    order = {label: i for i, (label, _, _) in enumerate(REFERENCES)}
+    return sorted(
+        rows, key=lambda r: (r["source"] != "reference", order.get(r["label"], 0), r["label"])
+    )
+
+
+def cmd_time(args) -> None:
+    ev = latency_evaluator()
+    out = {}
+    for row in all_rows(args.out):
+        key = f"{row['label']}"
+        s = ev.measure_model(build(row["blocks"], row["width"]), key)
+        out[key] = {
+            "latency_ms": s.median_ms,
+            "ci_rel": s.ci_rel,
+            "raw_median_ms": s.raw_median_ms,
+            "scale": s.scale,
+        }
+        print(f"{key:<24} {s.median_ms:8.3f} ms", flush=True)
+    write_json(args.out / "latency.json", out)
+
+
+# --- report --------------------------------------------------------------------------------
+def cmd_report(args) -> None:
+    lat = json.loads((args.out / "latency.json").read_text())
+    rows = []
+    for r in all_rows(args.out):
+        rows.append(
+            {
+                "label": r["label"],
+                "source": r["source"],
+                "blocks": r["blocks"],
+                "width_mult": r["width"],
+                "latency_ms": lat[r["label"]]["latency_ms"],
+                "test_accuracy": r["test_accuracy"],
+                "params": r["params"],
+                "macs": r["macs"],
+                "seed": r["seed"],
+                **{
+                    k: r[k]
+                    for k in ("proxy_accuracy", "predicted_latency_ms", "chosen_for")
+                    if k in r
+                },
+            }
+        )
+    ex = json.loads(next((args.out / "rows").glob("*.json")).read_text())
+    budget = {"recipe": ex["recipe"], "device": ex["device_name"], "setup": SETUP}
+    refs = [r for r in rows if r["source"] == "reference" and r["label"].startswith("MobileNetV2")]
+    found = [r for r in rows if r["source"] == "search"]
+    verdicts = []
+    for ref in refs:
+        faster = [
+            f
+            for f in found
+            if f["test_accuracy"] >= ref["test_accuracy"]
+            and ref["latency_ms"] / f["latency_ms"] >= SPEEDUP
+        ]
+        better = [
+            f
+            for f in found
+            if f["latency_ms"] <= ref["latency_ms"]
+            and f["test_accuracy"] - ref["test_accuracy"] >= 0.01
+        ]
+        verdicts.append(
+            {
+                "reference": ref["label"],
+                "beaten_faster": [f["label"] for f in faster],
+                "beaten_more_accurate": [f["label"] for f in better],
+            }
+        )
+    doc = {"budget": budget, "rows": rows, "verdicts": verdicts}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.json, doc)
+    print(f"{'label':<24} {'source':<9} {'ms':>7} {'test acc':>8} {'MMACs':>7} {'params':>8}")
+    for r in rows:
+        print(
+            f"{r['label']:<24} {r['source']:<9} {r['latency_ms']:7.3f} "
+            f"{100 * r['test_accuracy']:8.2f} {r['macs'] / 1e6:7.1f} {r['params']:8d}"
+        )
+    for v in verdicts:
+        print(
+            f"{v['reference']}: faster+as accurate {v['beaten_faster'] or '-'}; "
+            f"as fast+1pt {v['beaten_more_accurate'] or '-'}"
+        )
+    plot(rows, args.figure)
+    print(f"wrote {args.json} and {args.figure}")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for source, marker, color in (("reference", "s", "tab:gray"), ("search", "o", "tab:blue")):
+        pts = [r for r in rows if r["source"] == source]
+        ax.scatter(
+            [r["latency_ms"] for r in pts],
+            [100 * r["test_accuracy"] for r in pts],
+            marker=marker,
+            color=color,
+            label=source,
+        )
+        for r in pts:
+            ax.annotate(
+                r["label"].replace("MobileNetV2 ", "MBv2 ").replace("searched ", "S"),
+                (r["latency_ms"], 100 * r["test_accuracy"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ax.set_xlabel("latency, ms (ONNX Runtime CPU, 1 thread, batch 1, this machine)")
+    ax.set_ylabel("CIFAR-10 test accuracy, %")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("targets", "search", "select", "train", "time", "report"):
+        s = sub.add_parser(name)
+        s.add_argument("--out", type=Path, required=True)
+        if name in ("search", "train"):
+            s.add_argument("--device", default="auto")
+        if name == "search":
+            s.add_argument("--seconds", type=float, default=240)
+            s.add_argument("--steps", type=int, default=100)
+            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--lut-dir", type=Path, help="default: latency=macs (checks only)")
+            s.add_argument("--override", action="append", default=[], help="search override")
+        if name == "train":
+            s.add_argument("--jobs", type=int, default=4)
+            s.add_argument("--epochs", type=float, default=15)
+            s.add_argument("--train-size", type=int, help="checks only (default: all)")
+            s.add_argument("--test-size", type=int, help="checks only (default: all)")
+            s.add_argument("--which", choices=("references", "searched", "all"), default="all")
+            s.add_argument("--repeat-seed", action=argparse.BooleanOptionalAction, default=True)
+        if name == "report":
+            s.add_argument("--json", type=Path, default=ROOT / "docs/results/cifar10_front.json")
+            s.add_argument("--figure", type=Path, default=ROOT / "docs/img/cifar10_front.png")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    globals()[f"cmd_{args.cmd}"](args)
+
+
+if __name__ == "__main__":
+    main()

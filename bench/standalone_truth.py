@@ -1,0 +1,218 @@
+"""Stand-alone proxy accuracy of random architectures: the ground truth accuracy sources are
+ranked against (the supernet's Kendall tau, zero-cost proxies).
+
+    MNAS_DATA=../shared/datasets .venv/bin/python bench/standalone_truth.py \\
+        --n 120 --repeat 24 --device cuda --per-gpu 8 \\
+        --out bench/data/standalone_fashion_mnist.json experiment=fashion_mnist_proxy
+
+Architectures: ``--pool`` random MnasNet-space architectures (``--seed``) are sized (MACs at
+the search's set-up), sorted, cut into ``--n`` equal-count strata, and one is drawn from each:
+the sample covers the whole cost range the search sees, not only the bulk of the uniform
+distribution (MACs stand in for latency, which cannot be measured on every host this runs on).
+Every ``n // repeat``-th of them is trained a second time with trainer seed + 1: the noise
+ceiling (how well the ground truth agrees with itself).
+
+Each one is trained exactly as a search child: :func:`mnas.evaluate.trained.train_child`
+(the search's proxy budget, initial weights from the architecture's hash) through the process
+pool, on ``--device``, and scored on the search's validation split. Other arguments are Hydra
+overrides of conf/search.yaml, as for the search (default: ``experiment=fashion_mnist_proxy``).
+
+Resumable: finished rows go to ``<out>.partial.jsonl`` as they come, and a re-run skips them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from mnas.conf import register_configs
+from mnas.conf.arguments import plain, train_config
+from mnas.conf.runner import data_spec_from
+from mnas.conf.validate import validate_search
+from mnas.data.spec import get_dataset
+from mnas.evaluate.executors import make_executor
+from mnas.evaluate.trained import ModelSpec, TrainTask, train_child
+from mnas.nn.stats import model_stats
+from mnas.space import MnasSpace
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def stratified_sample(space, model: ModelSpec, input_size: int, n: int, pool: int, seed: int):
+    """``n`` architectures, one from each of ``n`` equal-count MACs strata of a random pool."""
+    if pool < n:
+        raise ValueError(f"--pool={pool} must be >= --n={n}")
+    rng = random.Random(seed)
+    seen, cands = set(), []
+    while len(cands) < pool:
+        a = space.sample(rng)
+        if a.hash in seen:
+            continue
+        seen.add(a.hash)
+        with torch.random.fork_rng(devices=[]):
+            macs = model_stats(model.build(a), input_size, model.in_channels).macs
+        cands.append((macs, a.hash, a))
+    cands.sort(key=lambda c: (c[0], c[1]))
+    edges = [round(i * pool / n) for i in range(n + 1)]
+    return [cands[rng.randrange(lo, hi)][2] for lo, hi in itertools.pairwise(edges)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Other arguments are Hydra overrides of conf/search.yaml.",
+    )
+    p.add_argument("--n", type=int, default=120, help="architectures (strata)")
+    p.add_argument("--repeat", type=int, default=24, help="of them trained again, seed + 1")
+    p.add_argument("--pool", type=int, default=1200, help="random candidates to stratify")
+    p.add_argument("--seed", type=int, default=2026, help="seed of the candidates")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--per-gpu", type=int, default=8, help="children trained at once per GPU")
+    p.add_argument("--workers", type=int, default=None, help="CPU workers (default: cores)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--select-only",
+        action="store_true",
+        help="draw the architectures, write <out>.archs.json and stop",
+    )
+    args, overrides = p.parse_known_args(argv)
+    if not overrides:
+        overrides = ["experiment=fashion_mnist_proxy"]
+    if not 0 <= args.repeat <= args.n:
+        p.error(f"--repeat={args.repeat} must lie in [0, --n={args.n}]")
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="search", overrides=overrides)
+    try:
+        validate_search(cfg)
+        data = data_spec_from(cfg)
+        splits = get_dataset(data)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    model = ModelSpec(
+        num_classes=splits.num_classes,
+        in_channels=splits.in_channels,
+        width_mult=cfg.model.width_mult,
+        stem_stride=cfg.model.stem_stride,
+        dropout=cfg.model.dropout,
+        bn_momentum=cfg.model.bn_momentum,
+    )
+    train = train_config(cfg.trainer)
+    size = cfg.data.image_size
+    space = MnasSpace()
+    # The draw is the slow, host-independent part: it is kept beside the output and reused.
+    chosen = args.out.with_suffix(".archs.json")
+    key = {"n": args.n, "pool": args.pool, "seed": args.seed, "input_size": size}
+    saved = json.loads(chosen.read_text()) if chosen.exists() else {}
+    if saved.get("key") == key:
+        archs = [space.architecture(t) for t in saved["tokens"]]
+        print(f"{len(archs)} architectures from {chosen}")
+    else:
+        start = time.perf_counter()
+        archs = stratified_sample(space, model, size, args.n, args.pool, args.seed)
+        took = time.perf_counter() - start
+        print(f"{len(archs)} architectures from {args.pool} candidates in {took:.0f} s")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        chosen.write_text(json.dumps({"key": key, "tokens": [list(a.tokens) for a in archs]}))
+    if args.select_only:
+        return 0
+    step = max(1, args.n // args.repeat) if args.repeat else 0
+    jobs = [(a, train.seed) for a in archs]
+    jobs += [(a, train.seed + 1) for a in archs[::step][: args.repeat]] if step else []
+
+    partial = args.out.with_suffix(".partial.jsonl")
+    done: dict[tuple[str, int], dict] = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed run: that child is trained again
+            done[(row["hash"], row["seed"])] = row
+    todo = [(a, s) for a, s in jobs if (a.hash, s) not in done]
+    print(f"{len(jobs)} trainings, {len(jobs) - len(todo)} already done, {len(todo)} to go")
+
+    if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
+        ex = make_executor("pool", workers=args.workers, threads_per_worker=1, device="cpu")
+    else:
+        ex = make_executor("pool", device=args.device, gpus_per_worker=1 / args.per_gpu)
+    tasks = [TrainTask(a, model, data, replace(train, seed=s), size, ex.device) for a, s in todo]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    with partial.open("a") as f:
+
+        def finished(k: int, out) -> None:
+            a, s = todo[k]
+            row = {
+                "hash": a.hash,
+                "blocks": list(a.blocks),
+                "tokens": list(a.tokens),
+                "seed": s,
+                "val_accuracy": getattr(out, "accuracy", float("nan")),
+                "status": getattr(out, "status", "failed"),
+                "reason": getattr(out, "reason", str(out)),
+                "params": getattr(out, "params", 0),
+                "macs": getattr(out, "macs", 0),
+                "seconds": getattr(out, "seconds", float("nan")),
+            }
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            done[(a.hash, s)] = row
+            n = len(done)
+            print(
+                f"[{n}/{len(jobs)}] {a.hash[:8]} seed {s}: {row['status']} "
+                f"acc {row['val_accuracy']:.4f} ({row['seconds']:.1f} s) "
+                f"[{time.perf_counter() - t0:.0f} s]",
+                flush=True,
+            )
+
+        try:
+            ex.map(train_child, tasks, finished)
+        finally:
+            ex.close()
+
+    rows = [done[(a.hash, s)] for a, s in jobs if (a.hash, s) in done]
+    device_name = (
+        torch.cuda.get_device_name(0) if ex.device.startswith("cuda") else platform.processor()
+    )
+    meta = {
+        "command": "bench/standalone_truth.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "overrides": overrides,
+        "data": plain(cfg.data),
+        "model": plain(cfg.model),
+        "trainer": plain(cfg.trainer),
+        "num_classes": splits.num_classes,
+        "in_channels": splits.in_channels,
+        "input_size": size,
+        "n": args.n,
+        "repeat": args.repeat,
+        "pool": args.pool,
+        "seed": args.seed,
+        "strata": "MACs (equal-count strata of the candidate pool)",
+        "device": ex.device,
+        "device_name": device_name,
+        "torch": torch.__version__,
+        "wall_seconds": time.perf_counter() - t0,
+    }
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    ok = [r for r in rows if r["status"] == "ok"]
+    print(f"wrote {args.out}: {len(rows)} rows ({len(ok)} ok) in {meta['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
