@@ -48,8 +48,11 @@ from mnas.space import MnasSpace
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def stratified_sample(space, model: ModelSpec, input_size: int, n: int, pool: int, seed: int):
-    """``n`` architectures, one from each of ``n`` equal-count MACs strata of a random pool."""
+def stratified_sample(
+    space, model: ModelSpec, input_size: int, n: int, pool: int, seed: int, table=None
+):
+    """``n`` architectures, one from each of ``n`` equal-count strata of a random pool, by
+    latency predicted by ``table`` (a :class:`mnas.latency.lut.LutLatency`), else by MACs."""
     if pool < n:
         raise ValueError(f"--pool={pool} must be >= --n={n}")
     rng = random.Random(seed)
@@ -59,9 +62,12 @@ def stratified_sample(space, model: ModelSpec, input_size: int, n: int, pool: in
         if a.hash in seen:
             continue
         seen.add(a.hash)
-        with torch.random.fork_rng(devices=[]):
-            macs = model_stats(model.build(a), input_size, model.in_channels).macs
-        cands.append((macs, a.hash, a))
+        if table is not None:
+            cost = table.measure(a).median_ms
+        else:
+            with torch.random.fork_rng(devices=[]):
+                cost = model_stats(model.build(a), input_size, model.in_channels).macs
+        cands.append((cost, a.hash, a))
     cands.sort(key=lambda c: (c[0], c[1]))
     edges = [round(i * pool / n) for i in range(n + 1)]
     return [cands[rng.randrange(lo, hi)][2] for lo, hi in itertools.pairwise(edges)]
@@ -76,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=24, help="of them trained again, seed + 1")
     p.add_argument("--pool", type=int, default=1200, help="random candidates to stratify")
     p.add_argument("--seed", type=int, default=2026, help="seed of the candidates")
+    p.add_argument(
+        "--strata-table",
+        type=Path,
+        help="a latency table (scripts/latency_table.py): strata by its predicted latency "
+        "instead of MACs (sizing hundreds of candidates by MACs takes ~1 s each)",
+    )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--per-gpu", type=int, default=8, help="children trained at once per GPU")
     p.add_argument("--workers", type=int, default=None, help="CPU workers (default: cores)")
@@ -115,17 +127,25 @@ def main(argv: list[str] | None = None) -> int:
     # The draw is the slow, host-independent part: it is kept beside the output and reused.
     chosen = args.out.with_suffix(".archs.json")
     key = {"n": args.n, "pool": args.pool, "seed": args.seed, "input_size": size}
+    if args.strata_table:
+        key["strata_table"] = args.strata_table.name
     saved = json.loads(chosen.read_text()) if chosen.exists() else {}
     if saved.get("key") == key:
         archs = [space.architecture(t) for t in saved["tokens"]]
         print(f"{len(archs)} architectures from {chosen}")
     else:
         start = time.perf_counter()
-        archs = stratified_sample(space, model, size, args.n, args.pool, args.seed)
+        table = None
+        if args.strata_table:
+            from mnas.latency.lut import LutLatency
+
+            table = LutLatency(args.strata_table)
+        archs = stratified_sample(space, model, size, args.n, args.pool, args.seed, table)
         took = time.perf_counter() - start
         print(f"{len(archs)} architectures from {args.pool} candidates in {took:.0f} s")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         chosen.write_text(json.dumps({"key": key, "tokens": [list(a.tokens) for a in archs]}))
+    strata = f"latency predicted by {args.strata_table.name}" if args.strata_table else "MACs"
     if args.select_only:
         return 0
     step = max(1, args.n // args.repeat) if args.repeat else 0
@@ -202,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "pool": args.pool,
         "seed": args.seed,
-        "strata": "MACs (equal-count strata of the candidate pool)",
+        "strata": f"{strata} (equal-count strata of the candidate pool)",
         "device": ex.device,
         "device_name": device_name,
         "torch": torch.__version__,
