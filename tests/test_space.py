@@ -71,7 +71,9 @@ def test_sampled_block_strings_round_trip_and_json():
         arch = space.sample(rng)
         specs = space.decode(arch.tokens)
         assert tuple(parse_block(s) for s in arch.blocks) == specs
-        assert space.encode(specs) == space.architecture(space.encode(specs)).tokens
+        # Tokens may differ where two choices give one network (repeats clamp at 1), so
+        # encoding must give tokens that decode to the same blocks.
+        assert space.decode(space.encode(specs)) == specs
         assert space.architecture(space.encode(specs)).hash == arch.hash
         again = Architecture.from_json(arch.to_json())
         assert again == arch and again.hash == arch.hash
