@@ -141,7 +141,7 @@ class StrategyConf:
     max_grad_norm: float = 1.0  # gradient clipping
     advantages: AdvantageKind = AdvantageKind.rank  # rank | baseline
     baseline_decay: float = 0.7  # baseline advantages: EMA decay of the reward baseline
-    normalize_advantages: bool = True  # baseline advantages: divide by their batch std
+    normalize_advantages: bool = True  # baseline advantages: centre, divide by floored std
     resample: int = 50  # redraws per architecture proposed before (0: keep repeats)
     population: int = 10  # evolution: population size
     sample_size: int = 3  # evolution: tournament size
@@ -182,7 +182,7 @@ class EvaluatorConf:
 class SearchConf:
     steps: int = 8  # controller updates
     batch_size: int = 8  # architectures sampled per update
-    seed: int = 0  # seeds the strategy and the trainers
+    seed: int = 0  # seeds the strategy (controller weights, sampling); trainers: trainer.seed
     resume: str | None = None  # run directory to continue
     tensorboard: bool = True  # write tb/ and pareto.png
     hparams: bool = True  # one TensorBoard HParams session per architecture

@@ -10,7 +10,8 @@ Advantages (``PPOConfig.advantages``):
   accuracy range, latency target or exponent (a soft reward's ``(LAT/T)**w`` factor spreads
   rewards by a few hundredths, a hard one by tenths).
 - ``baseline``: NASNet's ``A = R - b`` with ``b`` an exponential moving average of rewards
-  (optionally divided by the batch's standard deviation).
+  (optionally centred and divided by the batch's standard deviation, floored: see
+  :func:`normalize_advantages`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class PPOConfig:
     max_grad_norm: float = 1.0  # gradient clipping (<= 0 disables)
     advantages: str = "rank"  # rank | baseline (see the module docstring)
     baseline_decay: float = 0.95  # baseline advantages: EMA decay of the reward baseline
-    normalize_advantages: bool = False  # baseline advantages: divide by their batch std
+    normalize_advantages: bool = False  # baseline advantages: centre, divide by floored std
 
     def __post_init__(self) -> None:
         if not 0 < self.clip_eps < 1:
@@ -63,6 +64,26 @@ class EMABaseline:
             mean if self.value is None else self.decay * self.value + (1 - self.decay) * mean
         )
         return self.value
+
+
+# Rewards are accuracies scaled by a latency factor (order 0.1-1): a spread below this is
+# noise, and dividing by it would turn noise into full-size updates.
+ADVANTAGE_STD_FLOOR = 1e-3
+
+
+def normalize_advantages(advantages: Tensor) -> Tensor:
+    """``(A - mean A) / max(std A, floor)``.
+
+    Centring first keeps a batch whose rewards are all equal (a whole batch failed; a
+    collapsed controller sampling one architecture) from becoming huge same-sign
+    advantages; the floor keeps a near-equal batch from being blown up to unit variance.
+    Each result is at most ``sqrt(n - 1)`` in magnitude. A batch of one has no spread and
+    is returned as it is.
+    """
+    if advantages.numel() < 2:
+        return advantages
+    centred = advantages - advantages.mean()
+    return centred / centred.std().clamp_min(ADVANTAGE_STD_FLOOR)
 
 
 def rank_advantages(rewards: Tensor) -> Tensor:
@@ -128,8 +149,8 @@ def policy_update(
 
     Returns the diagnostics of the last pass.
     """
-    if config.advantages == "baseline" and config.normalize_advantages and advantages.numel() > 1:
-        advantages = advantages / (advantages.std() + 1e-8)
+    if config.advantages == "baseline" and config.normalize_advantages:
+        advantages = normalize_advantages(advantages)
     diag: dict[str, float] = {}
     for _ in range(config.epochs if clipped else 1):
         log_probs, entropies = controller.evaluate(tokens)
