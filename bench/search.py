@@ -28,6 +28,7 @@ from mnas.conf import register_configs
 from mnas.conf.runner import build_search
 from mnas.search import load_results
 from mnas.search.pareto import hypervolume, pareto_indices
+from mnas.search.records import latency_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,10 +62,10 @@ def run_one(strategy: str, seed: int, args, run_dir: Path) -> dict:
     curve = {}
     for b in args.budgets:
         head = [r for r in recs[:b] if r["status"] == "ok"]
-        pts = [(r["latency_ms"], r["accuracy"]) for r in head]
+        pts = [(latency_of(r), r["accuracy"]) for r in head]
         curve[b] = {
             "best_reward": max((r["reward"] for r in head), default=0.0),
-            "hv": hypervolume(pts, 2 * search.target_ms, 0.0),
+            "hv": hypervolume(pts, 2 * search.target, 0.0),
             "front": len(pareto_indices(pts)),
         }
     return {
@@ -72,7 +73,7 @@ def run_one(strategy: str, seed: int, args, run_dir: Path) -> dict:
         "wall": wall,
         "loop": summary.seconds,
         "overhead": loop_overhead,
-        "target": search.target_ms,
+        "target": search.target,
         "n": len(recs),
     }
 

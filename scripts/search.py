@@ -34,6 +34,14 @@ OmegaConf.register_new_resolver(
 log = logging.getLogger("mnas.search")
 
 
+class AboveTheBar(logging.Handler):
+    """Warnings on the console (a failed, diverged or timed-out child included), printed
+    above the progress bar instead of through it; the full log goes to the run's search.log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
 def print_table(summary, unit: str) -> None:
     rows = summary.front
     print()
@@ -46,7 +54,7 @@ def print_table(summary, unit: str) -> None:
     print("-" * len(header))
     for i, r in enumerate(rows):
         print(
-            f"{i:>3} {100 * r.accuracy:>7.2f} {r.latency_ms:>11.4f} {r.reward:>8.4f} "
+            f"{i:>3} {100 * r.accuracy:>7.2f} {r.latency_value:>11.4f} {r.reward:>8.4f} "
             f"{r.params:>10,} {r.macs:>12,}  {' '.join(r.blocks)}"
         )
     scales = sorted({r.latency["scale"] for r in rows if "scale" in (r.latency or {})})
@@ -88,6 +96,8 @@ def main(cfg: DictConfig) -> float:
 
     print(f"run directory: {run_dir}")
     print_tensorboard(search)
+    console = AboveTheBar(logging.WARNING)
+    logging.getLogger().addHandler(console)
     total = search.steps * search.batch_size
     bar = tqdm(
         total=total,
@@ -97,21 +107,27 @@ def main(cfg: DictConfig) -> float:
         dynamic_ncols=True,
     )
     evaluated = {"n": 0, "seconds": 0.0}
+    # every child of the run that is not ok (failed, diverged, timeout), resumed ones too
+    postfix = {"failed": sum(r.status != "ok" for r in search.records)}
+    bar.set_postfix(postfix)
 
     def on_child(rec) -> None:
         evaluated["n"] += 1
         evaluated["seconds"] += rec.seconds
+        postfix["failed"] += rec.status != "ok"
+        bar.set_postfix(postfix, refresh=False)
         bar.update(1)
 
     def on_step(report) -> None:
-        bar.update(report.reused)  # samples answered from earlier results
         per = evaluated["seconds"] / max(1, evaluated["n"])
-        bar.set_postfix(
+        postfix.update(
             best=f"{report.best_reward:.4f}",
             front=report.front_size,
             s_per_arch=f"{per:.1f}",
             reused=report.reused,
         )
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(report.reused)  # samples answered from earlier results
 
     try:
         summary = search.run(on_child=on_child, on_step=on_step)
@@ -123,6 +139,7 @@ def main(cfg: DictConfig) -> float:
         search.evaluator.close()
         if search.tb is not None:
             search.tb.close()
+        logging.getLogger().removeHandler(console)
     bar.close()
     unit = search.latency_unit
     print_table(summary, unit)
@@ -130,7 +147,7 @@ def main(cfg: DictConfig) -> float:
     print(
         f"evaluated {summary.evaluated} architectures in {summary.steps} steps "
         f"({evaluated['seconds'] / n:.1f} s per architecture this session; "
-        f"target T = {search.target_ms:.4g} {unit})"
+        f"target T = {search.target:.4g} {unit})"
     )
     print(f"run directory: {run_dir}")
     print_tensorboard(search)

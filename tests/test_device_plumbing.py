@@ -113,7 +113,7 @@ def test_tasks_carry_the_executors_device(tmp_path, monkeypatch):
     class GpuPool:
         name, device = "pool", "cuda"
 
-        def map(self, fn, tasks, on_result):
+        def map(self, fn, tasks, on_result, timeout_s=None):
             seen.extend(t.device for t in tasks)
             for k in range(len(tasks)):
                 on_result(k, TrainOutcome(0.5, 1, 1, "ok", "", 0.0))

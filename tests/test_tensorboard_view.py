@@ -106,7 +106,7 @@ def test_tensorboard_opens_on_the_search_and_lists_every_architecture(tmp_path):
         hparams.wait_for("data/runs", lambda runs: hashes <= set(runs))
         experiment = hparams.post("data/plugin/hparams/experiment", {"experimentName": ""})
         metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
-        assert metrics == ["accuracy", "latency_ms", "reward", "params"]
+        assert metrics == ["accuracy", "latency_mmacs", "reward", "params"]
         assert len(experiment["hparamInfos"]) == 42
         groups = hparams.post(
             "data/plugin/hparams/session_groups",
@@ -123,7 +123,7 @@ def test_tensorboard_opens_on_the_search_and_lists_every_architecture(tmp_path):
         assert set(served) == hashes
         for r in records:
             assert served[r["hash"]]["accuracy"] == pytest.approx(r["accuracy"], rel=1e-6)
-            assert served[r["hash"]]["latency_ms"] == pytest.approx(r["latency_ms"], rel=1e-6)
+            assert served[r["hash"]]["latency_mmacs"] == pytest.approx(r["latency_mmacs"], rel=1e-6)
 
         browser.goto(hparams.url + "#hparams")
         rows = browser.wait_for(tb_browser.HPARAMS_STATE, timeout=60)
@@ -131,4 +131,6 @@ def test_tensorboard_opens_on_the_search_and_lists_every_architecture(tmp_path):
         assert {row["name"] for row in rows} == hashes
         for row in rows:
             assert row["metrics"]["accuracy"] == pytest.approx(served[row["name"]]["accuracy"])
-            assert row["metrics"]["latency_ms"] == pytest.approx(served[row["name"]]["latency_ms"])
+            assert row["metrics"]["latency_mmacs"] == pytest.approx(
+                served[row["name"]]["latency_mmacs"]
+            )

@@ -7,6 +7,7 @@ Every function here takes one node of a composed config (``cfg.trainer``, ``cfg.
 
 from __future__ import annotations
 
+import math
 import os
 from enum import Enum
 from typing import Any
@@ -79,6 +80,24 @@ def target_value(cfg: DictConfig) -> float | None:
         except ValueError:
             raise ValueError(f"reward.target_ms={t!r}; allowed: a number > 0 or 'auto'") from None
     return float(t)
+
+
+def child_timeout(cfg: DictConfig) -> float | str | None:
+    """``executor.child_timeout_s`` of an ``executor`` node as seconds, ``"auto"`` or None
+    (no limit)."""
+    t = cfg.get("child_timeout_s", "auto")
+    if t is None or t == "auto":
+        return t
+    try:
+        seconds = float(t)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(t, bool) or not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(
+            f"executor.child_timeout_s={t!r}; allowed: seconds > 0, "
+            "auto (from the trainer budget) or null (no limit)"
+        )
+    return seconds
 
 
 def data_root(cfg: DictConfig) -> str | None:

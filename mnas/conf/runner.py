@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mnas.conf.arguments import (
+    child_timeout,
     data_root,
     latency_settings,
     name_of,
@@ -28,39 +29,108 @@ from mnas.conf.validate import search_device, validate_search
 from mnas.data import DataSpec
 from mnas.evaluate.executors import make_executor
 from mnas.evaluate.tabular import NB201Table, TableEvaluator, TabularEvaluator
-from mnas.evaluate.trained import ModelSpec, TrainedEvaluator
+from mnas.evaluate.trained import ModelSpec, TrainedEvaluator, default_time_limit
 from mnas.latency import make_latency_evaluator
 from mnas.search import RUN_INFO, Search, make_strategy
+from mnas.search.loop import check_same_experiment
 from mnas.search.pareto import median_reference
+from mnas.search.records import unit_key, write_atomic
 from mnas.space import make_space
 
 log = logging.getLogger(__name__)
 
 SAVED_CONFIG = "config.yaml"
 NB201_CSV = "nasbench201/nb201_acc_latency.csv"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+# What a resumed run may change: none of it changes a result (how many steps, how the work
+# is spread over processes and how long a child may take, what is logged). Everything else
+# is the experiment.
+RESUMABLE = ("steps", "executor", "tensorboard", "hparams")
+NOT_RESUMABLE = {"executor.latency_resource": "where latency is measured"}
+WHY_FIXED = {
+    "data": "the data children are trained and scored on",
+    "model": "the networks that are built",
+    "space": "the search space",
+    "trainer": "how children are trained",
+    "latency": "how latency is measured",
+    "reward": "the reward",
+    "strategy": "the strategy",
+    "controller": "the strategy's controller",
+    "evaluator": "how children are evaluated",
+    "seed": "the sampled sequence",
+    "batch_size": "the sampled sequence",
+    "device": "where children train (and so their numerics)",
+}
+_MISSING = object()
 
 
-def load_resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
-    """The saved config of a run, with plain ``key=value`` overrides from the command line
-    (``steps=20`` extends a search); group overrides cannot change a running search."""
+def _refuse(override: str, key: str) -> ValueError:
+    why = NOT_RESUMABLE.get(key) or WHY_FIXED.get(key.split(".")[0], "the experiment")
+    return ValueError(
+        f"resume: {override} would change {why}; a resumed run may change only steps, "
+        "executor.* (not executor.latency_resource), tensorboard and hparams. "
+        "Start a new run directory for another experiment."
+    )
+
+
+def _is_resumable(key: str) -> bool:
+    return key not in NOT_RESUMABLE and key.split(".")[0] in RESUMABLE
+
+
+def load_resume_config(
+    run_dir: str | Path, overrides: list[str], conf_dir: str | Path = CONF_DIR
+) -> DictConfig:
+    """The saved config of a run with the command line's overrides of what cannot change a
+    result: ``steps`` (``steps=20`` extends a search), ``executor`` settings (a group choice
+    such as ``executor=pool`` included), ``tensorboard``, ``hparams``; ``hydra.*`` is
+    Hydra's own. Any other override, and any key the schema lacks (``+foo=1`` included), is
+    refused before any work, naming the key and what it would change.
+    """
     path = Path(run_dir) / SAVED_CONFIG
     if not path.exists():
         raise ValueError(
             f"resume={run_dir}: no {SAVED_CONFIG} there; is it a search run directory?"
         )
     # On the schema, so that a resumed run's overrides are checked like a new run's.
-    cfg = OmegaConf.merge(OmegaConf.structured(SearchConf), OmegaConf.load(path))
+    schema = OmegaConf.structured(SearchConf)
+    cfg = OmegaConf.merge(schema, OmegaConf.load(path))
     OmegaConf.set_struct(cfg, True)
-    dotlist = [o for o in overrides if not o.startswith(("resume=", "hydra.", "+", "~"))]
-    for o in dotlist:
-        key = o.split("=", 1)[0]
-        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" or isinstance(
-            OmegaConf.select(cfg, key), DictConfig
-        ):
-            raise ValueError(f"resume: override {o!r} does not name a setting of the saved run")
-    cfg.merge_with(OmegaConf.from_dotlist(dotlist))
+    for o in overrides:
+        if o.startswith(("resume=", "hydra.")):
+            continue
+        key, sep, value = o.lstrip("+").partition("=")
+        if o.startswith("~") or not sep:
+            raise ValueError(f"resume: override {o!r}: only key=value overrides can resume")
+        current = OmegaConf.select(cfg, key, default=_MISSING)
+        if current is _MISSING:
+            raise ValueError(
+                f"resume: {key} does not name a setting of the search (override {o!r})"
+            )
+        if isinstance(current, DictConfig):  # a group choice, e.g. executor=pool
+            if not _is_resumable(key):
+                raise _refuse(o, key)
+            group = Path(conf_dir) / key / f"{value}.yaml"
+            if not group.exists():
+                raise ValueError(f"resume: override {o!r}: no {group}")
+            cfg[key] = OmegaConf.merge(schema[key], OmegaConf.load(group))
+            continue
+        new = OmegaConf.from_dotlist([f"{key}={value}"])
+        if OmegaConf.select(new, key) == current:
+            continue  # restating the saved value changes nothing
+        if not _is_resumable(key):
+            raise _refuse(o, key)
+        cfg.merge_with(new)
     cfg.resume = str(run_dir)
     return cfg
+
+
+def experiment_settings(cfg: DictConfig) -> dict:
+    """The settings that decide a search's results: the whole config less what a resumed
+    run may change (and ``resume`` itself)."""
+    out = {k: v for k, v in plain(cfg).items() if k not in RESUMABLE and k != "resume"}
+    out["executor"] = {"latency_resource": cfg.executor.latency_resource}
+    return out
 
 
 def make_strategy_from(cfg: DictConfig, space):
@@ -88,7 +158,7 @@ def make_strategy_from(cfg: DictConfig, space):
 
 def make_executor_from(cfg: DictConfig):
     """The search's executor; it resolves ``device`` where its workers run."""
-    kwargs = {k: v for k, v in plain(cfg.executor).items() if k != "name"}
+    kwargs = {k: v for k, v in plain(cfg.executor).items() if k not in ("name", "child_timeout_s")}
     return make_executor(name_of(cfg.executor.name), device=search_device(cfg), **kwargs)
 
 
@@ -100,16 +170,19 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
     """
     validate_search(cfg)
     run_dir = Path(run_dir)
+    experiment = experiment_settings(cfg)
+    check_same_experiment(run_dir, experiment)
     run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / SAVED_CONFIG
-    if not saved.exists():
-        OmegaConf.save(cfg, saved)
+    # The effective config (a resume's new steps or executor included), so that the next
+    # resume starts from it.
+    write_atomic(run_dir / SAVED_CONFIG, OmegaConf.to_yaml(cfg).encode())
     alpha, beta = reward_params(cfg.reward)
     target = target_value(cfg.reward)
     if target is None and (run_dir / RUN_INFO).exists():
         import json
 
-        target = json.loads((run_dir / RUN_INFO).read_text())["target_ms"]
+        info = json.loads((run_dir / RUN_INFO).read_text())
+        target = info[unit_key("target", info.get("latency_unit", "ms"))]
         log.info("resume: target T = %.4g from the run", target)
     space = make_space(name_of(cfg.space.name))
     strategy = make_strategy_from(cfg, space)
@@ -154,12 +227,13 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
         evaluator,
         steps=cfg.steps,
         batch_size=cfg.batch_size,
-        target_ms=target,
+        target=target,
         alpha=alpha,
         beta=beta,
         tb=tb,
         run_info=run_info,
         latency_unit=unit,
+        experiment=experiment,
     )
 
 
@@ -201,14 +275,20 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
         stem_stride=cfg.model.stem_stride,
     )
     unit = "MMACs" if settings.kind == "macs" else "ms"
+    train = train_config(cfg.trainer)
+    limit = child_timeout(cfg.executor)
+    if limit == "auto":
+        limit = default_time_limit(train, len(splits.train_y), len(splits.val_y))
+        log.info("child time limit: %g s (executor.child_timeout_s=auto)", limit)
     evaluator = TrainedEvaluator(
         latency,
         executor,
         model,
         data,
-        train_config(cfg.trainer),
+        train,
         input_size=cfg.data.image_size,
         device=executor.device,
+        time_limit_s=limit,
     )
     log.info("children train on %s (executor %s)", executor.device, executor.name)
     if target is None:

@@ -165,6 +165,7 @@ class ExecutorConf:
     retries: int = 1  # a crashed worker's architecture is retried this often, then failed
     latency_resource: str | None = None  # ray: custom resource of the node that times children
     gpus_per_worker: float | None = None  # share of a GPU per child (None: 1; 0.25: 4 per GPU)
+    child_timeout_s: Any = "auto"  # seconds per child (auto: from the trainer budget; null: none)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from mnas.conf.arguments import (
+    child_timeout,
     latency_settings,
     name_of,
     ppo_config,
@@ -18,6 +19,7 @@ from mnas.conf.arguments import (
     target_value,
     train_config,
 )
+from mnas.conf.schema import SearchConf
 from mnas.evaluate.executors import check_gpu_share
 from mnas.search.reward import check_reward_params
 from mnas.training.device import check_device
@@ -28,8 +30,34 @@ def search_device(cfg: DictConfig) -> str:
     return OmegaConf.select(cfg, "device", default="cpu")
 
 
+def unknown_keys(cfg: DictConfig, schema: type) -> list[str]:
+    """Dotted keys of ``cfg`` that ``schema`` (a structured-config dataclass) lacks: Hydra's
+    ``+key=value`` adds them to a composed config, and nothing would read them."""
+    known = OmegaConf.to_container(OmegaConf.structured(schema), resolve=False)
+    given = OmegaConf.to_container(cfg, resolve=False)
+
+    def walk(have: dict, allowed: dict, prefix: str) -> list[str]:
+        out = []
+        for key, value in have.items():
+            name = f"{prefix}{key}"
+            if key not in allowed:
+                out.append(name)
+            elif isinstance(value, dict) and isinstance(allowed[key], dict):
+                out += walk(value, allowed[key], f"{name}.")
+        return out
+
+    return walk(given, known, "")
+
+
 def validate_search(cfg: DictConfig) -> None:
     """Raises ValueError naming the key of the first bad setting."""
+    extra = unknown_keys(cfg, SearchConf)
+    if extra:
+        key = extra[0]
+        raise ValueError(
+            f"{key}={OmegaConf.select(cfg, key)!r}: {key} is not a setting of the search "
+            "(Hydra's '+' adds keys, but nothing reads them); settings: docs/configuration.md"
+        )
     for key in ("steps", "batch_size"):
         if cfg[key] < 1:
             raise ValueError(f"{key}={cfg[key]} must be >= 1")
@@ -64,6 +92,7 @@ def validate_search(cfg: DictConfig) -> None:
         value = cfg.executor[key]
         if value is not None and value < 1:
             raise ValueError(f"executor.{key}={value} must be >= 1")
+    child_timeout(cfg.executor)
     if evaluator == "trained":
         # Whether the device exists is decided with the executor, which knows where its
         # workers run (this machine, or a Ray cluster).

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnas.search.records import latency_of, load_result_rows
 from mnas.space import REFERENCE_BLOCKS, Architecture, reference, resolve_arch
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def _choice_from_record(record: dict, label: str, source: str, run_dir: Path) ->
         source,
         str(run_dir),
         num("accuracy"),
-        num("latency_ms"),
+        latency_of(record) if isinstance(latency_of(record), int | float) else None,
         scale,
         stats.get("nominal_ms"),
     )
@@ -129,13 +130,10 @@ def _find_hash(prefix: str, run_dir: Path) -> ArchChoice:
     if not any(f.is_file() for f in files):
         raise ValueError(f"run={str(run_dir)!r} has neither results.jsonl nor pareto.json")
     found: dict[str, dict] = {}
-    results = files[0]
-    if results.is_file():
-        for line in results.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                if str(record.get("hash", "")).startswith(prefix):
-                    found.setdefault(record["hash"], record)
+    # read-only and tolerant: a killed run's torn last line (or a garbage line) is skipped
+    for record in load_result_rows(run_dir):
+        if str(record["hash"]).startswith(prefix):
+            found.setdefault(record["hash"], record)
     if files[1].is_file():
         for record in _read_pareto(files[1]):
             if str(record.get("hash", "")).startswith(prefix):

@@ -8,6 +8,6 @@
 Must not know about: the search policy (controller, strategies, reward).
 """
 
-from mnas.evaluate.protocol import DIVERGED, FAILED, OK, EvalResult, Evaluator
+from mnas.evaluate.protocol import DIVERGED, FAILED, OK, TIMEOUT, EvalResult, Evaluator
 
-__all__ = ["DIVERGED", "FAILED", "OK", "EvalResult", "Evaluator"]
+__all__ = ["DIVERGED", "FAILED", "OK", "TIMEOUT", "EvalResult", "Evaluator"]

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from mnas.space import Architecture
 
-OK, DIVERGED, FAILED = "ok", "diverged", "failed"
+OK, DIVERGED, FAILED, TIMEOUT = "ok", "diverged", "failed", "timeout"
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class EvalResult:
         latency: the full latency statistics as a dict (median, p10, p90, cv, runs, ...).
         params: parameter count.
         macs: multiply-accumulates of one image.
-        status: ``ok``, ``diverged`` or ``failed``.
+        status: ``ok``, ``diverged``, ``failed`` or ``timeout``.
         reason: why it diverged or failed ("" when ok).
         train_seconds: wall time of training + evaluation.
         latency_seconds: wall time of the latency measurement (export included).

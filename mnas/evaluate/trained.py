@@ -4,7 +4,9 @@
 nothing trains) followed by a training phase run through an executor (serial, process
 pool or Ray; :mod:`mnas.evaluate.executors`). Timing therefore never overlaps training.
 A worker that died under a child comes back from the executor as a
-:class:`~mnas.evaluate.executors.WorkerFailure` and becomes a ``failed`` result here.
+:class:`~mnas.evaluate.executors.WorkerFailure` and becomes a ``failed`` result here; a
+child stopped at its time limit comes back as a
+:class:`~mnas.evaluate.executors.TaskTimeout` and becomes a ``timeout`` result.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mnas.data.spec import DataSpec, get_dataset
-from mnas.evaluate.executors.base import TaskError, WorkerFailure
-from mnas.evaluate.protocol import DIVERGED, FAILED, OK, EvalResult
+from mnas.evaluate.executors.base import TaskError, TaskTimeout, WorkerFailure
+from mnas.evaluate.protocol import DIVERGED, FAILED, OK, TIMEOUT, EvalResult
 from mnas.space import Architecture
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,9 @@ def train_child(task: TrainTask) -> TrainOutcome:
             model, get_dataset(task.data), task.train, eval_split="val", device=task.device
         )
     except Exception as e:  # a child that cannot be built or trained must not stop the search
-        log.warning("child %s failed: %s", task.arch.hash, e)
+        # the search warns about every failed child; here, where it may be a worker
+        # process without log handlers, the details are kept for a debug log
+        log.info("child %s failed: %s", task.arch.hash, e)
         log.debug("%s", traceback.format_exc())
         return TrainOutcome(
             math.nan, 0, 0, FAILED, f"{type(e).__name__}: {e}", time.perf_counter() - start
@@ -119,6 +123,33 @@ def crashed_outcome(failure: WorkerFailure) -> TrainOutcome:
     tries = f"{n} attempt{'s' if n != 1 else ''}"
     reason = f"worker crashed: {failure.reason} ({tries})"
     return TrainOutcome(math.nan, 0, 0, FAILED, reason, failure.seconds)
+
+
+def timeout_outcome(timeout: TaskTimeout) -> TrainOutcome:
+    """The record of a child stopped at its time limit."""
+    reason = f"over the {timeout.limit_s:g} s time limit"
+    return TrainOutcome(math.nan, 0, 0, TIMEOUT, reason, timeout.seconds)
+
+
+# Worst-case training speed assumed by the default time limit: far below any child of the
+# proxy spaces on one core (the docs measure ~600 images/s for the digits proxy child), so
+# that only a child that has stopped making progress reaches the limit.
+WORST_IMAGES_PER_SECOND = 10.0
+# Building, first-batch set-up, and a worker's first dataset load.
+FIXED_OVERHEAD_S = 60.0
+
+
+def default_time_limit(train, train_images: int, val_images: int) -> float:
+    """Seconds a child may take, from its training budget: the images it trains on (the
+    ``epochs`` budget, capped by ``max_steps``), BN re-estimation and evaluation, at
+    :data:`WORST_IMAGES_PER_SECOND`, plus :data:`FIXED_OVERHEAD_S`."""
+    images = train.epochs * train_images
+    if train.max_steps is not None:
+        images = min(images, train.max_steps * train.batch_size)
+    if train.bn_recalibrate:
+        images += train.bn_recalibrate_batches * train.batch_size
+    images += val_images
+    return round(FIXED_OVERHEAD_S + images / WORST_IMAGES_PER_SECOND, 1)
 
 
 def time_batch(job: tuple) -> list[tuple[dict, float, float, str]]:
@@ -168,6 +199,8 @@ class TrainedEvaluator:
         device: where the executor's workers train the children, already resolved for them
             (an executor's ``device``): ``cpu``, ``cuda`` or ``cuda:N``. Latency is timed on
             the CPU whatever it is.
+        time_limit_s: seconds a child may train (and be scored); one still running then is
+            stopped and recorded with status ``timeout``. None: no limit.
     """
 
     def __init__(
@@ -179,6 +212,7 @@ class TrainedEvaluator:
         train,
         input_size: int,
         device: str = "cpu",
+        time_limit_s: float | None = None,
     ):
         self.latency = latency
         self.executor = executor
@@ -187,6 +221,7 @@ class TrainedEvaluator:
         self.train = train
         self.input_size = input_size
         self.device = device
+        self.time_limit_s = time_limit_s
 
     def time_children(self, archs: Sequence[Architecture]) -> list[tuple[dict, float, float, str]]:
         """(stats dict, median, seconds, error) per architecture, timed one at a time here,
@@ -226,10 +261,12 @@ class TrainedEvaluator:
             )
             index.append(i)
 
-        def done(k: int, out: TrainOutcome | WorkerFailure) -> None:
+        def done(k: int, out: TrainOutcome | WorkerFailure | TaskTimeout) -> None:
             i = index[k]
             if isinstance(out, WorkerFailure):
                 out = crashed_outcome(out)
+            elif isinstance(out, TaskTimeout):
+                out = timeout_outcome(out)
             stats, median, secs, _ = timed[i]
             results[i] = EvalResult(
                 archs[i],
@@ -246,7 +283,7 @@ class TrainedEvaluator:
             on_result(results[i])
 
         if tasks:
-            self.executor.map(train_child, tasks, done)
+            self.executor.map(train_child, tasks, done, timeout_s=self.time_limit_s)
         return [r for r in results if r is not None]
 
     def close(self) -> None:

@@ -14,18 +14,26 @@ latency into rewards, and the run directory receives
 
 A run killed at any point resumes from its directory: the checkpoint holds the strategy
 after the last completed step, so the resumed run asks for the same architectures, and
-those already written to ``results.jsonl`` are reused instead of evaluated again.
+those already written to ``results.jsonl`` are reused instead of evaluated again. Their
+rewards are recomputed from accuracy and latency (never taken from the file); a checkpoint
+that cannot be read is moved aside and the strategy replays its steps from the results.
+A run directory continues only the experiment it started: ``run.json`` and the checkpoint
+hold a fingerprint of the settings that decide the results, and the strategy's name.
+
+Latency fields are named by their unit: ``latency_ms``/``target_ms``, or
+``latency_mmacs``/``target_mmacs`` with ``latency=macs``, and ``latency_unit`` says which.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -41,7 +49,8 @@ from mnas.search.records import (
     finite_or_none,
     front_markdown,
     front_of,
-    load_results,
+    repair_results,
+    unit_key,
     write_atomic,
 )
 from mnas.search.reward import FAILED_REWARD, mnas_reward
@@ -91,11 +100,14 @@ class Search:
         evaluator: scores new architectures.
         steps: strategy updates in total (a resumed run continues up to this).
         batch_size: architectures per step.
-        target_ms: target latency T.
+        target: target latency T, in ``latency_unit``.
         alpha, beta: reward exponents.
         tb: an optional :class:`mnas.search.tensorboard.TBLogger`.
         run_info: settings stored in ``run.json`` (data, model, ...).
         latency_unit: "ms", or "MMACs" when latency is multiply-adds.
+        experiment: the settings that decide the results (plain values), stored in
+            ``run.json`` with their fingerprint; a directory that holds a run of other
+            settings is refused, naming each setting that differs.
     """
 
     def __init__(
@@ -106,12 +118,13 @@ class Search:
         evaluator: Evaluator,
         steps: int,
         batch_size: int,
-        target_ms: float,
+        target: float,
         alpha: float,
         beta: float,
         tb=None,
         run_info: dict | None = None,
         latency_unit: str = "ms",
+        experiment: dict | None = None,
     ) -> None:
         if steps < 1 or batch_size < 1:
             raise ValueError(f"steps={steps} and batch_size={batch_size} must be >= 1")
@@ -122,15 +135,16 @@ class Search:
         self.evaluator = evaluator
         self.steps = steps
         self.batch_size = batch_size
-        self.target_ms, self.alpha, self.beta = float(target_ms), float(alpha), float(beta)
+        self.target, self.alpha, self.beta = float(target), float(alpha), float(beta)
         self.tb = tb
         self.latency_unit = latency_unit
+        self.latency_key = unit_key("latency", latency_unit)
         if tb is not None:
             tb.hparams_experiment(
                 {_hparam_name(d): d.choices for d in space.decisions},
                 {
                     "accuracy": "accuracy (validation)",
-                    "latency_ms": f"latency ({latency_unit})",
+                    self.latency_key: f"latency ({latency_unit})",
                     "reward": "reward",
                     "params": "parameters",
                 },
@@ -143,13 +157,16 @@ class Search:
         info = dict(run_info or {})
         info.update(
             space=space.name,
-            target_ms=self.target_ms,
+            **{unit_key("target", latency_unit): self.target},
             alpha=self.alpha,
             beta=self.beta,
             steps=steps,
             batch_size=batch_size,
             latency_unit=latency_unit,
         )
+        if experiment is not None:
+            check_same_experiment(self.run_dir, experiment)
+            info.update(experiment=experiment, fingerprint=fingerprint(experiment))
         self.run_info = info
         self._resume_if_possible()
         write_atomic(self.run_dir / RUN_INFO, json.dumps(self.run_info, indent=2).encode())
@@ -157,28 +174,55 @@ class Search:
     # ---- state -------------------------------------------------------------------------
     def _resume_if_possible(self) -> None:
         ckpt_path = self.run_dir / CHECKPOINT
-        self.records = load_results(self.run_dir)
-        for r in self.records:
+        recomputed = 0
+        for r in repair_results(self.run_dir):
+            # Rewards come from the reward function, never from the file: a stored reward
+            # is only what an earlier process computed.
+            reward = self.reward_of_record(r)
+            if not math.isclose(reward, r.reward, rel_tol=1e-9, abs_tol=1e-12):
+                recomputed += 1
+                r = replace(r, reward=reward)
+            self.records.append(r)
             self.by_hash[r.hash] = r
             self.best_reward = max(self.best_reward, r.reward)
-        if not ckpt_path.exists():
+        if recomputed:
+            log.warning(
+                "resume: %d stored reward(s) differ from the reward function's; using the "
+                "recomputed values",
+                recomputed,
+            )
+        ckpt = self._load_checkpoint(ckpt_path)
+        if ckpt is None:
             if self.records:
                 log.info(
-                    "no checkpoint in %s: reusing %d results, strategy starts fresh",
+                    "no usable checkpoint in %s: the strategy starts fresh and replays its "
+                    "steps from the %d results (nothing is evaluated again)",
                     self.run_dir,
                     len(self.records),
                 )
             return
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        for key in ("target_ms", "alpha", "beta"):
-            if not math.isclose(ckpt[key], getattr(self, key), rel_tol=1e-9):
+        stored_target = ckpt.get("target", ckpt.get("target_ms"))
+        stored = {"target": stored_target, "alpha": ckpt["alpha"], "beta": ckpt["beta"]}
+        for key, value in stored.items():
+            if not math.isclose(value, getattr(self, key), rel_tol=1e-9):
                 raise ValueError(
-                    f"resume: {key}={getattr(self, key)} differs from the run's {ckpt[key]}; "
+                    f"resume: {key}={getattr(self, key)} differs from the run's {value}; "
                     "a resumed search must keep its reward"
                 )
         if ckpt["space"] != self.space.name:
             raise ValueError(
                 f"resume: space {self.space.name!r} differs from the run's {ckpt['space']!r}"
+            )
+        ours = self.run_info.get("fingerprint")
+        if ckpt.get("fingerprint") and ours and ckpt["fingerprint"] != ours:
+            raise ValueError(
+                f"resume: {ckpt_path} belongs to another experiment "
+                f"(fingerprint {ckpt['fingerprint']}, this config's {ours})"
+            )
+        if ckpt.get("strategy_name", self.strategy.name) != self.strategy.name:
+            raise ValueError(
+                f"resume: strategy {self.strategy.name!r} differs from the run's "
+                f"{ckpt['strategy_name']!r}; a run continues with the strategy it started with"
             )
         self.strategy.load_state_dict(ckpt["strategy"])
         self.step = int(ckpt["step"])
@@ -186,15 +230,30 @@ class Search:
             "resumed %s at step %d with %d results", self.run_dir, self.step, len(self.records)
         )
 
+    def _load_checkpoint(self, path: Path) -> dict | None:
+        """The checkpoint, or None when there is none or it cannot be read (it is then moved
+        aside to ``checkpoint.pt.corrupt``): the strategy replays the finished steps from
+        ``results.jsonl``, which holds everything a checkpoint adds to."""
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception as e:  # truncated or corrupted on disk
+            aside = path.with_name(path.name + ".corrupt")
+            os.replace(path, aside)
+            log.warning("resume: cannot read %s (%s); moved to %s", path, e, aside.name)
+            return None
+
     def _checkpoint(self) -> None:
         state = {
             "step": self.step,
             "strategy": self.strategy.state_dict(),
             "strategy_name": self.strategy.name,
             "space": self.space.name,
-            "target_ms": self.target_ms,
+            "target": self.target,
             "alpha": self.alpha,
             "beta": self.beta,
+            "fingerprint": self.run_info.get("fingerprint"),
         }
         tmp = self.run_dir / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
@@ -204,7 +263,12 @@ class Search:
     def reward_of(self, res: EvalResult) -> float:
         if res.status != OK:
             return FAILED_REWARD
-        return mnas_reward(res.accuracy, res.latency_ms, self.target_ms, self.alpha, self.beta)
+        return mnas_reward(res.accuracy, res.latency_ms, self.target, self.alpha, self.beta)
+
+    def reward_of_record(self, rec: EvalRecord) -> float:
+        if rec.status != OK or rec.accuracy is None or rec.latency_value is None:
+            return FAILED_REWARD
+        return mnas_reward(rec.accuracy, rec.latency_value, self.target, self.alpha, self.beta)
 
     def _record(self, res: EvalResult) -> EvalRecord:
         arch = res.arch
@@ -216,12 +280,12 @@ class Search:
             key=arch.key,
             blocks=arch.blocks,
             accuracy=finite_or_none(res.accuracy),
-            latency_ms=finite_or_none(res.latency_ms),
+            latency_value=finite_or_none(res.latency_ms),
             latency=res.latency,
             params=res.params,
             macs=res.macs,
             reward=self.reward_of(res),
-            target_ms=self.target_ms,
+            target_value=self.target,
             alpha=self.alpha,
             beta=self.beta,
             seconds=round(res.train_seconds + res.latency_seconds, 4),
@@ -229,6 +293,7 @@ class Search:
             latency_seconds=round(res.latency_seconds, 4),
             status=res.status,
             reason=res.reason,
+            latency_unit=self.latency_unit,
             extra=res.extra,
         )
 
@@ -243,13 +308,13 @@ class Search:
 
     def hypervolume(self) -> float:
         """Dominated area with the reference at (2T, accuracy 0): a fixed corner per run."""
-        pts = [(r.latency_ms, r.accuracy) for r in self.records if r.status == OK]
-        return hypervolume(pts, 2 * self.target_ms, 0.0)
+        pts = [(r.latency_value, r.accuracy) for r in self.records if r.status == OK]
+        return hypervolume(pts, 2 * self.target, 0.0)
 
     def _write_front(self) -> list[EvalRecord]:
         front = self.front()
         doc = {
-            "target_ms": self.target_ms,
+            unit_key("target", self.latency_unit): self.target,
             "alpha": self.alpha,
             "beta": self.beta,
             "latency_unit": self.latency_unit,
@@ -272,6 +337,8 @@ class Search:
         def on_result(res: EvalResult) -> None:
             rec = self._record(res)
             self._append(rec)
+            if rec.status != OK:
+                log.warning("child %s %s: %s", rec.hash, rec.status, rec.reason)
             if self.tb is not None:
                 self._log_session(rec)
             if on_child is not None:
@@ -346,7 +413,7 @@ class Search:
                 "reward/max": report.reward_max,
                 "reward/best": report.best_reward,
                 "reward/accuracy_mean": _mean([r.accuracy for r in ok]),
-                "reward/latency_mean": _mean([r.latency_ms for r in ok]),
+                f"reward/{self.latency_key}_mean": _mean([r.latency_value for r in ok]),
                 "pareto/front_size": report.front_size,
                 "pareto/hypervolume": report.hypervolume,
                 "search/failed": sum(r.status != OK for r in batch),
@@ -359,11 +426,11 @@ class Search:
         tb.scalars(step, report.diagnostics, prefix="strategy/")
         from mnas.search.tensorboard import pareto_figure
 
-        pts = [(r.latency_ms, r.accuracy) for r in self.records if r.status == OK]
+        pts = [(r.latency_value, r.accuracy) for r in self.records if r.status == OK]
         fig = pareto_figure(
             pts,
-            [(r.latency_ms, r.accuracy) for r in front],
-            self.target_ms,
+            [(r.latency_value, r.accuracy) for r in front],
+            self.target,
             unit=self.latency_unit,
             title=f"step {step}: {len(pts)} architectures",
         )
@@ -385,12 +452,52 @@ class Search:
             hparams,
             {
                 "accuracy": rec.accuracy,
-                "latency_ms": rec.latency_ms,
+                self.latency_key: rec.latency_value,
                 "reward": rec.reward,
                 "params": float(rec.params),
             },
             ok=rec.status == OK,
         )
+
+
+def fingerprint(experiment: dict) -> str:
+    """A short hash of the settings that decide a run's results."""
+    return hashlib.sha256(json.dumps(experiment, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_experiment(run_dir: str | Path, experiment: dict) -> None:
+    """Raise ValueError, naming each setting that differs, if ``run_dir`` holds a run of
+    another experiment (by its ``run.json``); a fresh directory, or a run written before
+    fingerprints existed (warned), passes."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text())
+    if "fingerprint" not in stored:
+        log.warning("%s has no experiment fingerprint (an older run): not checked", path)
+        return
+    if stored["fingerprint"] == fingerprint(experiment):
+        return
+    old, new = _flatten(stored.get("experiment", {})), _flatten(experiment)
+    diffs = [
+        f"{k}={old.get(k, '<unset>')!r} in the run, {new.get(k, '<unset>')!r} now"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k, "<unset>") != new.get(k, "<unset>")
+    ]
+    raise ValueError(
+        f"{run_dir} holds a run of another experiment ({'; '.join(diffs) or 'fingerprint'}): "
+        "a run continues only the experiment it started; use a new run directory"
+    )
 
 
 def _hparam_name(decision) -> str:
@@ -402,4 +509,4 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
-__all__ = ["Search", "SearchSummary", "StepReport"]
+__all__ = ["Search", "SearchSummary", "StepReport", "check_same_experiment", "fingerprint"]

@@ -1,6 +1,9 @@
 """A search's run directory: ``results.jsonl`` rows, ``pareto.json``, atomic writes.
 
 - ``results.jsonl``: one :class:`EvalRecord` per evaluated architecture, a flushed line each;
+  reading it never changes it (:func:`load_results` skips a torn or garbage line); only a
+  resumed run repairs it (:func:`repair_results`), keeping bad lines in
+  ``results.rejected.jsonl``;
 - ``pareto.json``: the non-dominated set (max accuracy, min latency), by latency;
 - ``checkpoint.pt``: strategy state and step, written atomically after every step;
 - ``run.json``: the settings needed to rebuild and retrain children.
@@ -25,6 +28,24 @@ RESULTS = "results.jsonl"
 PARETO = "pareto.json"
 CHECKPOINT = "checkpoint.pt"
 RUN_INFO = "run.json"
+REJECTED = "results.rejected.jsonl"
+
+# Latency units and the suffix of the fields that hold them: no ``*_ms`` field ever holds
+# multiply-adds.
+UNITS = {"ms": "ms", "MMACs": "mmacs"}
+
+
+def unit_key(name: str, unit: str) -> str:
+    """A field named by its unit: ``latency_ms``, or ``latency_mmacs`` for ``latency=macs``."""
+    if unit not in UNITS:
+        raise ValueError(f"latency unit {unit!r}; allowed: {list(UNITS)}")
+    return f"{name}_{UNITS[unit]}"
+
+
+def latency_of(row: dict) -> float | None:
+    """The latency of a ``results.jsonl`` or ``pareto.json`` row, in its ``latency_unit``
+    (rows written before records named their unit are in ms)."""
+    return row.get(unit_key("latency", row.get("latency_unit", "ms")))
 
 
 @dataclass(frozen=True)
@@ -35,13 +56,16 @@ class EvalRecord:
         step: the search step that evaluated it (0-based).
         hash, space, tokens, key, blocks: the architecture.
         accuracy: top-1 in [0, 1] on the search split; None when not ok.
-        latency_ms: median latency (millions of MACs for ``latency=macs``); None if unknown.
+        latency_value: median latency in ``latency_unit``; None if unknown. Written as
+            ``latency_ms``, or ``latency_mmacs`` when the unit is millions of MACs.
         latency: the full latency statistics (median, p10, p90, cv, runs, ...).
         params, macs: size of the network.
         reward: the MnasNet reward (0.0 when not ok).
-        target_ms, alpha, beta: the reward's settings.
+        target_value, alpha, beta: the reward's settings (the target T in ``latency_unit``,
+            written as ``target_ms`` or ``target_mmacs``).
         seconds, train_seconds, latency_seconds: wall times.
-        status: ``ok``, ``diverged`` or ``failed``; reason: why, when not ok.
+        status: ``ok``, ``diverged``, ``failed`` or ``timeout``; reason: why, when not ok.
+        latency_unit: ``ms`` or ``MMACs`` (``latency=macs``).
         extra: source-specific numbers (the 200-epoch test accuracy of a table row), written
             after the fields above; a key that names one of them is refused.
     """
@@ -53,12 +77,12 @@ class EvalRecord:
     key: str
     blocks: tuple[str, ...]
     accuracy: float | None
-    latency_ms: float | None
+    latency_value: float | None
     latency: dict
     params: int
     macs: int
     reward: float
-    target_ms: float
+    target_value: float
     alpha: float
     beta: float
     seconds: float
@@ -66,17 +90,19 @@ class EvalRecord:
     latency_seconds: float
     status: str
     reason: str
+    latency_unit: str = "ms"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
         object.__setattr__(self, "blocks", tuple(self.blocks))
-        clash = sorted(set(self.extra) & _CORE)
+        clash = sorted(set(self.extra) & (_CORE | set(_written_names(self.latency_unit))))
         if clash:
             raise ValueError(f"extra keys {clash} would overwrite fields of the record")
 
     def to_dict(self) -> dict:
-        core = {f: getattr(self, f) for f in _CORE_ORDER}
+        names = _written_names(self.latency_unit)
+        core = {names.get(f, f): getattr(self, f) for f in _CORE_ORDER}
         core["tokens"], core["blocks"] = list(self.tokens), list(self.blocks)
         return {**core, **self.extra}
 
@@ -85,11 +111,18 @@ class EvalRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> EvalRecord:
-        missing = [f for f in _CORE_ORDER if f not in data]
+        """A record from its ``results.jsonl`` form (one without ``latency_unit``, written
+        before records named their unit, is in ms)."""
+        unit = data.get("latency_unit", "ms")
+        names = _written_names(unit)
+        missing = [names.get(f, f) for f in _CORE_ORDER if names.get(f, f) not in data]
+        missing = [m for m in missing if m != "latency_unit"]
         if missing:
             raise ValueError(f"results record lacks {missing}")
-        extra = {k: v for k, v in data.items() if k not in _CORE}
-        return cls(**{f: data[f] for f in _CORE_ORDER}, extra=extra)
+        written = {names.get(f, f) for f in _CORE_ORDER}
+        extra = {k: v for k, v in data.items() if k not in written}
+        core = {f: data[names.get(f, f)] for f in _CORE_ORDER if f != "latency_unit"}
+        return cls(**core, latency_unit=unit, extra=extra)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> EvalRecord:
@@ -98,6 +131,11 @@ class EvalRecord:
 
 _CORE_ORDER = tuple(f.name for f in fields(EvalRecord) if f.name != "extra")
 _CORE = frozenset(_CORE_ORDER)
+
+
+def _written_names(unit: str) -> dict[str, str]:
+    """Fields whose name in ``results.jsonl`` carries the unit."""
+    return {"latency_value": unit_key("latency", unit), "target_value": unit_key("target", unit)}
 
 
 def finite_or_none(x: float | None) -> float | None:
@@ -122,38 +160,87 @@ def append_result(run_dir: Path, record: EvalRecord) -> None:
         os.fsync(f.fileno())
 
 
-def load_results(run_dir: Path) -> list[EvalRecord]:
-    """Records of ``results.jsonl``; a torn last line (killed mid-write) is dropped."""
+def _scan(path: Path) -> tuple[list[EvalRecord], list[bytes], list[bytes], bool]:
+    """(records, their lines, lines that are not records, whether the file ends mid-line)."""
+    data = path.read_bytes() if path.exists() else b""
+    records, good, rejected = [], [], []
+    for raw in data.splitlines(keepends=True):
+        try:
+            rec = EvalRecord.from_json(raw)
+        except (ValueError, TypeError, KeyError, AttributeError):  # JSON errors included
+            if raw.strip():
+                rejected.append(raw)
+            continue
+        records.append(rec)
+        good.append(raw if raw.endswith(b"\n") else raw + b"\n")
+    return records, good, rejected, bool(data) and not data.endswith(b"\n")
+
+
+def load_results(run_dir: str | Path) -> list[EvalRecord]:
+    """The records of a run's ``results.jsonl``, read without changing the file.
+
+    A run killed mid-write leaves a torn last line, and a damaged file may hold lines that
+    are not records; both are skipped with a warning, so any reader (a notebook,
+    ``retrain``, a monitor of a running search) can read a live or killed run.
+    """
     path = Path(run_dir) / RESULTS
-    if not path.exists():
-        return []
-    records, good_bytes = [], 0
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                records.append(EvalRecord.from_json(raw))
-            except json.JSONDecodeError:
-                log.warning("dropping a torn line at the end of %s", path)
-                break
-            good_bytes += len(raw)
-    if good_bytes != path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
+    records, _, rejected, _ = _scan(path)
+    if rejected:
+        log.warning("%s: skipped %d line(s) that are not records", path, len(rejected))
+    return records
+
+
+def load_result_rows(run_dir: str | Path) -> list[dict]:
+    """Every line of ``results.jsonl`` that is a JSON object with a ``hash``, as written
+    (for readers that need only some fields); other lines are skipped. Never changes it."""
+    path = Path(run_dir) / RESULTS
+    rows = []
+    for raw in path.read_bytes().splitlines() if path.exists() else []:
+        try:
+            row = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(row, dict) and "hash" in row:
+            rows.append(row)
+    return rows
+
+
+def repair_results(run_dir: str | Path) -> list[EvalRecord]:
+    """Make ``results.jsonl`` appendable again before a resumed run writes to it, and return
+    its records. Lines that are not records (a torn tail, garbage) move to
+    ``results.rejected.jsonl``, so nothing is silently lost; the good lines keep their
+    bytes. Only a resumed search calls this: every other reader is read-only."""
+    path = Path(run_dir) / RESULTS
+    records, good, rejected, torn = _scan(path)
+    if rejected:
+        with open(path.with_name(REJECTED), "ab") as f:
+            f.writelines(r if r.endswith(b"\n") else r + b"\n" for r in rejected)
+            f.flush()
+            os.fsync(f.fileno())
+        write_atomic(path, b"".join(good))
+        log.warning(
+            "%s: moved %d line(s) that are not records to %s", path, len(rejected), REJECTED
+        )
+    elif torn:
+        with open(path, "ab") as f:
+            f.write(b"\n")
     return records
 
 
 def front_of(records: Sequence[EvalRecord]) -> list[EvalRecord]:
     """The non-dominated ``ok`` records (max accuracy, min latency), by latency."""
     ok = [r for r in records if r.status == OK]
-    idx = pareto_indices([(r.latency_ms, r.accuracy) for r in ok])
+    idx = pareto_indices([(r.latency_value, r.accuracy) for r in ok])
     return [ok[i] for i in idx]
 
 
-def front_markdown(records: Sequence[EvalRecord], unit: str = "ms") -> str:
+def front_markdown(records: Sequence[EvalRecord], unit: str | None = None) -> str:
+    """A markdown table of records; the latency header names their unit."""
+    unit = unit or (records[0].latency_unit if records else "ms")
     lines = [f"| accuracy | latency ({unit}) | reward | params | blocks |", "|---|---|---|---|---|"]
     for r in records:
         lines.append(
-            f"| {100 * r.accuracy:.2f}% | {r.latency_ms:.3f} | {r.reward:.4f} | "
+            f"| {100 * r.accuracy:.2f}% | {r.latency_value:.3f} | {r.reward:.4f} | "
             f"{r.params:,} | {' '.join(r.blocks)} |"
         )
     return "\n".join(lines)

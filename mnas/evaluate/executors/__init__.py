@@ -12,6 +12,13 @@ is different: the task is retried up to ``retries`` times on a fresh worker, and
 reported through ``on_result`` as a :class:`WorkerFailure` value (reason, attempts,
 seconds), which the caller turns into its own kind of result, so that the search goes on.
 
+``map(..., timeout_s=t)`` limits each task to ``t`` seconds from its start (not from its
+submission: a fresh worker's start-up does not count). A task still running then is
+stopped (``pool``: its worker is killed and replaced; ``serial`` and ``ray``: an alarm
+interrupts it, and Ray also cancels a task stuck in native code after
+:func:`~mnas.evaluate.executors.ray_cluster.ray_backstop`) and reported as a
+:class:`TaskTimeout` value, never retried.
+
 Latency is not measured here: the evaluator times a whole batch in the coordinator
 before it hands the training tasks to an executor, so timing never overlaps training
 (see ``docs/distributed.md``).
@@ -24,6 +31,7 @@ from __future__ import annotations
 from mnas.evaluate.executors.base import (
     Executor,
     TaskError,
+    TaskTimeout,
     WorkerFailure,
     check_gpu_share,
     default_parallelism,
@@ -84,6 +92,7 @@ __all__ = [
     "RayExecutor",
     "SerialExecutor",
     "TaskError",
+    "TaskTimeout",
     "WorkerFailure",
     "check_gpu_share",
     "default_parallelism",

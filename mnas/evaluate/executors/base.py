@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Executor(Protocol):
@@ -16,7 +22,11 @@ class Executor(Protocol):
     ``cuda:N``): the requested device resolved against the GPUs those workers have."""
 
     def map(
-        self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        on_result: Callable[[int, Any], None],
+        timeout_s: float | None = None,
     ) -> None: ...
 
     def close(self) -> None: ...
@@ -83,3 +93,55 @@ class WorkerFailure:
     reason: str
     attempts: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class TaskTimeout:
+    """Handed to ``on_result`` instead of ``fn``'s result when a task ran past the time limit
+    of ``map(..., timeout_s=...)`` and was stopped (it is not retried).
+
+    Attributes:
+        limit_s: the limit it ran past.
+        seconds: how long it ran before it was stopped.
+    """
+
+    limit_s: float
+    seconds: float
+
+
+def check_timeout(timeout_s: float | None) -> None:
+    if timeout_s is not None and not (timeout_s > 0 and math.isfinite(timeout_s)):
+        raise ValueError(f"timeout_s={timeout_s} must be a finite number > 0, or None")
+
+
+class TimeLimit(BaseException):
+    """Raised by :func:`alarm` inside a task; a BaseException so that a task's own
+    ``except Exception`` (a child records its failures) cannot swallow it."""
+
+
+@contextmanager
+def alarm(timeout_s: float | None) -> Iterator[None]:
+    """Raise :class:`TimeLimit` in this thread after ``timeout_s`` seconds.
+
+    Needs SIGALRM and the main thread; elsewhere the limit is not enforced (logged). The
+    signal is handled between Python operations, so a task stuck inside one native call is
+    stopped only when that call returns: the pool kills the process instead, and Ray
+    cancels the task after :func:`ray_backstop`.
+    """
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if timeout_s is None or not usable:
+        if timeout_s is not None:
+            log.warning("no time limit outside the main thread of a process")
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TimeLimit
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -15,8 +15,10 @@ from typing import Any
 
 from mnas.evaluate.executors.base import (
     TaskError,
+    TaskTimeout,
     WorkerFailure,
     check_gpu_share,
+    check_timeout,
     default_parallelism,
     workers_per_gpus,
 )
@@ -25,8 +27,12 @@ from mnas.training.device import resolve_device, visible_gpus
 log = logging.getLogger(__name__)
 
 
+STARTED = "started"
+
+
 def _worker_main(conn, threads: int, gpu: str | None) -> None:
-    """A pool worker: receive ``(fn, task)``, send back ``(True, result)`` or
+    """A pool worker: receive ``(fn, task)``, send :data:`STARTED` (a task's time limit
+    counts from here, not from a worker still starting), then ``(True, result)`` or
     ``(False, traceback)``; ``None`` or a closed pipe ends it. With ``gpu`` the process sees
     that one GPU only, as ``cuda:0``."""
     # Ctrl-C reaches the whole process group; the coordinator decides what stops.
@@ -46,6 +52,7 @@ def _worker_main(conn, threads: int, gpu: str | None) -> None:
         if msg is None:
             return
         fn, task = msg
+        conn.send(STARTED)
         try:
             reply = (True, fn(task))
         except Exception:
@@ -67,7 +74,8 @@ class _Worker:
         self.process.start()
         child.close()
         self.task: int | None = None
-        self.started = 0.0
+        self.sent = 0.0  # when the task was sent
+        self.started: float | None = None  # when the worker began it
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.is_alive() and self.task is None:
@@ -183,8 +191,13 @@ class PoolExecutor:
         )
 
     def map(
-        self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        on_result: Callable[[int, Any], None],
+        timeout_s: float | None = None,
     ) -> None:
+        check_timeout(timeout_s)
         if not tasks:
             return
         self._fill(min(self.workers, len(tasks)))
@@ -199,22 +212,39 @@ class PoolExecutor:
                 for w in self._pool:
                     if w.task is None and pending:
                         w.task = pending.popleft()
-                        w.started = time.perf_counter()
+                        w.started = None
+                        w.sent = time.perf_counter()
                         try:
                             w.conn.send((fn, tasks[w.task]))
                         except OSError:  # died while idle: its sentinel reports it below
                             pass
                 busy = [w for w in self._pool if w.task is not None]
-                ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
+                running = [w.started for w in busy if w.started is not None]
+                wait_s = None
+                if timeout_s is not None and running:
+                    wait_s = max(0.0, min(running) + timeout_s - time.perf_counter())
+                ready = set(
+                    wait([w.conn for w in busy] + [w.process.sentinel for w in busy], wait_s)
+                )
                 for w in busy:
                     if w.conn not in ready and w.process.sentinel not in ready:
+                        if (
+                            timeout_s is not None
+                            and w.started is not None
+                            and time.perf_counter() - w.started >= timeout_s
+                        ):
+                            self._timed_out(w, timeout_s, on_result)
                         continue
                     k = w.task
                     try:
-                        ok, payload = w.conn.recv()
+                        msg = w.conn.recv()
                     except (EOFError, OSError):
                         self._crashed(w, k, attempts, spent, pending, on_result)
                         continue
+                    if msg == STARTED:
+                        w.started = time.perf_counter()
+                        continue
+                    ok, payload = msg
                     w.task = None
                     if not ok:
                         raise TaskError(f"task {k} raised in a pool worker:\n{payload}")
@@ -223,11 +253,17 @@ class PoolExecutor:
             self._stop_busy()
             raise
 
+    def _timed_out(self, w: _Worker, limit_s: float, on_result) -> None:
+        k, seconds = w.task, time.perf_counter() - w.started
+        log.warning("pool: task %d over its %g s time limit; stopping its worker", k, limit_s)
+        self._replace(w)  # a busy worker is terminated, not asked to finish
+        on_result(k, TaskTimeout(limit_s, seconds))
+
     def _crashed(self, w: _Worker, k: int, attempts, spent, pending, on_result) -> None:
         w.process.join(5.0)
         reason = _exit_reason(w.process.exitcode)
         attempts[k] += 1
-        spent[k] += time.perf_counter() - w.started
+        spent[k] += time.perf_counter() - (w.started or w.sent)
         w.task = None
         self._replace(w)
         if attempts[k] <= self.retries:

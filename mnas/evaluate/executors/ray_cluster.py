@@ -11,8 +11,12 @@ from typing import Any
 
 from mnas.evaluate.executors.base import (
     TaskError,
+    TaskTimeout,
+    TimeLimit,
     WorkerFailure,
+    alarm,
     check_gpu_share,
+    check_timeout,
     usable_cores,
     workers_per_gpus,
 )
@@ -23,12 +27,28 @@ log = logging.getLogger(__name__)
 RAY_INSTALL_HINT = 'executor=ray needs Ray, an optional extra: pip install "mnas[ray]"'
 
 
-def _ray_run(fn: Callable[[Any], Any], task: Any, threads: int) -> Any:
-    """Body of a Ray task: the worker process is reused, so set its threads every time."""
+def _ray_run(
+    fn: Callable[[Any], Any], task: Any, threads: int, timeout_s: float | None = None
+) -> Any:
+    """Body of a Ray task: the worker process is reused, so set its threads every time.
+    The time limit is enforced here, counted from the task's start (a fresh worker's
+    start-up does not count: under load it can take longer than a child), by an alarm."""
     import torch
 
     torch.set_num_threads(threads)
-    return fn(task)
+    start = time.perf_counter()
+    try:
+        with alarm(timeout_s):
+            return fn(task)
+    except TimeLimit:
+        return TaskTimeout(timeout_s, time.perf_counter() - start)
+
+
+def ray_backstop(timeout_s: float) -> float:
+    """Seconds after submission at which the coordinator cancels a Ray task (killing its
+    worker): for a task stuck inside native code, which the alarm cannot interrupt. The
+    margin covers queueing and a fresh worker's start-up."""
+    return 2 * timeout_s + 300
 
 
 class _TrainWorker:
@@ -40,8 +60,10 @@ class _TrainWorker:
     context to the GPU its next task was given.)
     """
 
-    def call(self, fn: Callable[[Any], Any], task: Any, threads: int) -> Any:
-        return _ray_run(fn, task, threads)
+    def call(
+        self, fn: Callable[[Any], Any], task: Any, threads: int, timeout_s: float | None = None
+    ) -> Any:
+        return _ray_run(fn, task, threads, timeout_s)
 
 
 class _DeviceWorker:
@@ -177,10 +199,15 @@ class RayExecutor:
         )
 
     def map(
-        self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        on_result: Callable[[int, Any], None],
+        timeout_s: float | None = None,
     ) -> None:
+        check_timeout(timeout_s)
         if self.gpu_share:
-            self._map_on_actors(fn, tasks, on_result)
+            self._map_on_actors(fn, tasks, on_result, timeout_s)
             return
         ray = self._ray
         pending = deque(range(len(tasks)))
@@ -191,11 +218,16 @@ class RayExecutor:
             while pending or running:
                 while pending and len(running) < self.workers:
                     k = pending.popleft()
-                    running[self._remote.remote(fn, tasks[k], self.threads)] = (
-                        k,
-                        time.perf_counter(),
-                    )
-                done, _ = ray.wait(list(running), num_returns=1)
+                    ref = self._remote.remote(fn, tasks[k], self.threads, timeout_s)
+                    running[ref] = (k, time.perf_counter())
+                done, _ = ray.wait(
+                    list(running), num_returns=1, timeout=self._wait_s(running, timeout_s)
+                )
+                for ref in self._overdue(running, done, timeout_s):
+                    k, started = running.pop(ref)
+                    log.warning("ray: task %d stuck past its time limit; cancelled", k)
+                    ray.cancel(ref, force=True)
+                    on_result(k, TaskTimeout(timeout_s, time.perf_counter() - started))
                 for ref in done:
                     k, started = running.pop(ref)
                     try:
@@ -211,8 +243,32 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
             raise
 
+    @staticmethod
+    def _wait_s(running: dict, timeout_s: float | None) -> float | None:
+        """How long ``ray.wait`` may block before the first task in flight is overdue."""
+        if timeout_s is None or not running:
+            return None
+        first_due = min(v[1] for v in running.values()) + ray_backstop(timeout_s)
+        return max(0.0, first_due - time.perf_counter())
+
+    @staticmethod
+    def _overdue(running: dict, done: list, timeout_s: float | None) -> list:
+        """Tasks in flight past :func:`ray_backstop` (stuck where the alarm cannot reach)."""
+        if timeout_s is None:
+            return []
+        now = time.perf_counter()
+        return [
+            ref
+            for ref, v in running.items()
+            if ref not in done and now - v[1] >= ray_backstop(timeout_s)
+        ]
+
     def _map_on_actors(
-        self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        on_result: Callable[[int, Any], None],
+        timeout_s: float | None = None,
     ) -> None:
         """:meth:`map` on the GPU actors: each trains one child at a time."""
         ray = self._ray
@@ -227,9 +283,16 @@ class RayExecutor:
             while pending or running:
                 while pending and idle:
                     actor, k = idle.pop(), pending.popleft()
-                    ref = actor.call.remote(fn, tasks[k], self.threads)
+                    ref = actor.call.remote(fn, tasks[k], self.threads, timeout_s)
                     running[ref] = (k, time.perf_counter(), actor)
-                done, _ = ray.wait(list(running), num_returns=1)
+                done, _ = ray.wait(
+                    list(running), num_returns=1, timeout=self._wait_s(running, timeout_s)
+                )
+                for ref in self._overdue(running, done, timeout_s):
+                    k, started, actor = running.pop(ref)
+                    log.warning("ray: task %d stuck past its time limit; actor replaced", k)
+                    idle.append(self._replace_actor(actor))
+                    on_result(k, TaskTimeout(timeout_s, time.perf_counter() - started))
                 for ref in done:
                     k, started, actor = running.pop(ref)
                     try:

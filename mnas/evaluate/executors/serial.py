@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mnas.evaluate.executors.base import TaskTimeout, TimeLimit, alarm, check_timeout
 from mnas.training.device import resolve_device
+
+log = logging.getLogger(__name__)
 
 
 class SerialExecutor:
@@ -28,16 +33,29 @@ class SerialExecutor:
         self.device = resolve_device(device)
 
     def map(
-        self, fn: Callable[[Any], Any], tasks: Sequence[Any], on_result: Callable[[int, Any], None]
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        on_result: Callable[[int, Any], None],
+        timeout_s: float | None = None,
     ) -> None:
+        """``timeout_s``: an alarm stops a task still running then (:func:`alarm`)."""
         import torch
 
+        check_timeout(timeout_s)
         before = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         try:
             for k, task in enumerate(tasks):
-                on_result(k, fn(task))
+                start = time.perf_counter()
+                try:
+                    with alarm(timeout_s):
+                        result = fn(task)
+                except TimeLimit:
+                    log.warning("task %d stopped at its %g s time limit", k, timeout_s)
+                    result = TaskTimeout(timeout_s, time.perf_counter() - start)
+                on_result(k, result)
         finally:
             torch.set_num_threads(before)
 
