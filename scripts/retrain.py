@@ -13,6 +13,7 @@ summary.json, comparison.png and a TensorBoard figure (tb/).
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -95,21 +96,28 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+class ConfigError(ValueError):
+    """A bad setting, found before any training."""
+
+
 def run(cfg: DictConfig, overrides: list[str] = ()) -> float:
     """Validate, load data, retrain every chosen architecture, print the table.
 
     Returns the best test accuracy among the found architectures (the reference's when only a
     reference was retrained), so that sweeps can optimise it.
     """
-    _, run_dir = choices_of(cfg)
-    if run_dir is not None and cfg.from_run:
-        apply_run_settings(cfg, read_run_json(run_dir), list(overrides))
-    choices = validate(cfg)
-    device = resolve_device(cfg.device)
-    config = train_config(cfg.trainer)
-    latency = latency_settings(cfg.latency, measured_only=True)
-    out = output_dir(cfg)
-    data = load_data(cfg.data)
+    try:
+        _, run_dir = choices_of(cfg)
+        if run_dir is not None and cfg.from_run:
+            apply_run_settings(cfg, read_run_json(run_dir), list(overrides))
+        choices = validate(cfg)
+        device = resolve_device(cfg.device)
+        config = train_config(cfg.trainer)
+        latency = latency_settings(cfg.latency, measured_only=True)
+        out = output_dir(cfg)
+        data = load_data(cfg.data)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(str(e)) from e
     build_kwargs = plain(cfg.model)
     log.info(
         "retraining %d architecture(s) on %s on %s into %s", len(choices), data.name, device, out
@@ -166,7 +174,11 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> float:
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    return run(cfg, list(HydraConfig.get().overrides.task))
+    try:
+        return run(cfg, list(HydraConfig.get().overrides.task))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,13 @@ from hydra import compose, initialize_config_dir
 
 from mnas.conf import register_configs
 from mnas.conf.runner import build_search
-from mnas.evaluate.executors import PoolExecutor, TaskError, WorkerFailure, make_executor
+from mnas.evaluate.executors import (
+    PoolExecutor,
+    TaskError,
+    TaskTimeout,
+    WorkerFailure,
+    make_executor,
+)
 from mnas.evaluate.trained import crashed_outcome
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -159,6 +166,12 @@ def die_always(x: int) -> int:
     os._exit(3)
 
 
+def sleep_or_square(x: int) -> int:
+    if x < 0:
+        time.sleep(600)
+    return x * x
+
+
 def raise_error(x: int) -> int:
     raise RuntimeError(f"bad task {x}")
 
@@ -216,7 +229,7 @@ def test_pool_propagates_an_exception_of_the_function():
         pool.close()
 
 
-def test_ray_retries_a_killed_worker_then_records_it(tmp_path):
+def test_ray_retries_a_killed_worker_then_records_it_and_stops_a_task_over_its_limit(tmp_path):
     ray = pytest.importorskip("ray")
     # Ray workers import the task functions of this module by name.
     here = {"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}}
@@ -230,6 +243,13 @@ def test_ray_retries_a_killed_worker_then_records_it(tmp_path):
         rec = crashed_outcome(failure)
         assert rec.status == "failed" and rec.reason.startswith("worker crashed: ")
         assert rec.reason.endswith("(2 attempts)")
+        # Issue 12, hole 3: a task past its time limit comes back as a TaskTimeout (it was
+        # tests/test_reliability.py::test_ray_records_a_task_over_the_time_limit, moved here
+        # to share this Ray instance) and the executor goes on.
+        out: dict[int, object] = {}
+        ex.map(sleep_or_square, [2, -1], out.__setitem__, timeout_s=5.0)
+        assert out[0] == 4 and isinstance(out[1], TaskTimeout) and out[1].limit_s == 5.0
+        assert collect(ex, square, [7]) == {0: 49}
         ex.close()
     finally:
         ray.shutdown()
