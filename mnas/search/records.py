@@ -96,7 +96,7 @@ class EvalRecord:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
         object.__setattr__(self, "blocks", tuple(self.blocks))
-        clash = sorted(set(self.extra) & (_CORE | set(_written_names(self.latency_unit))))
+        clash = sorted(set(self.extra) & (_CORE | set(_written_names(self.latency_unit).values())))
         if clash:
             raise ValueError(f"extra keys {clash} would overwrite fields of the record")
 
