@@ -174,6 +174,8 @@ def cmd_search(args) -> None:
 
 
 def searched_children(out: Path) -> list[dict]:
+    from mnas.search.records import latency_of
+
     scale = json.loads((out / "lut_scale.json").read_text())
     rows = []
     for results in sorted((out / "search").glob("*/results.jsonl")):
@@ -182,11 +184,12 @@ def searched_children(out: Path) -> list[dict]:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a torn last line of a search stopped at its time limit
-            if r.get("status") == "ok" and r.get("latency_ms"):
+            # latency_ms, or latency_mmacs in a plumbing check with latency=macs
+            if r.get("status") == "ok" and latency_of(r):
                 run = json.loads((results.parent / "run.json").read_text())
                 width = run["model"]["width_mult"]
                 # predicted latency on the measured scale of targets.json
-                ms = r["latency_ms"] / scale.get(str(width), 1.0)
+                ms = latency_of(r) / scale.get(str(width), 1.0)
                 rows.append({**r, "latency_ms": ms, "width": width, "run": results.parent.name})
     return rows
 
