@@ -38,7 +38,7 @@ HEADLINE_SCALARS = {
     "reward/max",
     "reward/best",
     "reward/accuracy_mean",
-    "reward/latency_mean",
+    "reward/latency_mmacs_mean",
     "pareto/front_size",
     "pareto/hypervolume",
 }
@@ -98,7 +98,7 @@ def test_tensorboard_opens_on_the_search_and_lists_every_architecture(tmp_path):
         assert [g["name"] for g in page["groups"]] == ["pareto", "reward", "search", "strategy"]
         cards = {g["name"]: g["cards"] for g in page["groups"]}
         assert cards["pareto"] == ["pareto", "pareto/front_size", "pareto/hypervolume"]
-        assert {"reward/accuracy_mean", "reward/latency_mean", "reward/best"} <= set(
+        assert {"reward/accuracy_mean", "reward/latency_mmacs_mean", "reward/best"} <= set(
             cards["reward"]
         )
 
