@@ -1,6 +1,10 @@
-"""Build a latency lookup table for the search a config describes.
+"""Build a latency lookup table (or, with --predictor, a latency predictor) for the search a
+config describes.
 
     python scripts/latency_table.py experiment=fashion_mnist_proxy
+    python scripts/latency_table.py --predictor --out pred.json experiment=cifar10_proxy
+    python scripts/search.py experiment=cifar10_proxy latency=predictor \\
+        latency.predictor_path=pred.json
     python scripts/latency_table.py --out tables/fmnist.json experiment=fashion_mnist_proxy
     python scripts/search.py experiment=fashion_mnist_proxy latency=lut latency.lut_path=<table>
 
@@ -10,8 +14,11 @@ classes of its dataset, width multiplier, stem stride, and its latency settings 
 batch, drift correction, pinning). It profiles every distinct layer configuration of the
 MnasNet search space at the resolution it sees (each as a tiny ONNX graph on ONNX Runtime's
 CPU provider), calibrates the summed prediction against a handful of measured whole networks,
-and saves JSON that ``latency=lut`` loads. Run it on the device you search for; see
-docs/latency.md.
+and saves JSON that ``latency=lut`` loads. With ``--predictor`` it instead times
+``--networks`` random whole networks with the search's own evaluator (its latency settings,
+drift-corrected against the search's cache nominal) and fits the model of
+:mod:`mnas.latency.predictor` (``latency=predictor``). Run it on the device you search for;
+see docs/latency.md.
 """
 
 from __future__ import annotations
@@ -27,10 +34,16 @@ from hydra import compose, initialize_config_dir
 
 from mnas.conf import register_configs
 from mnas.conf.arguments import latency_settings
-from mnas.conf.runner import data_spec_from
+from mnas.conf.runner import latency_setup_from
 from mnas.conf.validate import validate_search
-from mnas.data import get_dataset
-from mnas.latency import OrtLatency, build_table, save_table, space_layer_configs
+from mnas.latency import (
+    OrtLatency,
+    build_table,
+    measured_ort_latency,
+    save_table,
+    space_layer_configs,
+)
+from mnas.latency.predictor import build_predictor
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -51,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-cap", type=float, default=0.5, help="seconds of timed runs per layer")
     p.add_argument("--max-runs", type=int, default=200, help="timed runs per layer, at most")
     p.add_argument("--dry-run", action="store_true", help="count the configurations and stop")
+    p.add_argument(
+        "--predictor",
+        action="store_true",
+        help="fit a latency predictor to timed whole networks instead of a lookup table",
+    )
+    p.add_argument("--networks", type=int, default=200, help="--predictor: networks to time")
+    p.add_argument(
+        "--max-minutes", type=float, default=18.0, help="--predictor: stop timing networks after"
+    )
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -60,20 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         validate_search(cfg)
         settings = latency_settings(cfg.latency)
-        # Channels and classes come from the dataset itself, as in the search.
-        splits = get_dataset(data_spec_from(cfg))
+        # channels and classes come from the dataset itself, as in the search
+        setup = latency_setup_from(cfg)
     except (ValueError, FileNotFoundError) as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    setup = dict(
-        input_size=cfg.data.image_size,
-        in_channels=splits.in_channels,
-        num_classes=splits.num_classes,
-        width_mult=cfg.model.width_mult,
-        stem_stride=cfg.model.stem_stride,
-    )
     print(f"setup: {setup}, threads {settings.threads}, batch {settings.batch_size}", flush=True)
     space = MnasSpace()
+    if args.predictor:
+        return _predictor(args, cfg, settings, setup, space)
     configs = space_layer_configs(space, **setup)
     print(f"{len(configs)} distinct layer configurations in space {space.name!r}", flush=True)
     if args.dry_run:
@@ -112,6 +129,36 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(calibration)} networks), {table['build_seconds']:.0f} s"
     )
     print(f"search with: latency=lut latency.lut_path={out}")
+    return 0
+
+
+def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
+    if args.networks < 10:
+        print(f"config error: --networks={args.networks}; at least 10", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"outputs/latency_table/{cfg.data.name}/latency_predictor.json")
+    rng = random.Random(args.seed)
+    archs = [space.sample(rng) for _ in range(args.networks)]
+    if args.dry_run:
+        return 0
+    evaluator = measured_ort_latency(settings, **setup)
+    evaluator.nominal()
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        if done % 25 == 0 or done == total:
+            print(f"  {done}/{total} networks timed, {seconds:.0f} s", flush=True)
+
+    predictor = build_predictor(evaluator, archs, args.max_minutes * 60, progress)
+    predictor.save(out)
+    d = predictor.data
+    cv = d["cross_validation"][d["model"]["kind"]]
+    print(
+        f"wrote {out}: model {d['model']['kind']} on {len(d['training']['archs'])} networks, "
+        f"cross-validated within +-10% {100 * cv['within_10']:.0f}%, within +-5% "
+        f"{100 * cv['within_5']:.0f}%, MAPE {cv['mape']:.1f}%, tau {cv['kendall_tau']:.3f}; "
+        f"{d['build_seconds']:.0f} s"
+    )
+    print(f"search with: latency=predictor latency.predictor_path={out}")
     return 0
 
 

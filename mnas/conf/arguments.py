@@ -129,6 +129,11 @@ def latency_settings(cfg: DictConfig, measured_only: bool = False) -> LatencySet
         )
     if kind == "lut" and OmegaConf.is_missing(cfg, "lut_path"):
         raise ValueError("latency.kind=lut needs latency.lut_path (scripts/latency_table.py)")
+    if kind == "predictor" and OmegaConf.is_missing(cfg, "predictor_path"):
+        raise ValueError(
+            "latency.kind=predictor needs latency.predictor_path "
+            "(scripts/latency_table.py --predictor)"
+        )
     return LatencySettings(**plain(cfg))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -30,7 +31,7 @@ from mnas.data import DataSpec
 from mnas.evaluate.executors import make_executor
 from mnas.evaluate.tabular import NB201Table, TableEvaluator, TabularEvaluator
 from mnas.evaluate.trained import ModelSpec, TrainedEvaluator, default_time_limit
-from mnas.latency import make_latency_evaluator
+from mnas.latency import make_latency_evaluator, measured_ort_latency
 from mnas.search import RUN_INFO, Search, make_strategy
 from mnas.search.loop import check_same_experiment
 from mnas.search.pareto import median_reference
@@ -187,6 +188,7 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
     space = make_space(name_of(cfg.space.name))
     strategy = make_strategy_from(cfg, space)
     unit = "ms"
+    remeasure = None
     if name_of(cfg.evaluator.name) == "tabular":
         path = cfg.evaluator.table or (
             os.path.join(os.environ["MNAS_DATA"], NB201_CSV)
@@ -212,6 +214,7 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
         executor = make_executor_from(cfg)
         try:
             evaluator, run_info, target, unit = _trained_parts(cfg, space, executor, target)
+            remeasure = _front_remeasure(cfg)
         except BaseException:
             executor.close()
             raise
@@ -234,7 +237,18 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
         run_info=run_info,
         latency_unit=unit,
         experiment=experiment,
+        remeasure=remeasure,
     )
+
+
+def _front_remeasure(cfg: DictConfig):
+    """What re-times the final front on ONNX Runtime (``latency.remeasure_front``; on by
+    default for a predicted latency), on the search's drift-corrected scale; or None."""
+    settings = latency_settings(cfg.latency)
+    if not settings.remeasures_front or settings.kind == "macs":
+        return None
+    ort_latency = measured_ort_latency(settings, **latency_setup_from(cfg))
+    return ort_latency.measure_afresh
 
 
 def data_spec_from(cfg: DictConfig) -> DataSpec:
@@ -248,6 +262,23 @@ def data_spec_from(cfg: DictConfig) -> DataSpec:
         test_size=0,
         seed=cfg.data.seed,
         download=cfg.data.download,
+    )
+
+
+def latency_setup_from(cfg: DictConfig) -> dict:
+    """The network setup the search times children at (``input_size``, ``in_channels``,
+    ``num_classes``, ``width_mult``, ``stem_stride``), as :func:`make_latency_evaluator`
+    takes it. Channels and classes come from the dataset itself; only a few images are
+    loaded to learn them."""
+    from mnas.data.spec import get_dataset
+
+    splits = get_dataset(replace(data_spec_from(cfg), train_size=16, val_size=8))
+    return dict(
+        input_size=cfg.data.image_size,
+        in_channels=splits.in_channels,
+        num_classes=splits.num_classes,
+        width_mult=cfg.model.width_mult,
+        stem_stride=cfg.model.stem_stride,
     )
 
 

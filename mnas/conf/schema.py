@@ -105,7 +105,7 @@ class TrainerConf:
 
 @dataclass
 class LatencyConf:
-    kind: LatencyKind = LatencyKind.measured  # measured (ONNX Runtime) | lut (lookup table) | macs
+    kind: LatencyKind = LatencyKind.measured  # measured (ORT) | lut | predictor | macs
     threads: int = 1  # ORT intra-op threads (the paper: one big core)
     batch_size: int = 1  # batch of the timed runs
     warmup: int = 5  # untimed runs first
@@ -118,6 +118,9 @@ class LatencyConf:
     reference: bool = True  # interleave a reference network and correct the machine's drift
     cache: str | None = DEFAULT_CACHE_PATH  # measurements + drift nominal (None: off)
     lut_path: str | None = None  # table built by scripts/latency_table.py (kind=lut)
+    predictor_path: str | None = None  # scripts/latency_table.py --predictor (kind=predictor)
+    out_of_range: str = "warn"  # predictor: warn | refuse a network outside the fitted range
+    remeasure_front: bool | None = None  # time the final front on ORT (None: on for lut/predictor)
 
 
 @dataclass

@@ -1,12 +1,15 @@
 """Latency of child networks: measured on ONNX Runtime, cached, or predicted.
 
-Three evaluators share one protocol, :class:`LatencyEvaluator` (``measure(arch) ->
+Four evaluators share one protocol, :class:`LatencyEvaluator` (``measure(arch) ->
 LatencyStats``), so the search does not care which it uses:
 
 - :class:`OrtLatency` (``measured``): ONNX export in memory, ONNX Runtime CPU session,
   adaptive number of timed runs, median with spread; optional SQLite cache.
 - :class:`LutLatency` (``lut``): per-layer lookup table summed and calibrated
   (``scripts/latency_table.py`` builds it for the user's own machine).
+- :class:`PredictorLatency` (``predictor``): a model fitted to whole networks timed on the
+  target (``scripts/latency_table.py --predictor``); :func:`load_predictor` gives the plain
+  ``predict(arch) -> ms``.
 - :class:`MacsLatency` (``macs``): millions of multiply-adds, a noise-free proxy.
 
 One settings object, :class:`LatencySettings`, describes which one and how it times;
@@ -38,6 +41,15 @@ from mnas.latency.ort import (
     make_session,
     reference_arch,
 )
+from mnas.latency.predictor import (
+    Prediction,
+    Predictor,
+    PredictorLatency,
+    build_predictor,
+    fit_predictor,
+    load_predictor,
+    refit_predictor,
+)
 from mnas.latency.settings import (
     KINDS,
     LatencyEvaluator,
@@ -61,11 +73,17 @@ __all__ = [
     "MacsLatency",
     "Nominal",
     "OrtLatency",
+    "Prediction",
+    "Predictor",
+    "PredictorLatency",
     "TimingPlan",
     "Timings",
     "build_table",
+    "build_predictor",
     "cache_key",
     "export_onnx",
+    "fit_predictor",
+    "load_predictor",
     "machine_description",
     "machine_fingerprint",
     "make_latency_evaluator",
@@ -74,6 +92,7 @@ __all__ = [
     "network_layers",
     "measured_ort_latency",
     "reference_arch",
+    "refit_predictor",
     "register_cli",
     "resolve_clock",
     "save_table",

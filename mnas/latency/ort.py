@@ -431,6 +431,16 @@ class OrtLatency:
             )
         return stats
 
+    def measure_afresh(self, arch: Architecture) -> LatencyStats:
+        """Latency of ``arch`` measured now, never from the cache (with drift correction the
+        cache still gives the nominal): what fits and checks a latency predictor, and the
+        re-measurement of a search's front.
+
+        Raises:
+            LatencyError: naming the architecture if it cannot be built, exported or run.
+        """
+        return self._measure(lambda: self._build(arch), describe_arch(arch))
+
     def measure_model(self, model: nn.Module, name: str) -> LatencyStats:
         """Latency of an already built model, measured now (never from the cache; with
         drift correction the cache still gives the nominal): for retraining, export and

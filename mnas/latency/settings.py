@@ -16,11 +16,12 @@ from mnas.latency.cache import DEFAULT_CACHE_PATH
 from mnas.latency.lut import LutLatency
 from mnas.latency.macs import MacsLatency
 from mnas.latency.ort import OrtLatency
+from mnas.latency.predictor import OUT_OF_RANGE, PredictorLatency
 from mnas.latency.stats import LatencyStats
 from mnas.latency.timing import TimingPlan, resolve_clock
 from mnas.space import Architecture
 
-KINDS = ("measured", "lut", "macs")
+KINDS = ("measured", "lut", "predictor", "macs")
 
 
 class LatencyEvaluator(Protocol):
@@ -31,10 +32,13 @@ class LatencyEvaluator(Protocol):
 
 @dataclass(frozen=True)
 class LatencySettings:
-    """How children are timed (``measured``), predicted (``lut``) or counted (``macs``).
+    """How children are timed (``measured``), predicted (``lut``, ``predictor``) or counted
+    (``macs``).
 
     Attributes:
-        kind: ``measured`` (ONNX Runtime), ``lut`` (lookup table) or ``macs``.
+        kind: ``measured`` (ONNX Runtime), ``lut`` (lookup table), ``predictor`` (a model
+            fitted to whole networks timed on the target, :mod:`mnas.latency.predictor`)
+            or ``macs``.
         threads: ONNX Runtime intra-op threads (the paper: one big core).
         batch_size: images per timed run.
         warmup, min_runs, max_runs, rel_ci, time_cap_s: the stopping rule
@@ -46,6 +50,12 @@ class LatencySettings:
         cache: SQLite file of cached measurements (``~`` expanded by the process that
             times); None: no cache.
         lut_path: the table of ``kind=lut`` (built by ``scripts/latency_table.py``).
+        predictor_path: the predictor of ``kind=predictor`` (built by
+            ``scripts/latency_table.py --predictor``).
+        out_of_range: ``warn`` or ``refuse`` a network outside the predictor's fitted range.
+        remeasure_front: time the search's final Pareto front on ONNX Runtime with these
+            settings (``measured_latency_ms`` beside the predicted ``latency_ms``); None: on
+            for the predicting kinds (``lut``, ``predictor``), off otherwise.
 
     Raises:
         ValueError: naming the first bad value.
@@ -64,12 +74,24 @@ class LatencySettings:
     reference: bool = True
     cache: str | None = DEFAULT_CACHE_PATH
     lut_path: str | None = None
+    predictor_path: str | None = None
+    out_of_range: str = "warn"
+    remeasure_front: bool | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"latency.kind={self.kind!r}; allowed: {', '.join(KINDS)}")
         if self.kind == "lut" and not self.lut_path:
             raise ValueError("latency.kind=lut needs latency.lut_path (scripts/latency_table.py)")
+        if self.kind == "predictor" and not self.predictor_path:
+            raise ValueError(
+                "latency.kind=predictor needs latency.predictor_path "
+                "(scripts/latency_table.py --predictor)"
+            )
+        if self.out_of_range not in OUT_OF_RANGE:
+            raise ValueError(
+                f"latency.out_of_range={self.out_of_range!r}; allowed: {', '.join(OUT_OF_RANGE)}"
+            )
         for key in ("threads", "batch_size"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -79,6 +101,13 @@ class LatencySettings:
             resolve_clock(self.clock, self.threads)
         except ValueError as e:
             raise ValueError(f"latency.{e}") from None
+
+    @property
+    def remeasures_front(self) -> bool:
+        """Whether the search times its final front on ONNX Runtime (:attr:`remeasure_front`)."""
+        if self.remeasure_front is None:
+            return self.kind in ("lut", "predictor")
+        return bool(self.remeasure_front)
 
     @property
     def plan(self) -> TimingPlan:
@@ -109,6 +138,15 @@ def make_latency_evaluator(
             os.path.expanduser(settings.lut_path),
             threads=settings.threads,
             batch_size=settings.batch_size,
+            **net,
+        )
+    if settings.kind == "predictor":
+        return PredictorLatency(
+            os.path.expanduser(settings.predictor_path),
+            out_of_range=settings.out_of_range,
+            threads=settings.threads,
+            batch_size=settings.batch_size,
+            clock=resolve_clock(settings.clock, settings.threads),
             **net,
         )
     return OrtLatency(**net, batch_size=settings.batch_size, **_timing_kwargs(settings))

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-SOURCES = ("measured", "cache", "lut", "macs")
+SOURCES = ("measured", "cache", "lut", "predictor", "macs")
 CLOCKS = ("cpu", "wall")
 
 

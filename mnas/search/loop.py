@@ -108,6 +108,11 @@ class Search:
         experiment: the settings that decide the results (plain values), stored in
             ``run.json`` with their fingerprint; a directory that holds a run of other
             settings is refused, naming each setting that differs.
+        remeasure: times an architecture on the real runtime (returns an object with
+            ``median_ms`` and ``to_dict()``, e.g. :class:`mnas.latency.LatencyStats`); when
+            given, the final front is re-timed with it and ``pareto.json`` holds both
+            figures, ``latency_ms`` (what the search used, e.g. predicted) and
+            ``measured_latency_ms``.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class Search:
         run_info: dict | None = None,
         latency_unit: str = "ms",
         experiment: dict | None = None,
+        remeasure: Callable[[Architecture], object] | None = None,
     ) -> None:
         if steps < 1 or batch_size < 1:
             raise ValueError(f"steps={steps} and batch_size={batch_size} must be >= 1")
@@ -139,6 +145,8 @@ class Search:
         self.tb = tb
         self.latency_unit = latency_unit
         self.latency_key = unit_key("latency", latency_unit)
+        self.remeasure = remeasure
+        self.measured: dict[str, dict] = {}
         if tb is not None:
             tb.hparams_experiment(
                 {_hparam_name(d): d.choices for d in space.decisions},
@@ -318,8 +326,10 @@ class Search:
             "alpha": self.alpha,
             "beta": self.beta,
             "latency_unit": self.latency_unit,
-            "points": [r.to_dict() for r in front],
+            "points": [{**r.to_dict(), **self.measured.get(r.hash, {})} for r in front],
         }
+        if self.measured:
+            doc["measured_latency"] = "front re-timed on ONNX Runtime at the end of the search"
         write_atomic(self.run_dir / PARETO, json.dumps(doc, indent=1).encode())
         return front
 
@@ -383,6 +393,8 @@ class Search:
             steps_done += 1
             if on_step is not None:
                 on_step(report)
+        if self.remeasure is not None:
+            self._remeasure_front()
         front = self._write_front()
         ok = [r for r in self.records if r.status == OK]
         best = max(ok, key=lambda r: r.reward) if ok else None
@@ -397,6 +409,31 @@ class Search:
             time.perf_counter() - start,
             eval_seconds,
         )
+
+    def _remeasure_front(self) -> None:
+        """Time the front's architectures on the real runtime (the search may have used a
+        predictor): ``measured_latency_ms`` and its record go beside ``latency_ms``."""
+        for rec in self.front():
+            if rec.hash in self.measured:
+                continue
+            arch = Architecture(space=rec.space, tokens=rec.tokens, key=rec.key)
+            try:
+                stats = self.remeasure(arch)
+            except Exception as e:  # noqa: BLE001 - one network's failure is recorded, not fatal
+                log.warning("re-measuring %s failed: %s", rec.hash, e)
+                self.measured[rec.hash] = {"measured_latency_ms": None, "measured_error": str(e)}
+                continue
+            self.measured[rec.hash] = {
+                "measured_latency_ms": stats.median_ms,
+                "measured_latency": stats.to_dict(),
+            }
+            log.info(
+                "front %s: %s %.4g ms, measured %.4g ms",
+                rec.hash,
+                (rec.latency or {}).get("source", "latency"),
+                rec.latency_value,
+                stats.median_ms,
+            )
 
     def _log_tb(
         self, report: StepReport, archs: Sequence[Architecture], front: list[EvalRecord]

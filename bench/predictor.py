@@ -1,0 +1,338 @@
+"""Latency predictor benchmark (issue 19): held-out accuracy, noise floor, build time, query
+time, few-shot re-fit.
+
+    taskset -c 0 python bench/predictor.py --out bench/out/pred            # everything
+    taskset -c 0 python bench/predictor.py --out DIR --stage heldout       # only time held-out
+    taskset -c 0 python bench/predictor.py --out DIR --stage drift         # re-time them later
+
+For each set-up (``16``: the default search, digits 16x16x1, width 0.5, stride-1 stem;
+``32``: ``experiment=cifar10_proxy``, 32x32x3; ``224``: ``experiment=cifar10_proxy
+model=imagenet data.image_size=224``) it
+
+1. times ``--n-heldout`` random architectures (a seed the predictor never sees) twice,
+   one pass after the other, with the search's own evaluator (its settings from the
+   config, drift-corrected against the nominal in the search's cache, never answered from
+   the cache): the second pass against the first is the measurement's noise floor;
+2. builds the predictor with the same code as ``scripts/latency_table.py --predictor``
+   (times its own training networks) and records the build's seconds;
+3. compares predictions with the first pass: share within +-10% and +-5%, Kendall tau,
+   MAPE, and the same for pass 2 against pass 1 (``noise_floor_*``);
+4. times the query (``predict(arch)`` over the held-out set, many times);
+5. few-shot: re-fits the 16x16 predictor to another set-up from ``--few-shot`` timed
+   networks and checks it on held-out networks of that set-up.
+
+Measurements are stored in ``DIR`` as they are made (``heldout_<size>.json``,
+``table_<size>.json``); a later run reuses what is there, so the stages can run apart
+(``--stage drift`` adds a pass of the same held-out networks, to show drift over time).
+Writes ``DIR/predictor.json`` and prints the same as a table. Pin it to one core
+(``taskset -c 0``): timing on one core with one ORT thread is what the predictor predicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from hydra import compose, initialize_config_dir
+
+from mnas.conf import register_configs
+from mnas.conf.arguments import latency_settings
+from mnas.conf.runner import latency_setup_from
+from mnas.latency import Predictor, machine_description, measured_ort_latency, refit_predictor
+from mnas.latency.fit import scores
+from mnas.space import MnasSpace
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SIZES = {
+    "16": [],
+    "32": ["experiment=cifar10_proxy"],
+    "224": ["experiment=cifar10_proxy", "model=imagenet", "data.image_size=224"],
+}
+HELDOUT_SEED = 1_000_019
+
+
+def compose_setup(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="search", overrides=overrides)
+    return cfg, latency_settings(cfg.latency), latency_setup_from(cfg)
+
+
+def heldout_archs(size: str, n: int) -> list:
+    space = MnasSpace()
+    rng = random.Random(HELDOUT_SEED + int(size))
+    seen, out = set(), []
+    while len(out) < n:
+        arch = space.sample(rng)
+        if arch.key not in seen:
+            seen.add(arch.key)
+            out.append(arch)
+    return out
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def time_pass(path: Path, label: str, archs, settings, setup) -> list[dict]:
+    """One pass of the search's evaluator over ``archs``, saved after every network (a
+    killed run resumes where it stopped)."""
+    data = _load(path)
+    passes = data.setdefault("passes", {})
+    records = passes.setdefault(label, [])
+    ev = measured_ort_latency(settings, **setup)
+    ev.nominal()
+    for arch in archs[len(records) :]:
+        s = ev.measure_afresh(arch)
+        records.append(
+            {
+                "key": arch.key,
+                "median_ms": s.median_ms,
+                "ci_rel": s.ci_rel,
+                "raw_median_ms": s.raw_median_ms,
+                "wall_median_ms": s.wall_median_ms,
+                "drift_factor": s.drift_factor,
+                "runs": s.runs,
+                "t": time.time(),
+                "load": os.getloadavg()[0],
+            }
+        )
+        if len(records) % 20 == 0 or len(records) == len(archs):
+            data["nominal_ms"] = s.nominal_ms
+            data["setup"] = setup
+            _save(path, data)
+            print(f"  {path.name} {label}: {len(records)}/{len(archs)}", flush=True)
+    return records
+
+
+def build(out: Path, size: str, networks: int) -> tuple[Path, float]:
+    """The predictor for ``size``, built by the command a user runs (its own process),
+    unless ``out`` already holds it; returns its path and the command's seconds."""
+    path = out / f"predictor_{size}.json"
+    log = out / f"build_{size}.log"
+    if not path.exists():
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "scripts" / "latency_table.py"),
+            "--predictor",
+            "--networks",
+            str(networks),
+            "--out",
+            str(path),
+            *SIZES[size],
+        ]
+        print("  $", " ".join(cmd[1:]), flush=True)
+        t0 = time.perf_counter()
+        with open(log, "w") as f:
+            subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
+        (out / f"build_{size}.seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return path, float((out / f"build_{size}.seconds").read_text())
+
+
+def query_us(predictor: Predictor, archs) -> dict:
+    """Microseconds per ``predict(arch)``: the first pass over ``archs`` (block vectors
+    computed) and later ones (from the precomputed blocks)."""
+    fresh = Predictor(predictor.data, predictor.path)
+    t0 = time.perf_counter()
+    for a in archs:
+        fresh.predict(a)
+    cold = (time.perf_counter() - t0) / len(archs) * 1e6
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        for a in archs:
+            fresh.predict(a)
+    warm = (time.perf_counter() - t0) / (reps * len(archs)) * 1e6
+    return {"first_pass": cold, "repeated": warm}
+
+
+def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
+    data = _load(out / f"heldout_{size}.json")
+    passes = data["passes"]
+    n = len(passes["pass1"])
+    k = min(n, len(passes["pass2"]))
+    archs = archs[:n]
+    for a, r in zip(archs, passes["pass1"], strict=False):
+        assert a.key == r["key"], "held-out networks changed since they were timed"
+    predictor = Predictor.load(out / f"predictor_{size}.json")
+    predicted = [predictor.predict_detail(a) for a in archs]
+    pred = [p.ms for p in predicted]
+    first = [r["median_ms"] for r in passes["pass1"][:n]]
+    second = [r["median_ms"] for r in passes["pass2"][:k]]
+    s = scores(pred, first)
+    noise = scores(second, first[:k])
+    row = {
+        "n_heldout": n,
+        **{k: s[k] for k in ("within_10", "within_5", "kendall_tau", "mape")},
+        "noise_floor_pct": float(np.median(np.abs(np.divide(second, first[:k]) - 1)) * 100),
+        "noise_floor": noise,
+        "vs_pass2": scores(pred[:k], second),
+        "vs_mean_of_passes": scores(pred[:k], (np.add(first[:k], second) / 2).tolist()),
+        "out_of_range": sum(not p.in_range for p in predicted),
+        "model": predictor.model.kind,
+        "training_networks": len(predictor.data["training"]["archs"]),
+        "cross_validation": predictor.data["cross_validation"],
+        "build_seconds": build_seconds,
+        "query_us": query_us(predictor, archs),
+        "median_ms": float(np.median(first)),
+        "median_ci_rel": float(np.median([r["ci_rel"] or np.nan for r in passes["pass1"][:n]])),
+        "median_load": float(np.median([r["load"] for r in passes["pass1"][:n]])),
+    }
+    drift = passes.get("drift", [])
+    if len(drift) >= n // 2:
+        m = len(drift)
+        later = [r["median_ms"] for r in drift]
+        hours = (
+            np.median([r["t"] for r in drift]) - np.median([r["t"] for r in passes["pass1"][:m]])
+        ) / 3600
+        row["drift"] = {
+            "n": m,
+            "hours_after_pass1": float(hours),
+            "median_diff_pct": float(np.median(np.abs(np.divide(later, first[:m]) - 1)) * 100),
+            "median_ratio": float(np.median(np.divide(later, first[:m]))),
+            "vs_pass1": scores(later, first[:m]),
+            "predictor_vs_drift_pass": scores(pred[:m], later),
+        }
+    return row
+
+
+def few_shot(out: Path, base_size: str, overrides: list[str], n_fit: int, n_check: int) -> dict:
+    """Re-fit the ``base_size`` predictor to another set-up from ``n_fit`` networks timed
+    there; checked on ``n_check`` other networks timed there."""
+    cfg, settings, setup = compose_setup(overrides)
+    tag = "fewshot_" + "_".join(o.replace("=", "-").replace("/", "-") for o in overrides)
+    space = MnasSpace()
+    rng = random.Random(7)
+    fit_archs = [space.sample(rng) for _ in range(n_fit)]
+    check_archs = heldout_archs(str(setup["input_size"]), n_check)
+    check = time_pass(out / f"{tag}.json", "check", check_archs, settings, setup)
+    base = Predictor.load(out / f"predictor_{base_size}.json")
+    ev = measured_ort_latency(settings, **setup)
+    t0 = time.perf_counter()
+    refit = refit_predictor(base, ev, fit_archs)
+    seconds = time.perf_counter() - t0
+    refit.save(out / f"{tag}_predictor.json")
+    measured = [r["median_ms"] for r in check]
+    unrefit = Predictor({**base.data, "setup": refit.setup}, None)
+    return {
+        "from": base_size,
+        "to": " ".join(overrides),
+        "setup": {
+            k: refit.setup[k]
+            for k in ("input_shape", "num_classes", "width_mult", "stem_stride", "threads")
+        },
+        "timed_networks": n_fit,
+        "refit_seconds": seconds,
+        "calibration": refit.data["calibration"]["kind"],
+        "n_check": len(check),
+        "refit": scores([refit.predict(a) for a in check_archs], measured),
+        "base_model_unchanged": scores([unrefit.predict(a) for a in check_archs], measured),
+    }
+
+
+def print_table(result: dict) -> None:
+    print(f"\nCPU {result['cpu']}, onnxruntime {result['onnxruntime']}, 1 thread, ORT_ENABLE_ALL")
+    head = (
+        f"{'size':>5} {'n':>4} {'<=10%':>6} {'<=5%':>6} {'tau':>6} {'MAPE':>6} | "
+        f"{'noise: median':>13} {'<=10%':>6} {'<=5%':>6} {'tau':>6} | "
+        f"{'model':>12} {'build s':>7} {'query us':>8}"
+    )
+    print(head)
+    for size, r in result["sizes"].items():
+        nf = r["noise_floor"]
+        print(
+            f"{size:>5} {r['n_heldout']:>4} {100 * r['within_10']:>5.1f}% "
+            f"{100 * r['within_5']:>5.1f}% {r['kendall_tau']:>6.3f} {r['mape']:>5.1f}% | "
+            f"{r['noise_floor_pct']:>12.1f}% {100 * nf['within_10']:>5.1f}% "
+            f"{100 * nf['within_5']:>5.1f}% {nf['kendall_tau']:>6.3f} | "
+            f"{r['model']:>12} {r['build_seconds']:>7.0f} {r['query_us']['repeated']:>8.1f}"
+        )
+        if "drift" in r:
+            d = r["drift"]
+            print(
+                f"      drift: re-timed {d['hours_after_pass1']:.2f} h later, n={d['n']}: "
+                f"median diff {d['median_diff_pct']:.1f}%, median ratio "
+                f"{d['median_ratio']:.3f}, tau {d['vs_pass1']['kendall_tau']:.3f}"
+            )
+    for name, f in result.get("few_shot", {}).items():
+        print(
+            f"few-shot {name} ({f['to']}), {f['timed_networks']} networks: within +-10% "
+            f"{100 * f['refit']['within_10']:.1f}%, +-5% {100 * f['refit']['within_5']:.1f}%, tau "
+            f"{f['refit']['kendall_tau']:.3f}, MAPE {f['refit']['mape']:.1f}% on {f['n_check']} "
+            f"(unchanged model: MAPE {f['base_model_unchanged']['mape']:.1f}%)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="folder for predictor.json and raw timings")
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--n-heldout", type=int, default=200)
+    p.add_argument("--n-noise", type=int, default=200, help="held-out networks timed twice")
+    p.add_argument("--n-drift", type=int, default=200, help="held-out networks re-timed later")
+    p.add_argument("--networks", type=int, default=200, help="training networks per build")
+    p.add_argument("--few-shot", type=int, default=10, help="networks timed for a re-fit")
+    p.add_argument("--few-shot-check", type=int, default=60)
+    p.add_argument(
+        "--stage", choices=("heldout", "drift", "build", "few-shot", "all"), default="all"
+    )
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = {"heldout", "build", "few-shot"} if args.stage == "all" else {args.stage}
+    result = {
+        "cpu": machine_description()["cpu"],
+        "machine": machine_description(),
+        "onnxruntime": ort.__version__,
+        "threads": 1,
+        "graph_optimization": "ORT_ENABLE_ALL",
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "sizes": {},
+    }
+    for size in args.sizes:
+        cfg, settings, setup = compose_setup(SIZES[size])
+        archs = heldout_archs(size, args.n_heldout)
+        path = out / f"heldout_{size}.json"
+        if "heldout" in stages:
+            time_pass(path, "pass1", archs, settings, setup)
+            time_pass(path, "pass2", archs[: args.n_noise], settings, setup)
+        if "drift" in stages:
+            time_pass(path, "drift", archs[: args.n_drift], settings, setup)
+        if "build" in stages:
+            _, seconds = build(out, size, args.networks)
+            result["sizes"][size] = {
+                "setup": {**setup, "threads": settings.threads},
+                **evaluate(out, size, archs, seconds),
+            }
+    if "few-shot" in stages:
+        result["few_shot"] = {
+            "input_size_28": few_shot(
+                out, "16", ["experiment=fashion_mnist_proxy"], args.few_shot, args.few_shot_check
+            )
+        }
+    if result["sizes"]:
+        sizes = result["sizes"].values()
+        result["build_seconds"] = max(r["build_seconds"] for r in sizes)
+        result["query_us"] = max(r["query_us"]["repeated"] for r in sizes)
+        _save(out / "predictor.json", result)
+        print_table(result)
+        print(f"wrote {out / 'predictor.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

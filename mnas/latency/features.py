@@ -1,0 +1,190 @@
+"""What a latency predictor sees of a network: per-operator work, counted analytically.
+
+Every layer of :mod:`mnas.nn` is written out as the operators ONNX Runtime runs for it
+(convolutions with their fused activation, the squeeze-and-excitation's pool, two small
+convolutions, sigmoid and product, the shortcut's pool, projection and sum, the head), and
+each operator adds to a few *features* of its kind: multiply-adds, elements read and
+written, weights, and one per operator (the runtime's fixed cost per node, which dominates
+sub-millisecond networks). A network's features are the sum over its layers, so they are
+additive over blocks: :class:`BlockFeatures` precomputes them per (block, its six
+decisions, the previous block's width) and a network is then seven vector additions.
+
+No torch, no ONNX Runtime here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mnas.latency.lut import LayerConfig, network_layers
+from mnas.space import Architecture, BlockSpec, specs_of
+
+# Operator kinds; each has the same five features (see :data:`FEATURES`).
+KINDS = ("dense3", "dense5", "pw", "dw3", "dw5", "se", "add", "pool", "fc")
+PER_KIND = ("macs", "read", "write", "weights", "nodes")
+FEATURES = tuple(f"{k}_{f}" for k in KINDS for f in PER_KIND)
+_INDEX = {name: i for i, name in enumerate(FEATURES)}
+# Counts are in millions (MACs, elements, weights) so that coefficients are ms per million.
+_M = 1e-6
+
+
+def _conv_out(res: int, stride: int) -> int:
+    return (res - 1) // stride + 1
+
+
+@dataclass(frozen=True)
+class _Op:
+    kind: str
+    macs: float
+    read: float
+    write: float
+    weights: float
+
+
+def _conv(in_chs: int, out_chs: int, k: int, res: int, stride: int, groups: int = 1) -> _Op:
+    out_res = _conv_out(res, stride)
+    if groups > 1:
+        kind = f"dw{k}" if k in (3, 5) else "dw5"
+    else:
+        kind = "pw" if k == 1 else (f"dense{k}" if k in (3, 5) else "dense5")
+    weights = out_chs * (in_chs // groups) * k * k
+    macs = out_res * out_res * weights
+    return _Op(kind, macs, res * res * in_chs + weights, out_res * out_res * out_chs, weights)
+
+
+def _se(chs: int, squeeze: int, res: int) -> _Op:
+    # pool over the map, two 1x1 convolutions on a 1x1 map, sigmoid, product with the map
+    elems = res * res * chs
+    weights = 2 * chs * squeeze + chs + squeeze
+    return _Op("se", elems + 2 * chs * squeeze, 2 * elems + weights, elems, weights)
+
+
+def layer_ops(cfg: LayerConfig) -> list[_Op]:
+    """The operators ONNX Runtime runs for one layer (batch norm folded into convolutions,
+    activations fused into them)."""
+    res, s = cfg.res, cfg.stride
+    if cfg.kind == "stem":
+        return [_conv(cfg.in_chs, cfg.out_chs, cfg.kernel, res, s)]
+    if cfg.kind == "head":
+        elems = res * res * cfg.out_chs
+        fc = cfg.out_chs * cfg.num_classes
+        return [
+            _conv(cfg.in_chs, cfg.out_chs, 1, res, 1),
+            _Op("pool", elems, elems, cfg.out_chs, 0.0),
+            _Op("fc", fc, fc + cfg.out_chs, cfg.num_classes, fc),
+        ]
+    ops: list[_Op] = []
+    squeeze = max(1, int(cfg.in_chs * cfg.se_ratio))
+    out_res = _conv_out(res, s)
+    if cfg.block_type == "cn":
+        ops.append(_conv(cfg.in_chs, cfg.out_chs, cfg.kernel, res, s))
+        if cfg.se_ratio > 0:
+            ops.append(_se(cfg.out_chs, squeeze, out_res))
+    else:
+        mid = cfg.in_chs if cfg.block_type == "ds" else int(round(cfg.in_chs * cfg.exp_ratio))
+        if mid != cfg.in_chs:
+            ops.append(_conv(cfg.in_chs, mid, 1, res, 1))
+        ops.append(_conv(mid, mid, cfg.kernel, res, s, groups=mid))
+        if cfg.se_ratio > 0:
+            ops.append(_se(mid, squeeze, out_res))
+        ops.append(_conv(mid, cfg.out_chs, 1, out_res, 1))
+    out_elems = out_res * out_res * cfg.out_chs
+    if cfg.skip == "pool":
+        if s > 1:
+            pooled = out_res * out_res * cfg.in_chs
+            ops.append(_Op("pool", res * res * cfg.in_chs, res * res * cfg.in_chs, pooled, 0.0))
+        if cfg.in_chs != cfg.out_chs:
+            ops.append(_conv(cfg.in_chs, cfg.out_chs, 1, out_res, 1))
+    if cfg.skip != "none":
+        ops.append(_Op("add", out_elems, 2 * out_elems, out_elems, 0.0))
+    return ops
+
+
+def layer_features(cfg: LayerConfig) -> np.ndarray:
+    """The feature vector (:data:`FEATURES`) of one layer."""
+    x = np.zeros(len(FEATURES))
+    for op in layer_ops(cfg):
+        x[_INDEX[f"{op.kind}_macs"]] += op.macs * _M
+        x[_INDEX[f"{op.kind}_read"]] += op.read * _M
+        x[_INDEX[f"{op.kind}_write"]] += op.write * _M
+        x[_INDEX[f"{op.kind}_weights"]] += op.weights * _M
+        x[_INDEX[f"{op.kind}_nodes"]] += 1.0
+    return x
+
+
+def network_features(layers: Sequence[LayerConfig]) -> np.ndarray:
+    """The feature vector of a network: the sum over its layers."""
+    return np.sum([layer_features(c) for c in layers], axis=0)
+
+
+@dataclass(frozen=True)
+class NetSetup:
+    """The network setup features are counted for (as :func:`mnas.nn.build_model` takes it)."""
+
+    input_size: int
+    in_channels: int
+    num_classes: int
+    width_mult: float
+    stem_stride: int
+
+    def layers(self, specs: Sequence[BlockSpec]) -> list[LayerConfig]:
+        return network_layers(
+            specs,
+            self.input_size,
+            self.in_channels,
+            self.num_classes,
+            self.width_mult,
+            self.stem_stride,
+        )
+
+
+class BlockFeatures:
+    """Network features as a sum of precomputed per-block vectors.
+
+    For an architecture of :class:`mnas.space.MnasSpace` (tokens, six per block) a block's
+    layers depend only on its own decisions, the previous block's ``filters`` decision and
+    the fixed stride chain, so its vector is computed once per such key and kept; the stem
+    and head vary only with the last block's width. Architectures without tokens (block
+    strings) are counted layer by layer.
+    """
+
+    def __init__(self, setup: NetSetup, space) -> None:
+        self.setup = setup
+        self.space = space
+        self._per_block = len(space.DECISION_NAMES)
+        self._filters = space.DECISION_NAMES.index("filters")
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, arch: Architecture) -> np.ndarray:
+        if arch.space != self.space.name or len(arch.tokens) != len(self.space.decisions):
+            return network_features(self.setup.layers(specs_of(arch)))
+        cache = self._cache
+        t = arch.tokens
+        k = self._per_block
+        f = self._filters
+        total = None
+        prev = -1
+        for b in range(0, len(t), k):
+            key = (b, prev, t[b : b + k])
+            vec = cache.get(key)
+            if vec is None:
+                vec = cache[key] = self._block_vector(arch, b // k)
+            total = vec if total is None else total + vec
+            prev = t[b + f]
+        return total
+
+    def _block_vector(self, arch: Architecture, block: int) -> np.ndarray:
+        """Features of block ``block`` of ``arch`` (the last block's vector also holds the
+        head, the first block's the stem: both depend on nothing else)."""
+        layers = self.setup.layers(self.space.decode(arch.tokens))
+        bounds = np.cumsum([0] + [s.repeats for s in self.space.decode(arch.tokens)])
+        # layers[0] is the stem, layers[-1] the head
+        own = layers[1 + bounds[block] : 1 + bounds[block + 1]]
+        if block == 0:
+            own = [layers[0], *own]
+        if block == self.space.num_blocks - 1:
+            own = [*own, layers[-1]]
+        return network_features(own)

@@ -1,0 +1,227 @@
+"""Fitting a latency model to measured whole networks (no torch, no ONNX Runtime here).
+
+Three candidates compete on the training networks by K-fold cross-validation, and the one
+with the most predictions within +-5% (then the lowest MAPE) wins:
+
+- ``linear``: ``intercept + w . features``, every weight >= 0 (non-negative least squares
+  on the *relative* error): additive over operators, so over blocks; never <= 0, since
+  the intercept and every feature are >= 0 and not all of them are 0;
+- ``linear+trees``: the linear model times ``exp(r)``, where ``r`` is a small
+  gradient-boosted forest on the network-level features and the linear prediction (what
+  the sum misses: fusion, cache effects, tiny maps), fitted to ``log(measured / linear)``;
+- ``trees``: ``exp`` of a forest fitted to ``log(measured)`` alone.
+
+Forests are stored as plain arrays of complete binary trees (:class:`Forest`), so a saved
+model needs no pickle and one prediction is a handful of numpy operations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+MODEL_KINDS = ("linear", "linear+trees", "trees")
+TREES = dict(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8, random_state=0)
+
+
+@dataclass(frozen=True)
+class Forest:
+    """A gradient-boosted forest as complete binary trees of one depth: ``feature`` and
+    ``threshold`` (trees x internal nodes, level order; go right when ``x > threshold``),
+    ``leaf`` (trees x leaves), summed as ``offset + scale * sum(leaves reached)``."""
+
+    depth: int
+    feature: np.ndarray
+    threshold: np.ndarray
+    leaf: np.ndarray
+    offset: float
+    scale: float
+
+    def __call__(self, x: np.ndarray) -> float:
+        # trees decide on float32 inputs, as scikit-learn's do
+        x = x.astype(np.float32).astype(np.float64)
+        rows = np.arange(self.feature.shape[0])
+        node = np.zeros(self.feature.shape[0], dtype=np.intp)
+        for _ in range(self.depth):
+            right = x[self.feature[rows, node]] > self.threshold[rows, node]
+            node = 2 * node + 1 + right
+        leaves = node - (2**self.depth - 1)
+        return self.offset + self.scale * float(self.leaf[rows, leaves].sum())
+
+    def to_dict(self) -> dict:
+        return {
+            "depth": self.depth,
+            "feature": self.feature.tolist(),
+            "threshold": [[t if math.isfinite(t) else None for t in r] for r in self.threshold],
+            "leaf": self.leaf.tolist(),
+            "offset": self.offset,
+            "scale": self.scale,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Forest:
+        thr = [[math.inf if t is None else t for t in r] for r in d["threshold"]]
+        return cls(
+            int(d["depth"]),
+            np.asarray(d["feature"], dtype=np.intp),
+            np.asarray(thr, dtype=np.float64),
+            np.asarray(d["leaf"], dtype=np.float64),
+            float(d["offset"]),
+            float(d["scale"]),
+        )
+
+
+def fit_forest(x: np.ndarray, y: np.ndarray) -> Forest:
+    """A scikit-learn gradient-boosted forest fitted to ``y``, as a :class:`Forest`."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    gbr = GradientBoostingRegressor(**TREES).fit(x, y)
+    depth = TREES["max_depth"]
+    internal, leaves = 2**depth - 1, 2**depth
+    n = len(gbr.estimators_)
+    feature = np.zeros((n, internal), dtype=np.intp)
+    threshold = np.full((n, internal), math.inf)
+    leaf = np.zeros((n, leaves))
+    for t, (est,) in enumerate(gbr.estimators_):
+        tree = est.tree_
+
+        def fill(sk: int, node: int, level: int, t: int = t, tree=tree) -> None:
+            if level == depth:
+                leaf[t, node - internal] = tree.value[sk][0][0]
+                return
+            if tree.children_left[sk] == -1:
+                # a leaf above full depth: a split that always goes left, to the same leaf
+                fill(sk, 2 * node + 1, level + 1)
+                fill(sk, 2 * node + 2, level + 1)
+                return
+            feature[t, node] = tree.feature[sk]
+            threshold[t, node] = tree.threshold[sk]
+            fill(tree.children_left[sk], 2 * node + 1, level + 1)
+            fill(tree.children_right[sk], 2 * node + 2, level + 1)
+
+        fill(0, 0, 0)
+    forest = Forest(depth, feature, threshold, leaf, 0.0, float(gbr.learning_rate))
+    offset = float(gbr.predict(x[:1])[0]) - forest(x[0])
+    return Forest(depth, feature, threshold, leaf, offset, forest.scale)
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """A fitted model: ``linear(x) * exp(forest(z))`` for ``linear+trees``, ``linear(x)`` or
+    ``exp(forest(z))``, where ``z`` is ``x`` followed by ``log(linear(x))``."""
+
+    kind: str
+    intercept: float
+    weights: np.ndarray
+    forest: Forest | None = None
+
+    def linear(self, x: np.ndarray) -> float:
+        return self.intercept + float(x @ self.weights)
+
+    def __call__(self, x: np.ndarray) -> float:
+        lin = self.linear(x)
+        if self.kind == "linear":
+            return lin
+        r = self.forest(np.append(x, math.log(lin)))
+        return lin * math.exp(r) if self.kind == "linear+trees" else math.exp(r)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "intercept": self.intercept,
+            "weights": self.weights.tolist(),
+            "forest": self.forest.to_dict() if self.forest is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LatencyModel:
+        forest = Forest.from_dict(d["forest"]) if d.get("forest") else None
+        return cls(d["kind"], float(d["intercept"]), np.asarray(d["weights"], float), forest)
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """``intercept, weights`` >= 0 minimising the squared *relative* error of
+    ``intercept + x @ weights`` (small networks count as much as large ones)."""
+    a = np.column_stack([np.ones(len(y)), x]) / y[:, None]
+    norms = np.linalg.norm(a, axis=0)
+    norms[norms == 0] = 1.0
+    coef, _ = nnls(a / norms, np.ones(len(y)), maxiter=50 * a.shape[1])
+    coef = coef / norms
+    intercept = float(coef[0])
+    if intercept <= 0:
+        # keeps every prediction > 0 even for a network whose features are all 0
+        intercept = float(np.min(y)) * 1e-3
+    return intercept, coef[1:]
+
+
+def fit_model(kind: str, x: np.ndarray, y: np.ndarray) -> LatencyModel:
+    """One candidate (:data:`MODEL_KINDS`) fitted to features ``x`` and latencies ``y``."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind {kind!r}; allowed: {', '.join(MODEL_KINDS)}")
+    intercept, weights = fit_linear(x, y)
+    linear = LatencyModel("linear", intercept, weights)
+    if kind == "linear":
+        return linear
+    lin = np.array([linear.linear(r) for r in x])
+    z = np.column_stack([x, np.log(lin)])
+    target = np.log(y / lin) if kind == "linear+trees" else np.log(y)
+    return LatencyModel(kind, intercept, weights, fit_forest(z, target))
+
+
+def scores(predicted: Sequence[float], measured: Sequence[float]) -> dict:
+    """Share within +-10% and +-5%, MAPE (%) and Kendall tau of predictions against
+    measurements."""
+    p = np.asarray(predicted, dtype=np.float64)
+    m = np.asarray(measured, dtype=np.float64)
+    rel = np.abs(p / m - 1)
+    return {
+        "n": int(m.size),
+        "within_10": float(np.mean(rel <= 0.10)),
+        "within_5": float(np.mean(rel <= 0.05)),
+        "mape": float(np.mean(rel) * 100),
+        "kendall_tau": kendall_tau(p, m),
+    }
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b."""
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
+
+
+def cross_validate(kind: str, x: np.ndarray, y: np.ndarray, folds: int = 5) -> dict:
+    """:func:`scores` of ``kind`` on each network predicted by a model fitted without it
+    (``folds``-fold, networks in a fixed shuffled order)."""
+    order = np.random.default_rng(0).permutation(len(y))
+    predicted = np.empty(len(y))
+    for f in range(folds):
+        test = order[f::folds]
+        train = np.setdiff1d(order, test)
+        model = fit_model(kind, x[train], y[train])
+        predicted[test] = [model(r) for r in x[test]]
+    return scores(predicted, y)
+
+
+def select_model(
+    x: np.ndarray, y: np.ndarray, kinds: Sequence[str] = MODEL_KINDS
+) -> tuple[LatencyModel, dict]:
+    """The candidate with the most cross-validated predictions within +-5% (then the lowest
+    MAPE), refitted on all networks, and every candidate's cross-validated scores.
+
+    Raises:
+        ValueError: with fewer than 10 networks, or a latency <= 0.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) < 10 or x.shape[0] != len(y):
+        raise ValueError(f"need >= 10 networks with features, got {len(y)} ({x.shape[0]} rows)")
+    if np.any(y <= 0):
+        raise ValueError(f"measured latencies must be > 0, got {y.min()}")
+    cv = {k: cross_validate(k, x, y) for k in kinds}
+    best = max(kinds, key=lambda k: (cv[k]["within_5"], -cv[k]["mape"]))
+    return fit_model(best, x, y), cv

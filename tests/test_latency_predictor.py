@@ -1,0 +1,291 @@
+"""The latency predictor (issue 19): features, fitting, never <= 0, range flag, set-up
+refusal, few-shot re-fit, the query path and the search's re-measured front. Timings are
+synthetic except for one tiny real build."""
+
+import json
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnas.latency import (
+    LatencyError,
+    LatencySettings,
+    OrtLatency,
+    Predictor,
+    PredictorLatency,
+    build_predictor,
+    fit_predictor,
+    load_predictor,
+    make_latency_evaluator,
+    refit_predictor,
+)
+from mnas.latency.features import FEATURES, BlockFeatures, NetSetup, network_features
+from mnas.latency.fit import LatencyModel, fit_forest, fit_linear, fit_model, scores
+from mnas.latency.ort import machine_fingerprint
+from mnas.space import Architecture, MnasSpace
+
+SPACE = MnasSpace()
+NET16 = NetSetup(16, 1, 10, 0.5, 1)
+
+
+def setup_dict(net: NetSetup = NET16, **extra) -> dict:
+    return {
+        "input_shape": [1, net.in_channels, net.input_size, net.input_size],
+        "num_classes": net.num_classes,
+        "width_mult": net.width_mult,
+        "stem_stride": net.stem_stride,
+        "threads": 1,
+        "clock": "cpu",
+        "graph_optimization": "all",
+        "opset": 17,
+        "export_format": 1,
+        "onnxruntime": "test",
+        "machine": machine_fingerprint(),
+        "nominal_ms": 0.2,
+        **extra,
+    }
+
+
+def archs(n: int, seed: int = 0) -> list[Architecture]:
+    rng = random.Random(seed)
+    return [SPACE.sample(rng) for _ in range(n)]
+
+
+# A made-up machine: ms per operator, per million multiply-adds and elements written, with
+# a mild non-linearity the linear model does not have.
+def truth(x: np.ndarray) -> float:
+    f = dict(zip(FEATURES, x, strict=True))
+    nodes = sum(v for k, v in f.items() if k.endswith("_nodes"))
+    macs = sum(v for k, v in f.items() if k.endswith("_macs"))
+    writes = sum(v for k, v in f.items() if k.endswith("_write"))
+    dw = f["dw3_macs"] + f["dw5_macs"]
+    return 0.02 + 0.004 * nodes + 0.03 * macs + 0.2 * dw + 0.05 * writes + 0.002 * macs**1.2
+
+
+def synthetic(n: int, seed: int, net: NetSetup = NET16, noise: float = 0.0, scale: float = 1.0):
+    feats = BlockFeatures(net, SPACE)
+    rng = np.random.default_rng(seed)
+    a = archs(n, seed)
+    y = [scale * truth(feats(x)) * (1 + noise * rng.standard_normal()) for x in a]
+    return a, y
+
+
+def test_block_features_are_the_sum_over_the_network_layers():
+    feats = BlockFeatures(NET16, SPACE)
+    for arch in archs(20, 3):
+        whole = network_features(NET16.layers(SPACE.decode(arch.tokens)))
+        assert np.allclose(feats(arch), whole)
+    # a network outside the token space (block strings) is counted layer by layer
+    arch = Architecture.from_blocks("ds_r1_k3_s1_c16,ir_r2_k5_s2_e6_c24_se0.25")
+    x = feats(arch)
+    assert x[FEATURES.index("se_nodes")] == 2 and x[FEATURES.index("dw5_nodes")] == 2
+
+
+def test_forest_arrays_reproduce_scikit_learn():
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    from mnas.latency.fit import TREES
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(80, 4))
+    y = np.sin(4 * x[:, 0]) + x[:, 1] ** 2
+    forest = fit_forest(x, y)
+    sk = GradientBoostingRegressor(**TREES).fit(x, y)
+    test = rng.uniform(size=(30, 4))
+    assert np.allclose([forest(r) for r in test], sk.predict(test), atol=1e-9)
+
+
+def test_fit_predicts_held_out_networks_of_a_synthetic_machine():
+    a, y = synthetic(100, 0, noise=0.01)
+    pred = fit_predictor(setup_dict(), a, y)
+    held, measured = synthetic(60, 1)
+    s = scores([pred.predict(x) for x in held], measured)
+    assert s["within_10"] >= 0.95 and s["kendall_tau"] >= 0.9, s
+    assert set(pred.data["cross_validation"]) == {"linear", "linear+trees", "trees"}
+    # the saved file predicts the same
+    again = Predictor(json.loads(json.dumps(pred.data)))
+    assert [again.predict(x) for x in held] == pytest.approx([pred.predict(x) for x in held])
+
+
+def test_predictions_are_never_at_or_below_zero():
+    # the linear fit keeps weights >= 0 and a positive intercept, even when the best
+    # unconstrained line would go negative
+    x = np.array([[1.0], [2.0], [3.0], [4.0]])
+    intercept, w = fit_linear(x, np.array([0.5, 1.5, 2.5, 3.5]))
+    assert intercept > 0 and np.all(w >= 0)
+    zero = np.zeros(len(FEATURES))
+    for kind in ("linear", "linear+trees", "trees"):
+        a, y = synthetic(30, 2)
+        feats = BlockFeatures(NET16, SPACE)
+        model = fit_model(kind, np.array([feats(v) for v in a]), np.array(y))
+        assert model(zero) > 0
+    # a hand-edited model that would predict <= 0 is an error naming the network
+    a, y = synthetic(30, 2)
+    data = fit_predictor(setup_dict(), a, y).data
+    bad = LatencyModel("linear", -100.0, np.zeros(len(FEATURES))).to_dict()
+    with pytest.raises(LatencyError, match=a[0].hash):
+        Predictor({**data, "model": bad}).predict(a[0])
+
+
+def _small_and_large():
+    """Networks with every block at its smallest (width x0.75, one layer fewer) and the
+    largest network of the space."""
+    small = SPACE.architecture([0, 0, 0, 0, 0, 0] * 7)
+    large = SPACE.architecture([3, 1, 1, 2, 2, 2] * 7)
+    return small, large
+
+
+def test_out_of_range_is_flagged_warned_or_refused(tmp_path, caplog):
+    a, y = synthetic(40, 4)
+    pred = fit_predictor(setup_dict(), a, y)
+    small, large = _small_and_large()
+    assert pred.predict_detail(large).in_range is False
+    assert pred.predict_detail(small).in_range is False
+    assert all(pred.predict_detail(x).in_range for x in a)
+    path = tmp_path / "p.json"
+    pred.save(path)
+    ev = PredictorLatency(path)
+    with caplog.at_level(logging.WARNING):
+        stats = ev.measure(large)
+    assert stats.median_ms > 0 and ev.out_of_range_count == 1
+    assert "outside the range" in caplog.text and large.hash in caplog.text
+    with pytest.raises(LatencyError, match="outside the range"):
+        PredictorLatency(path, out_of_range="refuse").measure(large)
+    with pytest.raises(ValueError, match="out_of_range='maybe'"):
+        PredictorLatency(path, out_of_range="maybe")
+
+
+def test_a_predictor_for_another_timing_setup_is_refused_but_not_another_host(tmp_path):
+    a, y = synthetic(20, 5)
+    path = tmp_path / "p.json"
+    fit_predictor(setup_dict(machine="another-cpu"), a, y).save(path)
+    with pytest.raises(ValueError, match=r"input_size=32 \(predictor: 16\)"):
+        load_predictor(path, input_size=32)
+    with pytest.raises(ValueError, match=r"threads=2 \(predictor: 1\)"):
+        PredictorLatency(path, threads=2, input_size=16)
+    with pytest.raises(ValueError, match="stem_stride=2"):
+        load_predictor(path, stem_stride=2, width_mult=0.5)
+    # a query from another machine (a GPU host searching for this CPU) is fine
+    p = load_predictor(path, input_size=16, in_channels=1, num_classes=10, threads=1, clock="cpu")
+    assert p.predict(a[0]) > 0
+    # ... but re-measuring on it is not
+    with pytest.raises(ValueError, match="another-cpu"):
+        refit_predictor(p, FakeEvaluator(NET16, 1.0), archs(5, 6))
+
+
+@dataclass
+class _Stats:
+    median_ms: float
+
+
+class FakeEvaluator:
+    """Times a network on the synthetic machine, ``factor`` times slower."""
+
+    def __init__(self, net: NetSetup, factor: float) -> None:
+        self.net = net
+        self.factor = factor
+        self.feats = BlockFeatures(net, SPACE)
+        self.timed = 0
+
+    def measure_afresh(self, arch):
+        self.timed += 1
+        return _Stats(self.factor * truth(self.feats(arch)))
+
+    def setup(self):
+        return setup_dict(self.net)
+
+    reference = True
+
+
+def test_few_shot_refit_to_another_input_size_from_ten_networks():
+    a, y = synthetic(80, 7)
+    base = fit_predictor(setup_dict(), a, y)
+    net28 = NetSetup(28, 1, 10, 0.5, 1)
+    ev = FakeEvaluator(net28, 1.4)  # another size, and a slower setting on top
+    refit = refit_predictor(base, ev, archs(10, 8))
+    assert ev.timed == 10
+    assert refit.setup["input_shape"] == [1, 1, 28, 28]
+    held = archs(60, 9)
+    measured = [1.4 * truth(BlockFeatures(net28, SPACE)(x)) for x in held]
+    s = scores([refit.predict(x) for x in held], measured)
+    assert s["within_10"] >= 0.9, s
+    unrefit = scores([base.predict(x) for x in held], measured)
+    assert s["mape"] < unrefit["mape"]
+    with pytest.raises(ValueError, match="at least 3"):
+        refit_predictor(base, ev, archs(2, 8))
+
+
+def test_predictor_is_a_latency_kind_of_the_search(tmp_path):
+    a, y = synthetic(20, 10)
+    path = tmp_path / "p.json"
+    fit_predictor(setup_dict(), a, y).save(path)
+    settings = LatencySettings(kind="predictor", predictor_path=str(path))
+    assert settings.remeasures_front
+    assert not LatencySettings().remeasures_front
+    assert not LatencySettings(
+        kind="predictor", predictor_path="x", remeasure_front=False
+    ).remeasures_front
+    ev = make_latency_evaluator(
+        settings, input_size=16, in_channels=1, num_classes=10, width_mult=0.5, stem_stride=1
+    )
+    stats = ev.measure(a[0])
+    assert stats.source == "predictor" and stats.scale == "drift-corrected"
+    assert stats.nominal_ms == 0.2 and stats.median_ms == pytest.approx(
+        load_predictor(path).predict(a[0])
+    )
+    with pytest.raises(ValueError, match="input_size=32"):
+        make_latency_evaluator(settings, input_size=32, in_channels=1, num_classes=10)
+    with pytest.raises(ValueError, match="predictor_path"):
+        LatencySettings(kind="predictor")
+    with pytest.raises(ValueError, match="out_of_range"):
+        LatencySettings(out_of_range="ignore")
+
+
+def test_build_on_real_onnx_runtime_timings(tmp_path):
+    ev = OrtLatency(
+        input_size=8,
+        in_channels=1,
+        num_classes=10,
+        width_mult=0.25,
+        stem_stride=1,
+        warmup=1,
+        min_runs=5,
+        max_runs=20,
+        time_cap_s=0.03,
+    )
+    pred = build_predictor(ev, archs(10, 11))
+    assert pred.data["setup"]["input_shape"] == [1, 1, 8, 8]
+    assert pred.data["setup"]["graph_optimization"] == "all"
+    assert len(pred.data["training"]["measured_ms"]) == 10
+    assert all(m > 0 for m in pred.data["training"]["measured_ms"])
+    ms = pred.predict(archs(1, 12)[0])
+    assert ms > 0 and math.isfinite(ms)
+    path = Path(tmp_path) / "p.json"
+    pred.save(path)
+    assert load_predictor(path, input_size=8, width_mult=0.25).predict(archs(1, 12)[0]) == ms
+
+
+def test_search_with_a_predictor_re_measures_its_front(tmp_path):
+    from test_search import make_cfg
+
+    from mnas.conf.runner import build_search
+
+    net = NetSetup(8, 1, 10, 0.25, 1)
+    a, y = synthetic(20, 13, net=net)
+    path = tmp_path / "p.json"
+    fit_predictor(setup_dict(net), a, y).save(path)
+    cfg = make_cfg("steps=1", "batch_size=2", "latency=predictor", f"latency.predictor_path={path}")
+    run = tmp_path / "run"
+    summary = build_search(cfg, run, tensorboard=False).run()
+    pareto = json.loads((run / "pareto.json").read_text())
+    assert pareto["points"] and len(pareto["points"]) == len(summary.front)
+    for p in pareto["points"]:
+        assert p["latency"]["source"] == "predictor"
+        assert p["measured_latency_ms"] > 0
+        assert p["measured_latency"]["source"] == "measured"
+        assert p["latency_ms"] != p["measured_latency_ms"]
