@@ -41,16 +41,24 @@ class Forest:
     offset: float
     scale: float
 
+    def __post_init__(self) -> None:
+        # flat copies for one query: a node's row in the flat arrays is tree * internal + node
+        trees, internal = self.feature.shape
+        object.__setattr__(self, "_feature", self.feature.ravel())
+        object.__setattr__(self, "_threshold", self.threshold.ravel())
+        object.__setattr__(self, "_leaf", self.leaf.ravel())
+        object.__setattr__(self, "_base", np.arange(trees) * internal)
+        object.__setattr__(self, "_leaf_base", np.arange(trees) * (internal + 1) - internal)
+
     def __call__(self, x: np.ndarray) -> float:
         # trees decide on float32 inputs, as scikit-learn's do
-        x = x.astype(np.float32).astype(np.float64)
-        rows = np.arange(self.feature.shape[0])
-        node = np.zeros(self.feature.shape[0], dtype=np.intp)
+        x = x.astype(np.float32)
+        base = self._base
+        node = np.zeros(len(base), dtype=np.intp)
         for _ in range(self.depth):
-            right = x[self.feature[rows, node]] > self.threshold[rows, node]
-            node = 2 * node + 1 + right
-        leaves = node - (2**self.depth - 1)
-        return self.offset + self.scale * float(self.leaf[rows, leaves].sum())
+            at = base + node
+            node = 2 * node + 1 + (x[self._feature[at]] > self._threshold[at])
+        return self.offset + self.scale * float(self._leaf[self._leaf_base + node].sum())
 
     def to_dict(self) -> dict:
         return {
@@ -123,7 +131,10 @@ class LatencyModel:
         return self.intercept + float(x @ self.weights)
 
     def __call__(self, x: np.ndarray) -> float:
-        lin = self.linear(x)
+        return self.from_linear(x, self.linear(x))
+
+    def from_linear(self, x: np.ndarray, lin: float) -> float:
+        """The prediction, given ``lin = self.linear(x)`` already computed."""
         if self.kind == "linear":
             return lin
         r = self.forest(np.append(x, math.log(lin)))

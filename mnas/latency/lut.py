@@ -152,29 +152,40 @@ def network_layers(
     res = _conv_out(input_size, stem_stride)
     in_chs = stem_chs
     for spec in specs:
-        out_chs = _make_divisible(spec.out_chs * width_mult, 8)
-        for i in range(spec.repeats):
-            stride = spec.stride if i == 0 else 1
-            same = stride == 1 and in_chs == out_chs
-            layers.append(
-                LayerConfig(
-                    "layer",
-                    in_chs,
-                    out_chs,
-                    res,
-                    stride,
-                    spec.block_type,
-                    spec.kernel,
-                    spec.exp_ratio,
-                    spec.se_ratio,
-                    _effective_skip(spec.skip, same),
-                )
-            )
-            res = _conv_out(res, stride)
-            in_chs = out_chs
+        block, in_chs, res = block_layers(spec, in_chs, res, width_mult)
+        layers += block
     head_chs = _make_divisible(HEAD_CHS * max(1.0, width_mult), 8)
     layers.append(LayerConfig("head", in_chs, head_chs, res, num_classes=num_classes))
     return layers
+
+
+def block_layers(
+    spec: BlockSpec, in_chs: int, res: int, width_mult: float = 1.0
+) -> tuple[list[LayerConfig], int, int]:
+    """The layers of one block whose input has ``in_chs`` channels at ``res`` x ``res``;
+    returns them with the block's output channels and resolution."""
+    out_chs = _make_divisible(spec.out_chs * width_mult, 8)
+    layers = []
+    for i in range(spec.repeats):
+        stride = spec.stride if i == 0 else 1
+        same = stride == 1 and in_chs == out_chs
+        layers.append(
+            LayerConfig(
+                "layer",
+                in_chs,
+                out_chs,
+                res,
+                stride,
+                spec.block_type,
+                spec.kernel,
+                spec.exp_ratio,
+                spec.se_ratio,
+                _effective_skip(spec.skip, same),
+            )
+        )
+        res = _conv_out(res, stride)
+        in_chs = out_chs
+    return layers, out_chs, res
 
 
 def space_layer_configs(

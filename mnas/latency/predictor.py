@@ -185,10 +185,9 @@ class Predictor:
         x = self.features(arch)
         model = self.model
         lin = model.linear(x)
-        ms = model(x) if model.kind != "linear" else lin
-        ms = self.calibration.predict(ms)
+        ms = self.calibration.predict(model.from_linear(x, lin))
         agg = _aggregates(x, lin)
-        in_range = bool(np.all(agg >= self.low) and np.all(agg <= self.high))
+        in_range = bool(((agg >= self.low) & (agg <= self.high)).all())
         if not ms > 0:
             # the model's form rules this out; a hand-edited file could still do it
             raise LatencyError(f"{describe_arch(arch)}: predictor {self.path} gives {ms:.4g} ms")

@@ -125,25 +125,27 @@ class MnasSpace:
         """Tokens to block specs. Raises ValueError on a bad token sequence."""
         tokens = list(tokens)
         self.validate(tokens)
-        specs = []
         k = len(self.DECISION_NAMES)
-        for b in range(self.num_blocks):
-            op_i, ker_i, se_i, skip_i, f_i, l_i = tokens[b * k : (b + 1) * k]
-            conv_op, kernels, ses, skips, mults, deltas = self._per_block
-            block_type, exp = _CONV_OP_SPEC[conv_op[op_i]]
-            specs.append(
-                BlockSpec(
-                    block_type=block_type,
-                    repeats=max(1, self.base_layers[b] + deltas[l_i]),
-                    kernel=kernels[ker_i],
-                    stride=self.strides[b],
-                    out_chs=round_filters(self.base_filters[b], mults[f_i]),
-                    exp_ratio=exp,
-                    se_ratio=ses[se_i],
-                    skip=skips[skip_i],
-                )
-            )
-        return tuple(specs)
+        return tuple(
+            self.block_spec(b, tokens[b * k : (b + 1) * k]) for b in range(self.num_blocks)
+        )
+
+    def block_spec(self, block: int, block_tokens: Sequence[int]) -> BlockSpec:
+        """The spec of block ``block`` from its own six tokens (not validated: see
+        :meth:`decode`)."""
+        op_i, ker_i, se_i, skip_i, f_i, l_i = block_tokens
+        conv_op, kernels, ses, skips, mults, deltas = self._per_block
+        block_type, exp = _CONV_OP_SPEC[conv_op[op_i]]
+        return BlockSpec(
+            block_type=block_type,
+            repeats=max(1, self.base_layers[block] + deltas[l_i]),
+            kernel=kernels[ker_i],
+            stride=self.strides[block],
+            out_chs=round_filters(self.base_filters[block], mults[f_i]),
+            exp_ratio=exp,
+            se_ratio=ses[se_i],
+            skip=skips[skip_i],
+        )
 
     def architecture(self, tokens: Sequence[int]) -> Architecture:
         specs = self.decode(tokens)
