@@ -47,6 +47,7 @@ from mnas.conf import register_configs
 from mnas.conf.arguments import latency_settings
 from mnas.conf.runner import latency_setup_from
 from mnas.latency import Predictor, machine_description, measured_ort_latency, refit_predictor
+from mnas.latency.features import FEATURES
 from mnas.latency.fit import scores
 from mnas.space import MnasSpace
 
@@ -157,7 +158,13 @@ def query_us(predictor: Predictor, archs) -> dict:
         for a in archs:
             fresh.predict(a)
     warm = (time.perf_counter() - t0) / (reps * len(archs)) * 1e6
-    return {"first_pass": cold, "repeated": warm}
+    # the machine's speed at that moment: one small numpy addition (~0.4 us on an idle core)
+    x = np.ones(len(FEATURES))
+    t0 = time.perf_counter()
+    for _ in range(20_000):
+        x + x  # noqa: B018
+    numpy_add = (time.perf_counter() - t0) / 20_000 * 1e6
+    return {"first_pass": cold, "repeated": warm, "numpy_add_us": numpy_add}
 
 
 def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:

@@ -42,23 +42,29 @@ class Forest:
     scale: float
 
     def __post_init__(self) -> None:
-        # flat copies for one query: a node's row in the flat arrays is tree * internal + node
+        # One query compares x with every node's threshold at once; the bits of a tree's
+        # comparisons index a table of the leaf they lead to (2 ** 7 entries at depth 3).
         trees, internal = self.feature.shape
+        table = np.zeros(2**internal, dtype=np.intp)
+        for bits in range(2**internal):
+            node = 0
+            for _ in range(self.depth):
+                node = 2 * node + 1 + ((bits >> node) & 1)
+            table[bits] = node - internal
         object.__setattr__(self, "_feature", self.feature.ravel())
         object.__setattr__(self, "_threshold", self.threshold.ravel())
+        object.__setattr__(self, "_powers", 1 << np.arange(internal))
+        object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_leaf", self.leaf.ravel())
-        object.__setattr__(self, "_base", np.arange(trees) * internal)
-        object.__setattr__(self, "_leaf_base", np.arange(trees) * (internal + 1) - internal)
+        object.__setattr__(self, "_leaf_base", np.arange(trees) * (internal + 1))
 
     def __call__(self, x: np.ndarray) -> float:
         # trees decide on float32 inputs, as scikit-learn's do
-        x = x.astype(np.float32)
-        base = self._base
-        node = np.zeros(len(base), dtype=np.intp)
-        for _ in range(self.depth):
-            at = base + node
-            node = 2 * node + 1 + (x[self._feature[at]] > self._threshold[at])
-        return self.offset + self.scale * float(self._leaf[self._leaf_base + node].sum())
+        right = x.astype(np.float32)[self._feature] > self._threshold
+        bits = right.reshape(len(self._leaf_base), -1) @ self._powers
+        return self.offset + self.scale * float(
+            self._leaf[self._leaf_base + self._table[bits]].sum()
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -137,7 +143,7 @@ class LatencyModel:
         """The prediction, given ``lin = self.linear(x)`` already computed."""
         if self.kind == "linear":
             return lin
-        r = self.forest(np.append(x, math.log(lin)))
+        r = self.forest(np.concatenate((x, (math.log(lin),))))
         return lin * math.exp(r) if self.kind == "linear+trees" else math.exp(r)
 
     def to_dict(self) -> dict:

@@ -112,6 +112,9 @@ class Predictor:
         )
         self.low = np.asarray(data["range"]["low"], dtype=np.float64)
         self.high = np.asarray(data["range"]["high"], dtype=np.float64)
+        # the last aggregate is the linear prediction, checked as a float
+        self._agg_low, self._lin_low = self.low[:-1], float(self.low[-1])
+        self._agg_high, self._lin_high = self.high[:-1], float(self.high[-1])
         batch, chans, size, _ = self.setup["input_shape"]
         self.net = NetSetup(
             size,
@@ -186,8 +189,11 @@ class Predictor:
         model = self.model
         lin = model.linear(x)
         ms = self.calibration.predict(model.from_linear(x, lin))
-        agg = _aggregates(x, lin)
-        in_range = bool(((agg >= self.low) & (agg <= self.high)).all())
+        agg = _AGG @ x
+        low, high = self._agg_low, self._agg_high
+        in_range = bool(
+            self._lin_low <= lin <= self._lin_high and (agg >= low).all() and (agg <= high).all()
+        )
         if not ms > 0:
             # the model's form rules this out; a hand-edited file could still do it
             raise LatencyError(f"{describe_arch(arch)}: predictor {self.path} gives {ms:.4g} ms")
