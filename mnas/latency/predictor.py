@@ -204,9 +204,6 @@ class Predictor:
         only through :meth:`predict_detail` and :class:`PredictorLatency`)."""
         return self.predict_detail(arch).ms
 
-    def features_of(self, arch: Architecture) -> np.ndarray:
-        return self.features(arch)
-
 
 def load_predictor(path: str | os.PathLike, **setup) -> Predictor:
     """The predictor in ``path``, refused unless it answers for ``setup`` (any of
