@@ -221,7 +221,7 @@ def test_misspelt_key_fails_at_compose_time():
     "override, allowed",
     [
         ("strategy.name=bayes", "ppo, reinforce, random, evolution"),
-        ("latency.kind=flops", "measured, lut, macs"),
+        ("latency.kind=flops", "measured, lut, predictor, macs"),
         ("executor.name=slurm", "serial, pool, ray"),
         ("space.name=darts", "mnas, nasbench201"),
         ("trainer.optimizer=lbfgs", "sgd, rmsprop, adam"),
