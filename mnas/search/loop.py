@@ -38,10 +38,12 @@ from mnas.search.records import (
     RUN_INFO,
     EvalRecord,
     append_result,
+    append_standalone,
     finite_or_none,
     front_markdown,
     front_of,
     load_results,
+    load_standalone,
     write_atomic,
 )
 from mnas.search.reward import FAILED_REWARD, mnas_reward
@@ -248,13 +250,16 @@ class Search:
 
     def _write_front(self) -> list[EvalRecord]:
         front = self.front()
+        checks = load_standalone(self.run_dir)
         doc = {
             "target_ms": self.target_ms,
             "alpha": self.alpha,
             "beta": self.beta,
             "latency_unit": self.latency_unit,
-            "points": [r.to_dict() for r in front],
+            "points": [{**r.to_dict(), **_standalone_fields(checks.get(r.hash))} for r in front],
         }
+        if checks:
+            doc["labels"] = STANDALONE_LABELS
         write_atomic(self.run_dir / PARETO, json.dumps(doc, indent=1).encode())
         return front
 
@@ -316,6 +321,7 @@ class Search:
             steps_done += 1
             if on_step is not None:
                 on_step(report)
+        self._standalone_check()
         front = self._write_front()
         ok = [r for r in self.records if r.status == OK]
         best = max(ok, key=lambda r: r.reward) if ok else None
@@ -330,6 +336,62 @@ class Search:
             time.perf_counter() - start,
             eval_seconds,
         )
+
+    def _standalone_check(self) -> None:
+        """An evaluator that only estimates accuracy (``standalone_top_k`` > 0) trains the
+        front's best ``k`` architectures (by reward) from scratch and times them again;
+        ``standalone.jsonl`` keeps them, so a resumed run does not train them twice."""
+        k = getattr(self.evaluator, "standalone_top_k", 0)
+        if not k:
+            return
+        done = load_standalone(self.run_dir)
+        top = sorted(self.front(), key=lambda r: -r.reward)[:k]
+        todo = [
+            Architecture(space=r.space, tokens=r.tokens, key=r.key)
+            for r in top
+            if r.hash not in done
+        ]
+        if todo:
+            log.info("stand-alone check of %d front architectures", len(todo))
+
+            def on_result(res: EvalResult) -> None:
+                append_standalone(
+                    self.run_dir,
+                    {
+                        "hash": res.arch.hash,
+                        "standalone_accuracy": finite_or_none(res.accuracy),
+                        "standalone_latency_ms": finite_or_none(res.latency_ms),
+                        "standalone_latency": res.latency,
+                        "standalone_status": res.status,
+                        "standalone_reason": res.reason,
+                        "standalone_seconds": round(res.train_seconds + res.latency_seconds, 4),
+                    },
+                )
+
+            self.evaluator.standalone(todo, on_result)
+        if self.tb is not None:
+            checks = load_standalone(self.run_dir)
+            rows = [(r, checks[r.hash]) for r in top if r.hash in checks]
+            lines = [
+                "| accuracy (search) | standalone_accuracy | latency_ms | standalone_latency_ms "
+                "| blocks |",
+                "|---|---|---|---|---|",
+            ]
+            for r, c in rows:
+                lines.append(
+                    f"| {_pct(r.accuracy)} | {_pct(c['standalone_accuracy'])} | "
+                    f"{r.latency_ms:.4g} | {_num(c['standalone_latency_ms'])} | "
+                    f"{' '.join(r.blocks)} |"
+                )
+            self.tb.text("standalone_check", "\n".join(lines), self.step)
+            self.tb.scalars(
+                self.step,
+                {
+                    "standalone/accuracy_mean": _mean([c["standalone_accuracy"] for _, c in rows]),
+                    "standalone/search_accuracy_mean": _mean([r.accuracy for r, _ in rows]),
+                },
+            )
+            self.tb.flush()
 
     def _log_tb(
         self, report: StepReport, archs: Sequence[Architecture], front: list[EvalRecord]
@@ -391,6 +453,26 @@ class Search:
             },
             ok=rec.status == OK,
         )
+
+
+STANDALONE_LABELS = {
+    "accuracy": "the search's accuracy source (supernet score on the validation subset)",
+    "standalone_accuracy": "trained stand-alone under the proxy trainer (validation split)",
+    "latency_ms": "the search's latency source",
+    "standalone_latency_ms": "timed again on ONNX Runtime after the search",
+}
+
+
+def _standalone_fields(check: dict | None) -> dict:
+    return {} if check is None else {k: v for k, v in check.items() if k != "hash"}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
 
 
 def _hparam_name(decision) -> str:

@@ -25,6 +25,7 @@ RESULTS = "results.jsonl"
 PARETO = "pareto.json"
 CHECKPOINT = "checkpoint.pt"
 RUN_INFO = "run.json"
+STANDALONE = "standalone.jsonl"
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,28 @@ def load_results(run_dir: Path) -> list[EvalRecord]:
         with open(path, "r+b") as f:
             f.truncate(good_bytes)
     return records
+
+
+def append_standalone(run_dir: Path, row: dict) -> None:
+    """Append one stand-alone check (``standalone.jsonl``) and flush it to disk."""
+    with open(Path(run_dir) / STANDALONE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_standalone(run_dir: Path) -> dict[str, dict]:
+    """Stand-alone checks of a run by hash; a torn last line is ignored."""
+    path = Path(run_dir) / STANDALONE
+    rows: dict[str, dict] = {}
+    if path.exists():
+        for raw in path.read_bytes().splitlines():
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError:
+                break
+            rows[row["hash"]] = row
+    return rows
 
 
 def front_of(records: Sequence[EvalRecord]) -> list[EvalRecord]:
