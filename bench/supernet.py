@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import random
 import statistics
 import time
@@ -92,14 +93,26 @@ def setup(args):
 
 
 def make_truth(args, cfg, data, model, path: Path) -> None:
+    """A small stand-alone truth: ``--make-truth N`` architectures, one from each of N equal-
+    count MACs strata of 10 N random ones, trained as search children (seed 0), the first
+    half of them again with seed 1."""
+    from mnas.nn.stats import model_stats
+
     space = MnasSpace()
     rng = random.Random(0)
+    pool = {}
+    while len(pool) < 10 * args.make_truth:
+        a = space.sample(rng)
+        pool[a.hash] = a
+    sized = sorted(
+        pool.values(), key=lambda a: model_stats(model.build(a), cfg.data.image_size, 1).macs
+    )
+    per = len(sized) / args.make_truth
+    archs = [sized[int(i * per + rng.random() * per)] for i in range(args.make_truth)]
     rows = []
-    archs = [space.sample(rng) for _ in range(args.make_truth)]
     for seed in (0, 1):
-        for a in archs[: args.make_truth if seed == 0 else max(2, args.make_truth // 2)]:
-            train = train_config(cfg.trainer)
-            train = dataclasses.replace(train, seed=seed)
+        for a in archs if seed == 0 else archs[: max(2, args.make_truth // 2)]:
+            train = dataclasses.replace(train_config(cfg.trainer), seed=seed)
             out = train_child(TrainTask(a, model, data, train, cfg.data.image_size))
             rows.append(
                 dict(
@@ -113,7 +126,14 @@ def make_truth(args, cfg, data, model, path: Path) -> None:
                 )
             )
             print(f"truth {len(rows)}: seed {seed} {a.hash} {out.accuracy:.4f}")
-    meta = {"command": "bench/supernet.py --make-truth", "dataset": args.dataset}
+    meta = {
+        "command": f"bench/supernet.py --dataset {args.dataset} --make-truth {args.make_truth}",
+        "experiment": EXPERIMENTS[args.dataset],
+        "data": dataclasses.asdict(data),
+        "model": dataclasses.asdict(model),
+        "trainer": dataclasses.asdict(train_config(cfg.trainer)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
@@ -123,6 +143,7 @@ def tau(x, y) -> float:
 
 def main() -> None:
     args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     cfg, data, splits, model = setup(args)
     args.out.mkdir(parents=True, exist_ok=True)
