@@ -95,7 +95,7 @@ def setup(args):
 def make_truth(args, cfg, data, model, path: Path) -> None:
     """A small stand-alone truth: ``--make-truth N`` architectures, one from each of N equal-
     count MACs strata of 10 N random ones, trained as search children (seed 0), the first
-    half of them again with seed 1."""
+    third of them again with seed 1."""
     from mnas.nn.stats import model_stats
 
     space = MnasSpace()
@@ -111,7 +111,7 @@ def make_truth(args, cfg, data, model, path: Path) -> None:
     archs = [sized[int(i * per + rng.random() * per)] for i in range(args.make_truth)]
     rows = []
     for seed in (0, 1):
-        for a in archs if seed == 0 else archs[: max(2, args.make_truth // 2)]:
+        for a in archs if seed == 0 else archs[: max(2, args.make_truth // 3)]:
             train = dataclasses.replace(train_config(cfg.trainer), seed=seed)
             out = train_child(TrainTask(a, model, data, train, cfg.data.image_size))
             rows.append(
