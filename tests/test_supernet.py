@@ -299,7 +299,7 @@ def test_supernet_search_reports_both_scores_and_resumes(tmp_path, monkeypatch):
     "override, message",
     [
         ("evaluator.supernet.subnets_per_step=0", "subnets_per_step"),
-        ("evaluator.supernet.distill=true", "distill"),
+        ("evaluator.supernet.sandwich=false", "distill"),
         ("evaluator.supernet.val_images=-1", "val_images"),
         ("evaluator.supernet.standalone_top_k=-2", "standalone_top_k"),
         ("evaluator.supernet.epochs=0", "epochs"),

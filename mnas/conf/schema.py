@@ -181,10 +181,10 @@ class SupernetConf:
     momentum: float = 0.9  # SGD (Nesterov) momentum
     weight_decay: float = 4e-5  # L2 on weights
     warmup_epochs: float = 0.2  # learning-rate warm-up
-    subnets_per_step: int = 2  # sub-networks whose gradients make one step
+    subnets_per_step: int = 3  # sub-networks whose gradients make one step
     sampling: SamplingName = SamplingName.fair  # fair (every choice equally often) | uniform
-    sandwich: bool = False  # largest + smallest network in every step (BigNAS)
-    distill: bool = False  # in-place distillation from the largest network (needs sandwich)
+    sandwich: bool = True  # largest + smallest network in every step (BigNAS)
+    distill: bool = True  # in-place distillation from the largest network (needs sandwich)
     warmup_fraction: float = 0.25  # TuNAS warm-up: share of steps favouring the largest blocks
     kernel_sharing: KernelSharing = KernelSharing.crop  # crop (3x3 = centre of 5x5) | separate
     bn: BnMode = BnMode.recalibrate  # BN statistics: recalibrate (train batches) | batch

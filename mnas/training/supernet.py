@@ -52,7 +52,7 @@ BN_MODES = ("recalibrate", "batch")
 class SupernetTrainConfig:
     """Budget and hyperparameters of supernet training."""
 
-    epochs: float = 6.0
+    epochs: float = 2.0
     """Passes over the training set (each batch trains ``subnets_per_step`` sub-networks)."""
     batch_size: int = 64
     lr: float = 0.05
@@ -60,7 +60,7 @@ class SupernetTrainConfig:
     weight_decay: float = 4e-5
     warmup_epochs: float = 0.2
     """Linear learning-rate warm-up, then cosine decay to zero."""
-    subnets_per_step: int = 4
+    subnets_per_step: int = 3
     sampling: str = "fair"
     """``fair`` (every choice once per step, FairNAS) or ``uniform``."""
     sandwich: bool = True
