@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from mnas.conf import register_configs
 from mnas.conf.runner import build_search, load_resume_config
+from mnas.search.records import load_standalone
 
 register_configs()
 # A resumed run writes into its own directory instead of a new one.
@@ -66,6 +67,26 @@ def print_table(summary, unit: str) -> None:
         if nominals:
             line += f" (ms at this machine's speed when MobileNetV2 took {nominals[0]:.4g} ms)"
         print(line + "; raw figures: latency.raw_median_ms in results.jsonl")
+    print()
+
+
+def print_standalone(run_dir: Path, summary, unit: str) -> None:
+    """evaluator=supernet: the front's best architectures trained stand-alone after the search."""
+    checks = load_standalone(run_dir)
+    rows = [(r, checks[r.hash]) for r in summary.front if r.hash in checks]
+    if not rows:
+        return
+    print("stand-alone check (accuracy = supernet score; standalone = trained from scratch):")
+    print(
+        f"{'accuracy %':>10} {'standalone %':>12} {'lat ' + unit:>10} {'standalone ms':>13}  hash"
+    )
+    for r, c in rows:
+        acc = c["standalone_accuracy"]
+        lat = c["standalone_latency_ms"]
+        print(
+            f"{100 * r.accuracy:>10.2f} {'-' if acc is None else f'{100 * acc:.2f}':>12} "
+            f"{r.latency_value:>10.4f} {'-' if lat is None else f'{lat:.4f}':>13}  {r.hash}"
+        )
     print()
 
 
@@ -143,6 +164,7 @@ def main(cfg: DictConfig) -> float:
     bar.close()
     unit = search.latency_unit
     print_table(summary, unit)
+    print_standalone(run_dir, summary, unit)
     n = max(1, evaluated["n"])
     print(
         f"evaluated {summary.evaluated} architectures in {summary.steps} steps "

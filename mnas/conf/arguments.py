@@ -43,6 +43,20 @@ def train_config(cfg: DictConfig, seed: int | None = None) -> TrainConfig:
     return TrainConfig(**kwargs)
 
 
+def supernet_settings(cfg: DictConfig, seed: int, amp: str = "auto"):
+    """:class:`mnas.evaluate.supernet.SupernetSettings` from ``evaluator.supernet`` (validates);
+    ``seed`` is the search's, ``amp`` the trainer's."""
+    from mnas.evaluate.supernet import SupernetSettings
+    from mnas.training.supernet import ScoreConfig, SupernetTrainConfig
+
+    c = plain(cfg)
+    score_keys = ("bn", "bn_batches", "bn_batch_size", "val_images", "eval_batch_size")
+    score = ScoreConfig(**{k: c.pop(k) for k in score_keys}, seed=seed, amp=amp)
+    sharing, top_k = c.pop("kernel_sharing"), c.pop("standalone_top_k")
+    train = SupernetTrainConfig(**c, seed=seed, amp=amp)
+    return SupernetSettings(train, score, sharing, top_k)
+
+
 def ppo_config(cfg: DictConfig) -> PPOConfig:
     """The library's :class:`mnas.search.ppo.PPOConfig` from a ``strategy`` node (validates)."""
     return PPOConfig(

@@ -22,6 +22,7 @@ from mnas.conf.arguments import (
     plain,
     ppo_config,
     reward_params,
+    supernet_settings,
     target_value,
     train_config,
 )
@@ -213,7 +214,9 @@ def build_search(cfg: DictConfig, run_dir: str | Path, tensorboard: bool | None 
         # Built first: a missing optional dependency (Ray) is a config error before any work.
         executor = make_executor_from(cfg)
         try:
-            evaluator, run_info, target, unit = _trained_parts(cfg, space, executor, target)
+            evaluator, run_info, target, unit = _trained_parts(
+                cfg, space, executor, target, run_dir
+            )
             remeasure = _front_remeasure(cfg)
         except BaseException:
             executor.close()
@@ -282,8 +285,9 @@ def latency_setup_from(cfg: DictConfig) -> dict:
     )
 
 
-def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
-    """Evaluator, run info, target and unit of a search that trains its children."""
+def _trained_parts(cfg: DictConfig, space, executor, target: float | None, run_dir: Path):
+    """Evaluator, run info, target and unit of a search that trains its children (or scores
+    them with a supernet: ``evaluator=supernet``)."""
     from mnas.data.spec import get_dataset
 
     data = data_spec_from(cfg)
@@ -322,6 +326,8 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
         time_limit_s=limit,
     )
     log.info("children train on %s (executor %s)", executor.device, executor.name)
+    if name_of(cfg.evaluator.name) == "supernet":
+        evaluator = _supernet_evaluator(cfg, space, evaluator, latency, settings, run_dir)
     if target is None:
         # timed where the children will be timed (the latency device, if there is one)
         baseline = space.architecture(space.baseline_tokens())
@@ -339,4 +345,37 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None):
         "trainer": plain(cfg.trainer),
         "device": executor.device,
     }
+    if name_of(cfg.evaluator.name) == "supernet":
+        run_info["evaluator"] = plain(cfg.evaluator)
     return evaluator, run_info, target, unit
+
+
+def _supernet_evaluator(cfg: DictConfig, space, trained, latency, settings, run_dir: Path):
+    """A supernet evaluator whose end-of-search check trains with ``trained`` and times on
+    ONNX Runtime whatever the search's latency kind (a table or MACs are not the runtime)."""
+    from dataclasses import replace
+
+    from mnas.evaluate.supernet import SupernetEvaluator
+
+    if settings.kind != "measured":
+        trained.latency = make_latency_evaluator(
+            replace(settings, kind="measured", lut_path=None),
+            input_size=cfg.data.image_size,
+            in_channels=trained.model.in_channels,
+            num_classes=trained.model.num_classes,
+            width_mult=cfg.model.width_mult,
+            stem_stride=cfg.model.stem_stride,
+        )
+    sn = supernet_settings(cfg.evaluator.supernet, cfg.seed, name_of(cfg.trainer.amp))
+    log.info("children scored by a supernet on %s", trained.device)
+    return SupernetEvaluator(
+        latency,
+        space,
+        trained.model,
+        trained.data,
+        sn,
+        run_dir,
+        input_size=cfg.data.image_size,
+        device=trained.device,
+        standalone=trained if sn.standalone_top_k > 0 else None,
+    )

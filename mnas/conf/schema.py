@@ -25,6 +25,7 @@ from mnas.search.strategies import STRATEGIES
 from mnas.space import SPACES
 from mnas.training import OPTIMIZERS
 from mnas.training.device import AMP_MODES
+from mnas.training.supernet import BN_MODES, SAMPLINGS
 
 
 class _Name(str, Enum):
@@ -49,7 +50,10 @@ LatencyKind = _names("LatencyKind", KINDS)
 RewardPreset = _names("RewardPreset", [*PRESETS, "custom"])
 StrategyName = _names("StrategyName", STRATEGIES)
 ExecutorName = _names("ExecutorName", EXECUTORS)
-EvaluatorName = _names("EvaluatorName", ("trained", "tabular"))
+EvaluatorName = _names("EvaluatorName", ("trained", "tabular", "supernet"))
+SamplingName = _names("SamplingName", SAMPLINGS)
+BnMode = _names("BnMode", BN_MODES)
+KernelSharing = _names("KernelSharing", ("crop", "separate"))
 ControllerKind = _names("ControllerKind", CONTROLLERS)
 AdvantageKind = _names("AdvantageKind", ADVANTAGES)
 
@@ -172,14 +176,40 @@ class ExecutorConf:
 
 
 @dataclass
+class SupernetConf:
+    """evaluator=supernet: training of the weight-sharing supernet and scoring of children."""
+
+    epochs: float = 2.0  # passes over the training set (each batch trains subnets_per_step)
+    batch_size: int = 64  # images per supernet step
+    lr: float = 0.05  # peak SGD learning rate (warm-up, then cosine)
+    momentum: float = 0.9  # SGD (Nesterov) momentum
+    weight_decay: float = 4e-5  # L2 on weights
+    warmup_epochs: float = 0.2  # learning-rate warm-up
+    subnets_per_step: int = 3  # sub-networks whose gradients make one step
+    sampling: SamplingName = SamplingName.fair  # fair (every choice equally often) | uniform
+    sandwich: bool = True  # largest + smallest network in every step (BigNAS)
+    distill: bool = True  # in-place distillation from the largest network (needs sandwich)
+    warmup_fraction: float = 0.25  # TuNAS warm-up: share of steps favouring the largest blocks
+    kernel_sharing: KernelSharing = KernelSharing.crop  # crop (3x3 = centre of 5x5) | separate
+    bn: BnMode = BnMode.recalibrate  # BN statistics: recalibrate (train batches) | batch
+    bn_batches: int = 2  # training batches that re-estimate a child's BN statistics
+    bn_batch_size: int = 256  # images per re-estimation batch
+    val_images: int = 1000  # validation images a child is scored on (0: all)
+    eval_batch_size: int = 500  # images per scoring forward pass
+    threads: int | None = None  # torch threads while training (None: leave as is)
+    standalone_top_k: int = 3  # front points re-trained stand-alone and re-timed at the end
+
+
+@dataclass
 class EvaluatorConf:
     name: EvaluatorName = (
         EvaluatorName.trained
-    )  # trained (proxy training + latency) | tabular (NAS-Bench-201 table)
+    )  # trained (proxy training + latency) | tabular (NAS-Bench-201 table) | supernet
     table: str | None = None  # tabular: CSV path (default $MNAS_DATA/nasbench201/...)
     dataset: str = "cifar10"  # tabular: cifar10 | cifar100 | imagenet16
     metric: str = "valid_acc_12ep"  # tabular: column searched on
     device: str = "pixel3"  # tabular: latency column
+    supernet: SupernetConf = field(default_factory=SupernetConf)  # supernet: see SupernetConf
 
 
 @dataclass

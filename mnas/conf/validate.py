@@ -16,6 +16,7 @@ from mnas.conf.arguments import (
     name_of,
     ppo_config,
     reward_params,
+    supernet_settings,
     target_value,
     train_config,
 )
@@ -84,7 +85,7 @@ def validate_search(cfg: DictConfig) -> None:
     if (space == "nasbench201") != (evaluator == "tabular"):
         raise ValueError(
             f"space={space} with evaluator={evaluator}: the nasbench201 space "
-            "is evaluated by evaluator=tabular, the mnas space by evaluator=trained"
+            "is evaluated by evaluator=tabular, the mnas space by evaluator=trained or supernet"
         )
     if cfg.executor.retries < 0:
         raise ValueError(f"executor.retries={cfg.executor.retries} must be >= 0")
@@ -93,7 +94,9 @@ def validate_search(cfg: DictConfig) -> None:
         if value is not None and value < 1:
             raise ValueError(f"executor.{key}={value} must be >= 1")
     child_timeout(cfg.executor)
-    if evaluator == "trained":
+    if evaluator == "supernet":
+        supernet_settings(cfg.evaluator.supernet, cfg.seed, name_of(cfg.trainer.amp))
+    if evaluator in ("trained", "supernet"):
         # Whether the device exists is decided with the executor, which knows where its
         # workers run (this machine, or a Ray cluster).
         check_device(search_device(cfg))

@@ -26,7 +26,6 @@ Latency fields are named by their unit: ``latency_ms``/``target_ms``, or
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -46,9 +45,13 @@ from mnas.search.records import (
     RUN_INFO,
     EvalRecord,
     append_result,
+    append_standalone,
+    check_same_experiment,
+    fingerprint,
     finite_or_none,
     front_markdown,
     front_of,
+    load_standalone,
     repair_results,
     unit_key,
     write_atomic,
@@ -321,15 +324,25 @@ class Search:
 
     def _write_front(self) -> list[EvalRecord]:
         front = self.front()
+        checks = load_standalone(self.run_dir)
         doc = {
             unit_key("target", self.latency_unit): self.target,
             "alpha": self.alpha,
             "beta": self.beta,
             "latency_unit": self.latency_unit,
-            "points": [{**r.to_dict(), **self.measured.get(r.hash, {})} for r in front],
+            "points": [
+                {
+                    **r.to_dict(),
+                    **self.measured.get(r.hash, {}),
+                    **_standalone_fields(checks.get(r.hash)),
+                }
+                for r in front
+            ],
         }
         if self.measured:
             doc["measured_latency"] = "front re-timed on ONNX Runtime at the end of the search"
+        if checks:
+            doc["labels"] = STANDALONE_LABELS
         write_atomic(self.run_dir / PARETO, json.dumps(doc, indent=1).encode())
         return front
 
@@ -395,6 +408,7 @@ class Search:
                 on_step(report)
         if self.remeasure is not None:
             self._remeasure_front()
+        self._standalone_check()
         front = self._write_front()
         ok = [r for r in self.records if r.status == OK]
         best = max(ok, key=lambda r: r.reward) if ok else None
@@ -434,6 +448,62 @@ class Search:
                 rec.latency_value,
                 stats.median_ms,
             )
+
+    def _standalone_check(self) -> None:
+        """An evaluator that only estimates accuracy (``standalone_top_k`` > 0) trains the
+        front's best ``k`` architectures (by reward) from scratch and times them again;
+        ``standalone.jsonl`` keeps them, so a resumed run does not train them twice."""
+        k = getattr(self.evaluator, "standalone_top_k", 0)
+        if not k:
+            return
+        done = load_standalone(self.run_dir)
+        top = sorted(self.front(), key=lambda r: -r.reward)[:k]
+        todo = [
+            Architecture(space=r.space, tokens=r.tokens, key=r.key)
+            for r in top
+            if r.hash not in done
+        ]
+        if todo:
+            log.info("stand-alone check of %d front architectures", len(todo))
+
+            def on_result(res: EvalResult) -> None:
+                append_standalone(
+                    self.run_dir,
+                    {
+                        "hash": res.arch.hash,
+                        "standalone_accuracy": finite_or_none(res.accuracy),
+                        "standalone_latency_ms": finite_or_none(res.latency_ms),
+                        "standalone_latency": res.latency,
+                        "standalone_status": res.status,
+                        "standalone_reason": res.reason,
+                        "standalone_seconds": round(res.train_seconds + res.latency_seconds, 4),
+                    },
+                )
+
+            self.evaluator.standalone(todo, on_result)
+        if self.tb is not None:
+            checks = load_standalone(self.run_dir)
+            rows = [(r, checks[r.hash]) for r in top if r.hash in checks]
+            lines = [
+                "| accuracy (search) | standalone_accuracy | latency_ms | standalone_latency_ms "
+                "| blocks |",
+                "|---|---|---|---|---|",
+            ]
+            for r, c in rows:
+                lines.append(
+                    f"| {_pct(r.accuracy)} | {_pct(c['standalone_accuracy'])} | "
+                    f"{r.latency_value:.4g} | {_num(c['standalone_latency_ms'])} | "
+                    f"{' '.join(r.blocks)} |"
+                )
+            self.tb.text("standalone_check", "\n".join(lines), self.step)
+            self.tb.scalars(
+                self.step,
+                {
+                    "standalone/accuracy_mean": _mean([c["standalone_accuracy"] for _, c in rows]),
+                    "standalone/search_accuracy_mean": _mean([r.accuracy for r, _ in rows]),
+                },
+            )
+            self.tb.flush()
 
     def _log_tb(
         self, report: StepReport, archs: Sequence[Architecture], front: list[EvalRecord]
@@ -497,44 +567,24 @@ class Search:
         )
 
 
-def fingerprint(experiment: dict) -> str:
-    """A short hash of the settings that decide a run's results."""
-    return hashlib.sha256(json.dumps(experiment, sort_keys=True).encode()).hexdigest()[:16]
+STANDALONE_LABELS = {
+    "accuracy": "the search's accuracy source (supernet score on the validation subset)",
+    "standalone_accuracy": "trained stand-alone under the proxy trainer (validation split)",
+    "latency_ms": "the search's latency source",
+    "standalone_latency_ms": "timed again on ONNX Runtime after the search",
+}
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _standalone_fields(check: dict | None) -> dict:
+    return {} if check is None else {k: v for k, v in check.items() if k != "hash"}
 
 
-def check_same_experiment(run_dir: str | Path, experiment: dict) -> None:
-    """Raise ValueError, naming each setting that differs, if ``run_dir`` holds a run of
-    another experiment (by its ``run.json``); a fresh directory, or a run written before
-    fingerprints existed (warned), passes."""
-    path = Path(run_dir) / RUN_INFO
-    if not path.exists():
-        return
-    stored = json.loads(path.read_text())
-    if "fingerprint" not in stored:
-        log.warning("%s has no experiment fingerprint (an older run): not checked", path)
-        return
-    if stored["fingerprint"] == fingerprint(experiment):
-        return
-    old, new = _flatten(stored.get("experiment", {})), _flatten(experiment)
-    diffs = [
-        f"{k}={old.get(k, '<unset>')!r} in the run, {new.get(k, '<unset>')!r} now"
-        for k in sorted(old.keys() | new.keys())
-        if old.get(k, "<unset>") != new.get(k, "<unset>")
-    ]
-    raise ValueError(
-        f"{run_dir} holds a run of another experiment ({'; '.join(diffs) or 'fingerprint'}): "
-        "a run continues only the experiment it started; use a new run directory"
-    )
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
 
 
 def _hparam_name(decision) -> str:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -46,6 +47,9 @@ def latency_of(row: dict) -> float | None:
     """The latency of a ``results.jsonl`` or ``pareto.json`` row, in its ``latency_unit``
     (rows written before records named their unit are in ms)."""
     return row.get(unit_key("latency", row.get("latency_unit", "ms")))
+
+
+STANDALONE = "standalone.jsonl"
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,28 @@ def repair_results(run_dir: str | Path) -> list[EvalRecord]:
     return records
 
 
+def append_standalone(run_dir: Path, row: dict) -> None:
+    """Append one stand-alone check (``standalone.jsonl``) and flush it to disk."""
+    with open(Path(run_dir) / STANDALONE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_standalone(run_dir: Path) -> dict[str, dict]:
+    """Stand-alone checks of a run by hash; a torn last line is ignored."""
+    path = Path(run_dir) / STANDALONE
+    rows: dict[str, dict] = {}
+    if path.exists():
+        for raw in path.read_bytes().splitlines():
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError:
+                break
+            rows[row["hash"]] = row
+    return rows
+
+
 def front_of(records: Sequence[EvalRecord]) -> list[EvalRecord]:
     """The non-dominated ``ok`` records (max accuracy, min latency), by latency."""
     ok = [r for r in records if r.status == OK]
@@ -244,3 +270,43 @@ def front_markdown(records: Sequence[EvalRecord], unit: str | None = None) -> st
             f"{r.params:,} | {' '.join(r.blocks)} |"
         )
     return "\n".join(lines)
+
+
+def fingerprint(experiment: dict) -> str:
+    """A short hash of the settings that decide a run's results."""
+    return hashlib.sha256(json.dumps(experiment, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_experiment(run_dir: str | Path, experiment: dict) -> None:
+    """Raise ValueError, naming each setting that differs, if ``run_dir`` holds a run of
+    another experiment (by its ``run.json``); a fresh directory, or a run written before
+    fingerprints existed (warned), passes."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text())
+    if "fingerprint" not in stored:
+        log.warning("%s has no experiment fingerprint (an older run): not checked", path)
+        return
+    if stored["fingerprint"] == fingerprint(experiment):
+        return
+    old, new = _flatten(stored.get("experiment", {})), _flatten(experiment)
+    diffs = [
+        f"{k}={old.get(k, '<unset>')!r} in the run, {new.get(k, '<unset>')!r} now"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k, "<unset>") != new.get(k, "<unset>")
+    ]
+    raise ValueError(
+        f"{run_dir} holds a run of another experiment ({'; '.join(diffs) or 'fingerprint'}): "
+        "a run continues only the experiment it started; use a new run directory"
+    )

@@ -1,0 +1,312 @@
+"""How well a weight-sharing supernet ranks architectures, and how many it scores per hour.
+
+    PYTHONPATH=$PWD python bench/supernet.py --dataset fashion_mnist --out bench/out/supernet
+
+Reads the stand-alone ground truth ``bench/data/standalone_<dataset>.json`` (written by
+``bench/standalone_truth.py``: rows of block strings, seed and validation accuracy of the
+project's own proxy training), trains a supernet at the same set-up (the experiment's
+data, model and validation split; or reuses ``<out>/supernet_<dataset>.pt``), scores every
+architecture of the truth with it, and writes ``<out>/supernet_<dataset>.json``:
+
+- ``kendall_tau``, ``spearman``: supernet score against the stand-alone accuracy (seed 0);
+- ``noise_ceiling_tau``: stand-alone seed 0 against seed 1 on the architectures trained twice;
+- ``baselines``: Kendall's tau of MACs, parameters, SynFlow and NASWOT on the same rows;
+- ``archs_per_cpu_hour``: architectures scored per hour of a 2-core machine with the
+  supernet's training amortised over the scored architectures (CPU seconds / 2), also
+  without training (``..._scoring_only``) and amortised over a 10,000-architecture search.
+
+``--make-truth N`` writes a small truth of N random architectures instead (train_child at the
+experiment's proxy set-up), for developing on digits before the real one exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from scipy import stats as sstats
+
+from mnas.conf import register_configs
+from mnas.conf.arguments import train_config
+from mnas.conf.runner import data_spec_from
+from mnas.data import get_dataset
+from mnas.evaluate.supernet import SupernetSettings, load_or_train
+from mnas.evaluate.trained import ModelSpec, TrainTask, train_child
+from mnas.nn.zero_cost import naswot, synflow
+from mnas.space import Architecture, MnasSpace, parse_blocks
+from mnas.training.batches import Normalizer
+from mnas.training.supernet import ScoreConfig, SupernetTrainConfig, score_subnet
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+EXPERIMENTS = {"fashion_mnist": "fashion_mnist_proxy", "digits": "digits_quick"}
+CORES = 2
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", choices=sorted(EXPERIMENTS), default="fashion_mnist")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--truth", type=Path, default=None)
+    p.add_argument("--make-truth", type=int, default=0, metavar="N")
+    p.add_argument("--train-only", action="store_true", help="train (or load) and stop")
+    p.add_argument("--epochs", type=float, default=SupernetTrainConfig.epochs)
+    p.add_argument("--subnets", type=int, default=SupernetTrainConfig.subnets_per_step)
+    p.add_argument("--sampling", default=SupernetTrainConfig.sampling)
+    p.add_argument("--no-sandwich", action="store_true")
+    p.add_argument("--kernel-sharing", default="crop")
+    p.add_argument("--bn", default=None, help="recalibrate | batch (default: both, best kept)")
+    p.add_argument("--val-images", type=int, default=ScoreConfig.val_images)
+    p.add_argument("--bn-batches", type=int, default=ScoreConfig.bn_batches)
+    p.add_argument("--bn-batch-size", type=int, default=ScoreConfig.bn_batch_size)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the search config")
+    return p.parse_args()
+
+
+def setup(args):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "search", overrides=[f"experiment={EXPERIMENTS[args.dataset]}", *args.overrides]
+        )
+    data = data_spec_from(cfg)
+    splits = get_dataset(data)
+    model = ModelSpec(
+        num_classes=splits.num_classes,
+        in_channels=splits.in_channels,
+        width_mult=cfg.model.width_mult,
+        stem_stride=cfg.model.stem_stride,
+        dropout=cfg.model.dropout,
+        bn_momentum=cfg.model.bn_momentum,
+    )
+    return cfg, data, splits, model
+
+
+def make_truth(args, cfg, data, model, path: Path) -> None:
+    """A small stand-alone truth: ``--make-truth N`` architectures, one from each of N equal-
+    count MACs strata of 10 N random ones, trained as search children (seed 0), the first
+    third of them again with seed 1."""
+    from mnas.nn.stats import model_stats
+
+    space = MnasSpace()
+    rng = random.Random(0)
+    pool = {}
+    while len(pool) < 10 * args.make_truth:
+        a = space.sample(rng)
+        pool[a.hash] = a
+    sized = sorted(
+        pool.values(), key=lambda a: model_stats(model.build(a), cfg.data.image_size, 1).macs
+    )
+    per = len(sized) / args.make_truth
+    archs = [sized[int(i * per + rng.random() * per)] for i in range(args.make_truth)]
+    rows = []
+    for seed in (0, 1):
+        for a in archs if seed == 0 else archs[: max(2, args.make_truth // 3)]:
+            train = dataclasses.replace(train_config(cfg.trainer), seed=seed)
+            out = train_child(TrainTask(a, model, data, train, cfg.data.image_size))
+            rows.append(
+                dict(
+                    blocks=list(a.blocks),
+                    hash=a.hash,
+                    seed=seed,
+                    val_accuracy=out.accuracy,
+                    macs=out.macs,
+                    params=out.params,
+                    seconds=out.seconds,
+                )
+            )
+            print(f"truth {len(rows)}: seed {seed} {a.hash} {out.accuracy:.4f}")
+    meta = {
+        "command": f"bench/supernet.py --dataset {args.dataset} --make-truth {args.make_truth}",
+        "experiment": EXPERIMENTS[args.dataset],
+        "data": dataclasses.asdict(data),
+        "model": dataclasses.asdict(model),
+        "trainer": dataclasses.asdict(train_config(cfg.trainer)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+def tau(x, y) -> float:
+    return float(sstats.kendalltau(x, y).statistic)
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    cfg, data, splits, model = setup(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    truth_path = args.truth or ROOT / "bench" / "data" / f"standalone_{args.dataset}.json"
+    if args.make_truth:
+        make_truth(args, cfg, data, model, truth_path)
+    space = MnasSpace()
+    settings = SupernetSettings(
+        train=SupernetTrainConfig(
+            epochs=args.epochs,
+            subnets_per_step=args.subnets,
+            sampling=args.sampling,
+            sandwich=not args.no_sandwich,
+            distill=not args.no_sandwich,
+            threads=args.threads,
+        ),
+        kernel_sharing=args.kernel_sharing,
+    )
+    ckpt = args.out / f"supernet_{args.dataset}.pt"
+    net, record = load_or_train(ckpt, space, model, data, settings, args.device)
+    print(
+        f"supernet: {record['steps']} steps, {record['seconds']:.0f} s wall, "
+        f"{record['cpu_seconds']:.0f} CPU s, final loss {record['loss']:.3f}"
+    )
+
+    if args.train_only:
+        return
+    rows = json.loads(truth_path.read_text())["rows"]
+    by_seed: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        if r.get("val_accuracy") is not None:
+            by_seed.setdefault(int(r["seed"]), {})[r["hash"]] = r
+    seed0 = by_seed[min(by_seed)]
+    archs = {h: Architecture.from_blocks(r["blocks"]) for h, r in seed0.items()}
+    hashes = sorted(archs)
+    specs = {h: parse_blocks(seed0[h]["blocks"]) for h in hashes}
+
+    truth = [seed0[h]["val_accuracy"] for h in hashes]
+    modes = [args.bn] if args.bn else ["recalibrate", "batch"]
+    per_mode = {}
+    for mode in modes:
+        score = ScoreConfig(
+            bn=mode,
+            val_images=args.val_images,
+            bn_batches=args.bn_batches,
+            bn_batch_size=args.bn_batch_size,
+        )
+        scores, losses, cpu = [], [], []
+        for h in hashes:
+            c0 = time.process_time()
+            acc, loss = score_subnet(net, specs[h], splits, score)
+            cpu.append(time.process_time() - c0)
+            scores.append(acc)
+            losses.append(-loss)
+        per_mode[mode] = dict(
+            kendall_tau=tau(scores, truth),
+            spearman=float(sstats.spearmanr(scores, truth).statistic),
+            kendall_tau_neg_loss=tau(losses, truth),
+            score_cpu_seconds_mean=statistics.mean(cpu),
+            scores=dict(zip(hashes, scores, strict=True)),
+        )
+        print(
+            f"bn={mode}: tau {per_mode[mode]['kendall_tau']:.3f}, "
+            f"{per_mode[mode]['score_cpu_seconds_mean']:.2f} CPU s per architecture"
+        )
+    best = max(per_mode, key=lambda m: per_mode[m]["kendall_tau"])
+    chosen = per_mode[best]
+
+    # Zero-cost proxies on freshly initialised stand-alone networks (seeded by hash).
+    norm = Normalizer(splits.mean, splits.std, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    batch = norm(splits.train_x[torch.randperm(len(splits.train_y), generator=g)[:64]])
+    shape = tuple(splits.train_x.shape[1:])
+    syn, nwot, macs, params = [], [], [], []
+    for h in hashes:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(h[:8], 16))
+            m = model.build(archs[h])
+        syn.append(synflow(m, shape))
+        nwot.append(naswot(m, batch))
+        macs.append(seed0[h]["macs"])
+        params.append(seed0[h]["params"])
+    baselines = {
+        "macs": tau(macs, truth),
+        "params": tau(params, truth),
+        "synflow": tau(syn, truth),
+        "naswot": tau(nwot, truth),
+    }
+
+    twice = [h for h in hashes if len(by_seed) > 1 and h in by_seed[max(by_seed)]]
+    ceiling = (
+        tau(
+            [seed0[h]["val_accuracy"] for h in twice],
+            [by_seed[max(by_seed)][h]["val_accuracy"] for h in twice],
+        )
+        if len(twice) >= 2
+        else None
+    )
+    train_cpu = record["cpu_seconds"]
+    score_cpu = chosen["score_cpu_seconds_mean"]
+    n = len(hashes)
+
+    def per_hour(n_archs: int, with_training: bool = True) -> float:
+        cpu = (train_cpu if with_training else 0.0) + n_archs * score_cpu
+        return n_archs / (cpu / CORES) * 3600
+
+    out = {
+        "dataset": args.dataset,
+        "n_archs": n,
+        "kendall_tau": chosen["kendall_tau"],
+        "spearman": chosen["spearman"],
+        "bn": best,
+        "per_bn_mode": {
+            m: {k: v for k, v in d.items() if k != "scores"} for m, d in per_mode.items()
+        },
+        "noise_ceiling_tau": ceiling,
+        "noise_ceiling_n": len(twice),
+        "baselines": baselines,
+        "archs_per_cpu_hour": per_hour(n),
+        "archs_per_cpu_hour_scoring_only": per_hour(n, with_training=False),
+        "archs_per_cpu_hour_amortised_10000": per_hour(10_000),
+        "supernet_train": record,
+        "score_cpu_seconds_per_arch": score_cpu,
+        "settings": {
+            "train": settings.train.__dict__,
+            "kernel_sharing": settings.kernel_sharing,
+            "val_images": args.val_images,
+            "bn_batches": args.bn_batches,
+            "bn_batch_size": args.bn_batch_size,
+            "threads": args.threads,
+            "device": args.device,
+        },
+        "truth": str(
+            truth_path.relative_to(ROOT) if truth_path.is_relative_to(ROOT) else truth_path
+        ),
+        "scores": {
+            h: {
+                "supernet": chosen["scores"][h],
+                "standalone": seed0[h]["val_accuracy"],
+                "synflow": s,
+                "naswot": w,
+            }
+            for h, s, w in zip(hashes, syn, nwot, strict=True)
+        },
+    }
+    path = args.out / f"supernet_{args.dataset}.json"
+    path.write_text(json.dumps(out, indent=1))
+    print(
+        f"n_archs {n}  kendall_tau {out['kendall_tau']:.3f}  spearman {out['spearman']:.3f}"
+        f"  (bn={best})"
+    )
+    print(
+        f"noise_ceiling_tau {ceiling if ceiling is None else round(ceiling, 3)} "
+        f"on {len(twice)} architectures trained twice"
+    )
+    print("baselines: " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items()))
+    print(
+        f"archs_per_cpu_hour {out['archs_per_cpu_hour']:.0f} (training amortised over {n}); "
+        f"scoring only {out['archs_per_cpu_hour_scoring_only']:.0f}; amortised over 10,000 "
+        f"{out['archs_per_cpu_hour_amortised_10000']:.0f}"
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The supernet evaluator: children timed, then scored with a frozen weight-sharing supernet.
+
+Train-then-search: the supernet (:mod:`mnas.nn.supernet`) is trained once at the search's
+set-up (or loaded from the run directory's ``supernet.pt``), then frozen; each child is
+timed like a trained child (one at a time, on the CPU) and scored with the supernet's
+weights (:func:`mnas.training.supernet.score_subnet`). Scores are cached by architecture
+hash. :meth:`SupernetEvaluator.standalone` trains chosen architectures from scratch with
+the trained evaluator's own :func:`~mnas.evaluate.trained.train_child` and times them again,
+so that the end of a search reports both scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mnas.data.spec import DataSpec, get_dataset
+from mnas.evaluate.protocol import FAILED, OK, EvalResult
+from mnas.evaluate.trained import ModelSpec, TrainedEvaluator, time_batch
+from mnas.nn.stats import model_stats
+from mnas.nn.supernet import KERNEL_SHARING, Supernet
+from mnas.space import Architecture, MnasSpace
+from mnas.training.supernet import (
+    ScoreConfig,
+    SupernetTrainConfig,
+    score_subnet,
+    train_supernet,
+)
+
+log = logging.getLogger(__name__)
+
+SUPERNET_CHECKPOINT = "supernet.pt"
+
+
+@dataclass(frozen=True)
+class SupernetSettings:
+    """Everything that decides a supernet and its scores."""
+
+    train: SupernetTrainConfig = SupernetTrainConfig()
+    score: ScoreConfig = ScoreConfig()
+    kernel_sharing: str = "crop"
+    standalone_top_k: int = 3
+    """Front points trained stand-alone (and timed again) at the end of a search."""
+
+    def __post_init__(self) -> None:
+        if self.kernel_sharing not in KERNEL_SHARING:
+            raise ValueError(
+                f"kernel_sharing={self.kernel_sharing!r}; allowed: {', '.join(KERNEL_SHARING)}"
+            )
+        k = self.standalone_top_k
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"standalone_top_k={k!r} must be an integer >= 0")
+
+    def identity(self, model: ModelSpec, data: DataSpec) -> dict:
+        """What a saved supernet must match to be reused (scoring may change freely)."""
+        return {
+            "train": dataclasses.asdict(dataclasses.replace(self.train, threads=None)),
+            "kernel_sharing": self.kernel_sharing,
+            "model": dataclasses.asdict(model),
+            "data": dataclasses.asdict(data),
+        }
+
+
+def load_or_train(
+    path: str | Path,
+    space: MnasSpace,
+    model: ModelSpec,
+    data: DataSpec,
+    settings: SupernetSettings,
+    device: str = "cpu",
+) -> tuple[Supernet, dict]:
+    """The supernet saved at ``path`` if it was made with the same settings, else a new one
+    trained now and saved there (atomically). Returns it (frozen, in ``eval()``) and its
+    training record (steps, loss, seconds, cpu_seconds).
+
+    Raises:
+        ValueError: ``path`` holds a supernet made with other settings (naming them), or
+            training diverged.
+    """
+    path = Path(path)
+    # The supernet's initial weights come from the training seed alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.train.seed)
+        net = Supernet(
+            space,
+            model.num_classes,
+            model.in_channels,
+            model.width_mult,
+            model.stem_stride,
+            model.dropout,
+            model.bn_momentum,
+            kernel_sharing=settings.kernel_sharing,
+        )
+    identity = settings.identity(model, data)
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved["identity"] != identity:
+            diff = sorted(k for k in identity if saved["identity"].get(k) != identity[k])
+            raise ValueError(
+                f"{path} holds a supernet trained with other {', '.join(diff)} settings; "
+                "remove it or use the settings it was trained with"
+            )
+        net.load_state_dict(saved["state"])
+        net.to(device)
+        log.info("supernet loaded from %s", path)
+        record = saved["record"]
+    else:
+        net.to(device)
+        result = train_supernet(net, get_dataset(data), settings.train)
+        if result.diverged:
+            raise ValueError(
+                "supernet training diverged; lower supernet.lr or raise supernet.warmup_epochs"
+            )
+        record = dataclasses.asdict(result)
+        record["device"] = device
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"identity": identity, "state": net.state_dict(), "record": record}, tmp)
+        os.replace(tmp, path)
+        log.info("supernet trained and saved to %s", path)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, record
+
+
+class SupernetEvaluator:
+    """Latency phase (as :class:`~mnas.evaluate.trained.TrainedEvaluator`), then each child
+    scored with a frozen supernet.
+
+    Args:
+        latency: latency evaluator of the search (``measure(arch) -> LatencyStats``).
+        space: the MnasNet space.
+        model: builder arguments (the supernet is built at the same set-up).
+        data: the search's dataset (its validation split scores the children).
+        settings: supernet training and scoring.
+        run_dir: where ``supernet.pt`` is kept (reused on resume).
+        input_size: image size (MACs).
+        device: where the supernet trains and scores (``cpu``, ``cuda``, ``cuda:N``).
+        standalone: the trained evaluator that trains chosen architectures from scratch
+            at the end (its latency evaluator should time on the real runtime); ``None``:
+            no stand-alone check.
+    """
+
+    def __init__(
+        self,
+        latency,
+        space: MnasSpace,
+        model: ModelSpec,
+        data: DataSpec,
+        settings: SupernetSettings,
+        run_dir: str | Path,
+        input_size: int,
+        device: str = "cpu",
+        standalone: TrainedEvaluator | None = None,
+    ) -> None:
+        self.latency = latency
+        self.space = space
+        self.model = model
+        self.data = data
+        self.settings = settings
+        self.path = Path(run_dir) / SUPERNET_CHECKPOINT
+        self.input_size = input_size
+        self.device = device
+        self.standalone_evaluator = standalone
+        self.cache: dict[str, tuple[float, int, int]] = {}
+        self._net: Supernet | None = None
+        self.record: dict = {}
+
+    @property
+    def net(self) -> Supernet:
+        if self._net is None:
+            self._net, self.record = load_or_train(
+                self.path, self.space, self.model, self.data, self.settings, self.device
+            )
+        return self._net
+
+    def time_children(self, archs: Sequence[Architecture]) -> list[tuple[dict, float, float, str]]:
+        return time_batch((self.latency, list(archs)))
+
+    def score(self, arch: Architecture) -> tuple[float, int, int]:
+        """(accuracy, params, MACs) of ``arch`` with the supernet's weights; cached."""
+        if arch.hash not in self.cache:
+            net = self.net
+            specs = self.space.decode(arch.tokens)
+            acc, _ = score_subnet(net, specs, get_dataset(self.data), self.settings.score)
+            stats = model_stats(net.extract(specs).cpu(), self.input_size, self.model.in_channels)
+            self.cache[arch.hash] = (acc, stats.params, stats.macs)
+        return self.cache[arch.hash]
+
+    def evaluate(
+        self, archs: Sequence[Architecture], on_result: Callable[[EvalResult], None]
+    ) -> list[EvalResult]:
+        timed = self.time_children(archs)
+        out = []
+        for arch, (stats, median, secs, err) in zip(archs, timed, strict=True):
+            start = time.perf_counter()
+            if err:
+                res = EvalResult(
+                    arch,
+                    math.nan,
+                    math.nan,
+                    stats,
+                    status=FAILED,
+                    reason=f"latency: {err}",
+                    latency_seconds=secs,
+                )
+            else:
+                try:
+                    acc, params, macs = self.score(arch)
+                    res = EvalResult(
+                        arch,
+                        acc,
+                        median,
+                        stats,
+                        params,
+                        macs,
+                        OK,
+                        "",
+                        time.perf_counter() - start,
+                        secs,
+                        extra={"accuracy_source": "supernet"},
+                    )
+                except ValueError as e:
+                    res = EvalResult(
+                        arch,
+                        math.nan,
+                        median,
+                        stats,
+                        status=FAILED,
+                        reason=f"supernet: {e}",
+                        latency_seconds=secs,
+                    )
+            out.append(res)
+            on_result(res)
+        return out
+
+    def standalone(
+        self, archs: Sequence[Architecture], on_result: Callable[[EvalResult], None]
+    ) -> list[EvalResult]:
+        """``archs`` trained from scratch and timed again (the trained evaluator's way)."""
+        if self.standalone_evaluator is None:
+            return []
+        return self.standalone_evaluator.evaluate(archs, on_result)
+
+    @property
+    def standalone_top_k(self) -> int:
+        return self.settings.standalone_top_k if self.standalone_evaluator is not None else 0
+
+    def close(self) -> None:
+        if self.standalone_evaluator is not None:
+            self.standalone_evaluator.close()

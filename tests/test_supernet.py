@@ -1,0 +1,316 @@
+"""The weight-sharing supernet on tiny sizes: slicing, sub-network = stand-alone network,
+training determinism, scoring, the evaluator, checkpoint reuse, the search's end check."""
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+from mnas.conf import register_configs
+from mnas.conf.runner import build_search, load_resume_config
+from mnas.data import DataSpec, get_dataset
+from mnas.evaluate import OK
+from mnas.evaluate.supernet import (
+    SUPERNET_CHECKPOINT,
+    SupernetEvaluator,
+    SupernetSettings,
+    load_or_train,
+)
+from mnas.evaluate.trained import ModelSpec
+from mnas.latency import LatencySettings, make_latency_evaluator
+from mnas.nn.builder import build_model
+from mnas.nn.supernet import Supernet, largest_specs, smallest_specs
+from mnas.nn.zero_cost import naswot, synflow
+from mnas.space import MnasSpace, parse_blocks
+from mnas.training.supernet import (
+    PathSampler,
+    ScoreConfig,
+    SupernetTrainConfig,
+    score_subnet,
+    train_supernet,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = MnasSpace()
+DIGITS = DataSpec("digits", image_size=8, test_size=0)
+MODEL = ModelSpec(num_classes=10, in_channels=1, width_mult=0.25, stem_stride=1, dropout=0.0)
+QUICK = SupernetTrainConfig(
+    epochs=0.1, batch_size=32, subnets_per_step=2, sandwich=False, distill=False
+)
+SCORE = ScoreConfig(bn_batches=1, bn_batch_size=32, val_images=64, eval_batch_size=64)
+
+
+def supernet(**kwargs) -> Supernet:
+    torch.manual_seed(0)
+    args = dict(num_classes=10, in_channels=1, width_mult=0.25, stem_stride=1, dropout=0.0)
+    return Supernet(SPACE, **{**args, **kwargs})
+
+
+def random_specs(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    return [SPACE.decode(SPACE.sample(rng).tokens) for _ in range(n)]
+
+
+@pytest.mark.parametrize("sharing", ["crop", "separate"])
+def test_subnetwork_is_the_standalone_network_with_sliced_weights(sharing):
+    net = supernet(kernel_sharing=sharing)
+    x = torch.randn(4, 1, 8, 8)
+    for specs in [largest_specs(SPACE), smallest_specs(SPACE), *random_specs(6)]:
+        sub = net.extract(specs)
+        ref = build_model(specs, 10, 1, 0.25, 1, dropout=0.0)
+        got = {k: v.shape for k, v in sub.state_dict().items()}
+        assert got == {k: v.shape for k, v in ref.state_dict().items()}
+        sub.train()  # batch statistics, as the supernet always normalises
+        torch.testing.assert_close(net(x, specs), sub(x), rtol=1e-5, atol=1e-5)
+
+
+def test_slices_share_leading_channels_and_kernel_centres():
+    net = supernet()
+    ir6 = parse_blocks(
+        "ds_r1_k3_s1_c16,ir_r2_k5_s2_e6_c24,"
+        + ",".join(
+            [
+                "ds_r3_k3_s2_c40",
+                "ds_r4_k3_s2_c64",
+                "ds_r3_k3_s1_c96",
+                "ds_r3_k3_s2_c160",
+                "ds_r1_k3_s1_c320",
+            ]
+        )
+    )
+    ir3 = parse_blocks(
+        ",".join(s.to_string().replace("_e6", "_e3").replace("_k5", "_k3") for s in ir6)
+    )
+    w6 = net.extract(ir6).features[2].body[0][0].weight  # block 2's expand 1x1
+    w3 = net.extract(ir3).features[2].body[0][0].weight
+    assert w3.shape[0] * 2 == w6.shape[0]
+    torch.testing.assert_close(w3, w6[: w3.shape[0]])  # mbconv3 = first half of mbconv6
+    dw6 = net.extract(ir6).features[2].body[1][0].weight  # 5x5 depthwise
+    dw3 = net.extract(ir3).features[2].body[1][0].weight  # 3x3 depthwise
+    torch.testing.assert_close(dw3, dw6[: dw3.shape[0], :, 1:4, 1:4])
+    sep = supernet(kernel_sharing="separate")
+    keys = [k for k in sep.state_dict() if k.startswith("blocks.1.0.mbconv.dw.weight")]
+    assert sorted(keys) == ["blocks.1.0.mbconv.dw.weight.w.k3", "blocks.1.0.mbconv.dw.weight.w.k5"]
+
+
+def test_skip_is_parameter_free_and_pool_projection_is_shared():
+    net = supernet()
+    base = (
+        "ir_r1_k3_s1_e6_c16,ir_r2_k3_s2_e6_c24,ir_r3_k3_s2_e6_c32,ir_r4_k3_s2_e6_c64,"
+        "ir_r3_k3_s1_e6_c96,ir_r3_k3_s2_e6_c160,ir_r1_k3_s1_e6_c320"
+    )
+    plain_net = net.extract(parse_blocks(base.replace(",", "_noskip,") + "_noskip"))
+    ident = net.extract(parse_blocks(base))
+    pool = net.extract(parse_blocks(base.replace(",", "_pool,") + "_pool"))
+    n_plain = sum(p.numel() for p in plain_net.parameters())
+    assert sum(p.numel() for p in ident.parameters()) == n_plain
+    assert sum(p.numel() for p in pool.parameters()) > n_plain
+    proj = pool.features[7].shortcut.proj[0].weight  # block 4's first layer: 8 -> 16 channels
+    assert tuple(proj.shape[:2]) == (16, 8)
+    torch.testing.assert_close(proj, net.blocks[3][0].proj.weight.get(16, 8, 1))
+
+
+def test_supernet_rejects_what_it_cannot_express():
+    with pytest.raises(ValueError, match="kernel_sharing"):
+        supernet(kernel_sharing="mean")
+    with pytest.raises(ValueError, match="width_mult"):
+        supernet(width_mult=0)
+    wide = [*largest_specs(SPACE)]
+    wide[0] = parse_blocks("ir_r1_k3_s1_e6_c64")[0]
+    with pytest.raises(ValueError, match="block 0"):
+        supernet().extract(wide)
+    with pytest.raises(ValueError, match="sampling"):
+        SupernetTrainConfig(sampling="greedy")
+    with pytest.raises(ValueError, match="distill"):
+        SupernetTrainConfig(sandwich=False, distill=True)
+    with pytest.raises(ValueError, match="bn="):
+        ScoreConfig(bn="running")
+
+
+def test_fair_sampling_trains_every_choice_equally_and_warmup_widens():
+    sampler = PathSampler(SPACE, "fair", seed=3)
+    paths = sampler.sample(12)
+    for j, d in enumerate(SPACE.decisions):
+        counts = [sum(p[j] == c for p in paths) for c in range(len(d.choices))]
+        assert len(set(counts)) == 1, (d, counts)
+    widest = PathSampler(SPACE, "uniform", seed=3).sample(5, warm=1.0)
+    for tokens in widest:
+        specs = SPACE.decode(tokens)
+        assert [s.out_chs for s in specs] == [s.out_chs for s in largest_specs(SPACE)]
+        assert [s.repeats for s in specs] == [s.repeats for s in largest_specs(SPACE)]
+
+
+def test_training_and_scoring_are_deterministic():
+    data = get_dataset(DIGITS)
+    states, scores = [], []
+    for _ in range(2):
+        net = supernet()
+        result = train_supernet(net, data, QUICK)
+        assert result.steps == math.ceil(0.1 * len(data.train_y) / 32) and not result.diverged
+        states.append(net.state_dict())
+        scores.append([score_subnet(net, s, data, SCORE) for s in random_specs(3)])
+    for k in states[0]:
+        torch.testing.assert_close(states[0][k], states[1][k])
+    assert scores[0] == scores[1]
+    assert all(0 <= acc <= 1 for acc, _ in scores[0])
+    batch_mode = score_subnet(net, random_specs(1)[0], data, ScoreConfig(bn="batch"))
+    assert 0 <= batch_mode[0] <= 1
+
+
+def test_sandwich_with_distillation_trains():
+    net = supernet()
+    cfg = SupernetTrainConfig(epochs=0.05, batch_size=32, subnets_per_step=3)
+    data = get_dataset(DIGITS)
+    result = train_supernet(net, data, cfg)
+    assert (
+        result.steps == math.ceil(0.05 * len(data.train_y) / 32)
+        and result.loss > 0
+        and not result.diverged
+    )
+
+
+def test_checkpoint_is_reused_and_must_match(tmp_path, monkeypatch):
+    settings = SupernetSettings(train=QUICK, score=SCORE)
+    path = tmp_path / SUPERNET_CHECKPOINT
+    net, record = load_or_train(path, SPACE, MODEL, DIGITS, settings)
+    assert path.exists() and record["steps"] == math.ceil(
+        0.1 * len(get_dataset(DIGITS).train_y) / 32
+    )
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr("mnas.evaluate.supernet.train_supernet", no_training)
+    again, record2 = load_or_train(path, SPACE, MODEL, DIGITS, settings)
+    assert record2 == record
+    for a, b in zip(net.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+    other = SupernetSettings(train=SupernetTrainConfig(epochs=0.2, sandwich=False, distill=False))
+    with pytest.raises(ValueError, match="train"):
+        load_or_train(path, SPACE, MODEL, DIGITS, other)
+
+
+def test_evaluator_scores_times_and_caches(tmp_path, monkeypatch):
+    latency = make_latency_evaluator(
+        LatencySettings(kind="macs", cache=None),
+        input_size=8,
+        in_channels=1,
+        num_classes=10,
+        width_mult=0.25,
+        stem_stride=1,
+    )
+    ev = SupernetEvaluator(
+        latency, SPACE, MODEL, DIGITS, SupernetSettings(QUICK, SCORE), tmp_path, input_size=8
+    )
+    archs = [SPACE.sample(random.Random(i)) for i in range(3)]
+    seen = []
+    results = ev.evaluate(archs, seen.append)
+    assert [r.arch for r in results] == archs and seen == results
+    for r in results:
+        assert r.status == OK and 0 <= r.accuracy <= 1 and r.latency_ms > 0
+        assert r.params > 0 and r.macs > 0 and r.extra == {"accuracy_source": "supernet"}
+    calls = []
+    monkeypatch.setattr(
+        "mnas.evaluate.supernet.score_subnet", lambda *a: calls.append(a) or (0.5, 1.0)
+    )
+    again = ev.evaluate(archs[:1], lambda r: None)
+    assert calls == [] and again[0].accuracy == results[0].accuracy
+    assert ev.standalone(archs, lambda r: None) == [] and ev.standalone_top_k == 0
+
+
+def test_zero_cost_proxies_leave_the_network_alone():
+    net = build_model(random_specs(1)[0], 10, 1, 0.25, 1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    s = synflow(net, (1, 8, 8))
+    w = naswot(net, torch.randn(16, 1, 8, 8))
+    assert s > 0 and w > -float("inf")
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    bigger = build_model(largest_specs(SPACE), 10, 1, 0.25, 1)
+    assert synflow(bigger, (1, 8, 8)) > synflow(
+        build_model(smallest_specs(SPACE), 10, 1, 0.25, 1), (1, 8, 8)
+    )
+
+
+SEARCH = [
+    "data.image_size=8",
+    "model.width_mult=0.25",
+    "trainer.epochs=0.1",
+    "trainer.batch_size=32",
+    "trainer.bn_recalibrate_batches=1",
+    "latency=macs",
+    "latency.cache=null",
+    "latency.warmup=1",
+    "latency.min_runs=5",
+    "latency.max_runs=20",
+    "latency.time_cap_s=0.05",
+    "evaluator=supernet",
+    "evaluator.supernet.epochs=0.1",
+    "evaluator.supernet.batch_size=32",
+    "evaluator.supernet.bn_batch_size=32",
+    "evaluator.supernet.bn_batches=1",
+    "evaluator.supernet.val_images=64",
+    "evaluator.supernet.standalone_top_k=1",
+    "reward.target_ms=5",
+]
+
+
+def make_cfg(*overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="search", overrides=[*SEARCH, *overrides])
+
+
+def test_supernet_search_reports_both_scores_and_resumes(tmp_path, monkeypatch):
+    cfg = make_cfg("steps=1", "batch_size=3", "tensorboard=false")
+    search = build_search(cfg, tmp_path)
+    summary = search.run()
+    search.evaluator.close()
+    assert summary.evaluated == 3
+    assert (tmp_path / SUPERNET_CHECKPOINT).exists()
+    doc = json.loads((tmp_path / "pareto.json").read_text())
+    assert "standalone_accuracy" in doc["labels"]
+    checked = [p for p in doc["points"] if "standalone_accuracy" in p]
+    assert len(checked) == 1
+    assert 0 <= checked[0]["standalone_accuracy"] <= 1
+    assert checked[0]["standalone_latency_ms"] > 0  # timed on ONNX Runtime, in ms
+    assert checked[0]["accuracy_source"] == "supernet"
+    mtime = (tmp_path / SUPERNET_CHECKPOINT).stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("supernet trained again on resume")
+
+    monkeypatch.setattr("mnas.evaluate.supernet.train_supernet", no_training)
+    resumed = build_search(load_resume_config(tmp_path, ["steps=2"]), tmp_path)
+    summary = resumed.run()
+    resumed.evaluator.close()
+    assert summary.steps == 2
+    assert (tmp_path / SUPERNET_CHECKPOINT).stat().st_mtime_ns == mtime
+    lines = (tmp_path / "standalone.jsonl").read_text().splitlines()
+    assert len({json.loads(x)["hash"] for x in lines}) == len(lines)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("evaluator.supernet.subnets_per_step=0", "subnets_per_step"),
+        ("evaluator.supernet.sandwich=false", "distill"),
+        ("evaluator.supernet.val_images=-1", "val_images"),
+        ("evaluator.supernet.standalone_top_k=-2", "standalone_top_k"),
+        ("evaluator.supernet.epochs=0", "epochs"),
+    ],
+)
+def test_bad_supernet_config_fails_before_work(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        build_search(make_cfg(override), tmp_path)
+    assert not (tmp_path / SUPERNET_CHECKPOINT).exists()
+
+
+def test_unknown_supernet_choice_fails_at_compose():
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("evaluator.supernet.sampling=greedy")
