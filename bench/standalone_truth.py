@@ -37,7 +37,7 @@ from hydra import compose, initialize_config_dir
 
 from mnas.conf import register_configs
 from mnas.conf.arguments import plain, train_config
-from mnas.conf.runner import data_spec_from
+from mnas.conf.runner import data_spec_from, model_spec_from
 from mnas.conf.validate import validate_search
 from mnas.data.spec import get_dataset
 from mnas.evaluate.executors import make_executor
@@ -113,14 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    model = ModelSpec(
-        num_classes=splits.num_classes,
-        in_channels=splits.in_channels,
-        width_mult=cfg.model.width_mult,
-        stem_stride=cfg.model.stem_stride,
-        dropout=cfg.model.dropout,
-        bn_momentum=cfg.model.bn_momentum,
-    )
+    model = model_spec_from(cfg, splits)
     train = train_config(cfg.trainer)
     size = cfg.data.image_size
     space = MnasSpace()

@@ -36,10 +36,10 @@ from scipy import stats as sstats
 
 from mnas.conf import register_configs
 from mnas.conf.arguments import train_config
-from mnas.conf.runner import data_spec_from
+from mnas.conf.runner import data_spec_from, model_spec_from
 from mnas.data import get_dataset
 from mnas.evaluate.supernet import SupernetSettings, load_or_train
-from mnas.evaluate.trained import ModelSpec, TrainTask, train_child
+from mnas.evaluate.trained import TrainTask, train_child
 from mnas.nn.zero_cost import naswot, synflow
 from mnas.space import Architecture, MnasSpace, parse_blocks
 from mnas.training.batches import Normalizer
@@ -81,14 +81,7 @@ def setup(args):
         )
     data = data_spec_from(cfg)
     splits = get_dataset(data)
-    model = ModelSpec(
-        num_classes=splits.num_classes,
-        in_channels=splits.in_channels,
-        width_mult=cfg.model.width_mult,
-        stem_stride=cfg.model.stem_stride,
-        dropout=cfg.model.dropout,
-        bn_momentum=cfg.model.bn_momentum,
-    )
+    model = model_spec_from(cfg, splits)
     return cfg, data, splits, model
 
 

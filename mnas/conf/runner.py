@@ -285,14 +285,10 @@ def latency_setup_from(cfg: DictConfig) -> dict:
     )
 
 
-def _trained_parts(cfg: DictConfig, space, executor, target: float | None, run_dir: Path):
-    """Evaluator, run info, target and unit of a search that trains its children (or scores
-    them with a supernet: ``evaluator=supernet``)."""
-    from mnas.data.spec import get_dataset
-
-    data = data_spec_from(cfg)
-    splits = get_dataset(data)
-    model = ModelSpec(
+def model_spec_from(cfg: DictConfig, splits) -> ModelSpec:
+    """How the search builds its children: the ``model`` node, with classes and channels
+    from the dataset (``splits``, a :class:`mnas.data.DatasetSplits`)."""
+    return ModelSpec(
         num_classes=splits.num_classes,
         in_channels=splits.in_channels,
         width_mult=cfg.model.width_mult,
@@ -300,6 +296,16 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None, run_d
         dropout=cfg.model.dropout,
         bn_momentum=cfg.model.bn_momentum,
     )
+
+
+def _trained_parts(cfg: DictConfig, space, executor, target: float | None, run_dir: Path):
+    """Evaluator, run info, target and unit of a search that trains its children (or scores
+    them with a supernet: ``evaluator=supernet``)."""
+    from mnas.data.spec import get_dataset
+
+    data = data_spec_from(cfg)
+    splits = get_dataset(data)
+    model = model_spec_from(cfg, splits)
     settings = latency_settings(cfg.latency)
     latency = make_latency_evaluator(
         settings,
