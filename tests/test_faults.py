@@ -13,31 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from tiny_search import make_cfg
 
-from mnas.conf import register_configs
 from mnas.conf.runner import build_search, load_resume_config
 from mnas.data import spec as data_spec
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.image_size=8",
-    "model.width_mult=0.25",
-    "trainer.epochs=0.1",
-    "trainer.batch_size=32",
-    "trainer.bn_recalibrate_batches=1",
-    "latency=macs",
-    "reward.target_ms=0.5",
-    "tensorboard=false",
-    "batch_size=2",
-]
-
-
-def make_cfg(*overrides):
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="search", overrides=[*TINY, *overrides])
 
 
 def run_to_end(cfg, run_dir: Path) -> None:

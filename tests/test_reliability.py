@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from tiny_search import ROOT, TINY, make_cfg
 
-from mnas.conf import register_configs
 from mnas.conf.runner import build_search, load_resume_config
 from mnas.deploy.choose import resolve_choices
 from mnas.evaluate.executors import PoolExecutor
@@ -28,25 +27,6 @@ from mnas.search.ppo import PPOConfig, rank_advantages
 from mnas.search.records import EvalRecord, front_markdown
 from mnas.search.reward import mnas_reward
 from mnas.space import MnasSpace
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.image_size=8",
-    "model.width_mult=0.25",
-    "trainer.epochs=0.1",
-    "trainer.batch_size=32",
-    "trainer.bn_recalibrate_batches=1",
-    "latency=macs",
-    "tensorboard=false",
-    "batch_size=2",
-    "reward.target_ms=0.5",
-]
-
-
-def make_cfg(*overrides):
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="search", overrides=[*TINY, *overrides])
 
 
 @pytest.fixture(scope="module")
