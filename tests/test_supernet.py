@@ -2,6 +2,7 @@
 training determinism, scoring, the evaluator, checkpoint reuse, the search's end check."""
 
 import json
+import logging
 import math
 import random
 from pathlib import Path
@@ -31,6 +32,7 @@ from mnas.training.supernet import (
     PathSampler,
     ScoreConfig,
     SupernetTrainConfig,
+    probe_subnets,
     score_subnet,
     train_supernet,
 )
@@ -314,3 +316,37 @@ def test_bad_supernet_config_fails_before_work(tmp_path, override, message):
 def test_unknown_supernet_choice_fails_at_compose():
     with pytest.raises(ConfigCompositionException):
         make_cfg("evaluator.supernet.sampling=greedy")
+
+
+def test_probe_scores_the_same_random_subnetworks_of_any_supernet():
+    data = get_dataset(DIGITS)
+    net = supernet()
+    accs = probe_subnets(net, data, SCORE, n=3)
+    assert len(accs) == 3 and all(0 <= a <= 1 for a in accs)
+    assert probe_subnets(net, data, SCORE, n=3) == accs  # a fixed draw
+    # the probe scores exactly what score_subnet gives those architectures
+    rng = random.Random(0)
+    first = SPACE.decode(SPACE.sample(rng).tokens)
+    assert accs[0] == score_subnet(net, first, data, SCORE)[0]
+    with pytest.raises(ValueError, match="n=0"):
+        probe_subnets(net, data, SCORE, n=0)
+
+
+@pytest.mark.parametrize("probe, warned", [([0.1, 0.12, 0.09, 0.11], True), ([0.6, 0.7], False)])
+def test_supernet_whose_subnetworks_are_at_chance_is_reported(
+    tmp_path, monkeypatch, caplog, probe, warned
+):
+    latency = make_latency_evaluator(LatencySettings(kind="macs", cache=None), input_size=8)
+    ev = SupernetEvaluator(
+        latency, SPACE, MODEL, DIGITS, SupernetSettings(QUICK, SCORE), tmp_path, input_size=8
+    )
+    monkeypatch.setattr("mnas.evaluate.supernet.probe_subnets", lambda *a, **k: list(probe))
+    with caplog.at_level(logging.INFO, logger="mnas.evaluate.supernet"):
+        assert ev.net is ev.net  # trained (and probed) once
+    assert ev.record["probe_accuracy"] == probe and ev.record["chance_accuracy"] == 0.1
+    text = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if warned:
+        assert len(text) == 1 and "will not rank architectures" in text[0]
+        assert "10.5%" in text[0] and "chance 10.0%" in text[0]
+    else:
+        assert text == [] and "65.0%" in caplog.text

@@ -31,6 +31,7 @@ from mnas.space import Architecture, MnasSpace
 from mnas.training.supernet import (
     ScoreConfig,
     SupernetTrainConfig,
+    probe_subnets,
     score_subnet,
     train_supernet,
 )
@@ -38,6 +39,11 @@ from mnas.training.supernet import (
 log = logging.getLogger(__name__)
 
 SUPERNET_CHECKPOINT = "supernet.pt"
+PROBE_SUBNETS = 8
+"""Random sub-networks scored once after training, to tell a supernet that ranks from one
+whose sub-networks are at chance."""
+PROBE_MARGIN = 0.05
+"""Mean probe accuracy below chance + this is reported as 'at chance'."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,35 @@ class SupernetEvaluator:
             self._net, self.record = load_or_train(
                 self.path, self.space, self.model, self.data, self.settings, self.device
             )
+            self._probe()
         return self._net
+
+    def _probe(self) -> None:
+        """Score a few random sub-networks once and warn if they are at chance: the scores
+        of such a supernet order architectures by noise (docs/supernet.md)."""
+        splits = get_dataset(self.data)
+        accs = probe_subnets(self._net, splits, self.settings.score, n=PROBE_SUBNETS)
+        chance = 1.0 / self.model.num_classes
+        mean = sum(accs) / len(accs)
+        self.record["probe_accuracy"] = accs
+        self.record["chance_accuracy"] = chance
+        if mean < chance + PROBE_MARGIN:
+            log.warning(
+                "the supernet's random sub-networks score %.1f%% on average (chance %.1f%%, "
+                "%d of them): its scores will not rank architectures. Train it longer "
+                "(evaluator.supernet.epochs, on a GPU) or use evaluator=trained; see "
+                "docs/supernet.md, 'When to trust it'",
+                100 * mean,
+                100 * chance,
+                len(accs),
+            )
+        else:
+            log.info(
+                "supernet probe: %d random sub-networks score %.1f%% on average (chance %.1f%%)",
+                len(accs),
+                100 * mean,
+                100 * chance,
+            )
 
     def time_children(self, archs: Sequence[Architecture]) -> list[tuple[dict, float, float, str]]:
         return time_batch((self.latency, list(archs)))

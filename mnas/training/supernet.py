@@ -339,3 +339,20 @@ def _evaluate_batch_stats(
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += int((logits.argmax(1) == yb).sum())
     return correct / len(y), loss_sum / len(y)
+
+
+def probe_subnets(
+    net: Supernet, data: DatasetSplits, config: ScoreConfig, n: int = 8, seed: int = 0
+) -> list[float]:
+    """Accuracies of ``n`` random sub-networks (the same draw for every supernet of the
+    space), scored as :func:`score_subnet` scores a child.
+
+    A supernet whose random sub-networks score at chance cannot rank architectures, however
+    well its largest network learned (the sandwich rule trains that one on the labels)."""
+    if n < 1:
+        raise ValueError(f"n={n!r} must be >= 1")
+    rng = random.Random(seed)
+    space = net.space
+    return [
+        score_subnet(net, space.decode(space.sample(rng).tokens), data, config)[0] for _ in range(n)
+    ]
