@@ -69,46 +69,36 @@ def test_pool_matches_serial(tmp_path, serial_results):
     assert all(r["status"] == "ok" for r in pool.values())
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """One local Ray instance for this module's Ray tests (starting one costs ~10-20 s)."""
+def test_ray_matches_serial(tmp_path, serial_results):
     ray = pytest.importorskip("ray")
-    # Ray workers import the task functions of this module by name.
-    here = {"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}}
-    ray.init(
-        num_cpus=2,
-        resources={"latency_device": 1},
-        include_dashboard=False,
-        runtime_env=here,
-    )
+    ray.init(num_cpus=2, include_dashboard=False)
     try:
-        yield ray
+        results = run_search(tmp_path, "ray", "executor=ray", "executor.workers=2")
     finally:
         ray.shutdown()
-
-
-def test_ray_matches_serial(tmp_path, serial_results, ray_cluster):
-    results = run_search(tmp_path, "ray", "executor=ray", "executor.workers=2")
     same_results(serial_results, results)
 
 
-def test_ray_latency_device_times_children_and_target_on_that_node(
-    tmp_path, serial_results, ray_cluster
-):
-    cfg = compose_search(
-        "executor=ray",
-        "executor.workers=2",
-        "executor.latency_resource=latency_device",
-        "latency=measured",
-        "latency.cache=null",
-        "latency.reference=false",
-        "latency.time_cap_s=0.05",
-    )
-    search = build_search(cfg, tmp_path / "device")
+def test_ray_latency_device_times_children_and_target_on_that_node(tmp_path, serial_results):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, resources={"latency_device": 1}, include_dashboard=False)
     try:
-        search.run()
+        cfg = compose_search(
+            "executor=ray",
+            "executor.workers=2",
+            "executor.latency_resource=latency_device",
+            "latency=measured",
+            "latency.cache=null",
+            "latency.reference=false",
+            "latency.time_cap_s=0.05",
+        )
+        search = build_search(cfg, tmp_path / "device")
+        try:
+            search.run()
+        finally:
+            search.evaluator.close()
     finally:
-        search.evaluator.close()
+        ray.shutdown()
     # The coordinator's own evaluator exported nothing: the target and every child were
     # timed by a copy of it in the Ray task that held the latency_device resource.
     assert search.evaluator.latency.exports == 0
@@ -147,9 +137,14 @@ def test_latency_device_keeps_one_evaluator_per_settings_across_steps():
     child._KEPT_EVALUATORS.clear()
 
 
-def test_ray_latency_resource_nobody_offers_is_a_config_error(ray_cluster):
-    with pytest.raises(ValueError, match="'phone'.*no node"):
-        make_executor("ray", latency_resource="phone")
+def test_ray_latency_resource_nobody_offers_is_a_config_error():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        with pytest.raises(ValueError, match="'phone'.*no node"):
+            make_executor("ray", latency_resource="phone")
+    finally:
+        ray.shutdown()
     with pytest.raises(ValueError, match="needs executor=ray"):
         make_executor("pool", latency_resource="latency_device")
 
@@ -234,25 +229,30 @@ def test_pool_propagates_an_exception_of_the_function():
         pool.close()
 
 
-def test_ray_retries_a_killed_worker_then_records_it_and_stops_a_task_over_its_limit(
-    tmp_path, ray_cluster
-):
-    ex = make_executor("ray", workers=2, retries=1)
-    marker = str(tmp_path / "dies")
-    assert collect(ex, die_once, [(marker, 3)]) == {0: 9}
-    failure = collect(ex, die_always, [1])[0]
-    assert isinstance(failure, WorkerFailure) and failure.attempts == 2
-    rec = crashed_outcome(failure)
-    assert rec.status == "failed" and rec.reason.startswith("worker crashed: ")
-    assert rec.reason.endswith("(2 attempts)")
-    # Issue 12, hole 3: a task past its time limit comes back as a TaskTimeout (it was
-    # tests/test_reliability.py::test_ray_records_a_task_over_the_time_limit, moved here
-    # to share this Ray instance) and the executor goes on.
-    out: dict[int, object] = {}
-    ex.map(sleep_or_square, [2, -1], out.__setitem__, timeout_s=5.0)
-    assert out[0] == 4 and isinstance(out[1], TaskTimeout) and out[1].limit_s == 5.0
-    assert collect(ex, square, [7]) == {0: 49}
-    ex.close()
+def test_ray_retries_a_killed_worker_then_records_it_and_stops_a_task_over_its_limit(tmp_path):
+    ray = pytest.importorskip("ray")
+    # Ray workers import the task functions of this module by name.
+    here = {"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}}
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=here)
+    try:
+        ex = make_executor("ray", workers=2, retries=1)
+        marker = str(tmp_path / "dies")
+        assert collect(ex, die_once, [(marker, 3)]) == {0: 9}
+        failure = collect(ex, die_always, [1])[0]
+        assert isinstance(failure, WorkerFailure) and failure.attempts == 2
+        rec = crashed_outcome(failure)
+        assert rec.status == "failed" and rec.reason.startswith("worker crashed: ")
+        assert rec.reason.endswith("(2 attempts)")
+        # Issue 12, hole 3: a task past its time limit comes back as a TaskTimeout (it was
+        # tests/test_reliability.py::test_ray_records_a_task_over_the_time_limit, moved here
+        # to share this Ray instance) and the executor goes on.
+        out: dict[int, object] = {}
+        ex.map(sleep_or_square, [2, -1], out.__setitem__, timeout_s=5.0)
+        assert out[0] == 4 and isinstance(out[1], TaskTimeout) and out[1].limit_s == 5.0
+        assert collect(ex, square, [7]) == {0: 49}
+        ex.close()
+    finally:
+        ray.shutdown()
 
 
 def test_ray_missing_is_a_clear_config_error(monkeypatch, tmp_path):
