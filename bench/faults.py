@@ -47,7 +47,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bad_inputs import bad_inputs  # noqa: E402  (bench/, next to this script)
+from bad_inputs import TINY_SETTINGS, bad_inputs  # noqa: E402  (bench/, next to this script)
 from bad_inputs import print_table as print_input_table  # noqa: E402
 
 from mnas.search.records import (  # noqa: E402
@@ -58,18 +58,7 @@ from mnas.search.records import (  # noqa: E402
 )
 
 STEPS, BATCH = 2, 2
-TINY = [
-    "data.image_size=8",
-    "model.width_mult=0.25",
-    "trainer.epochs=0.1",
-    "trainer.batch_size=32",
-    "trainer.bn_recalibrate_batches=1",
-    "latency=macs",
-    "reward.target_ms=0.5",
-    "tensorboard=false",
-    f"steps={STEPS}",
-    f"batch_size={BATCH}",
-]
+TINY = [*TINY_SETTINGS, f"steps={STEPS}", f"batch_size={BATCH}"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 

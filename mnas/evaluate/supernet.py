@@ -24,7 +24,7 @@ import torch
 
 from mnas.data.spec import DataSpec, get_dataset
 from mnas.evaluate.protocol import FAILED, OK, EvalResult
-from mnas.evaluate.trained import ModelSpec, TrainedEvaluator, time_batch
+from mnas.evaluate.trained import ModelSpec, TrainedEvaluator, latency_failure, time_batch
 from mnas.nn.stats import model_stats
 from mnas.nn.supernet import KERNEL_SHARING, Supernet
 from mnas.space import Architecture, MnasSpace
@@ -237,15 +237,7 @@ class SupernetEvaluator:
         for arch, (stats, median, secs, err) in zip(archs, timed, strict=True):
             start = time.perf_counter()
             if err:
-                res = EvalResult(
-                    arch,
-                    math.nan,
-                    math.nan,
-                    stats,
-                    status=FAILED,
-                    reason=f"latency: {err}",
-                    latency_seconds=secs,
-                )
+                res = latency_failure(arch, stats, err, secs)
             else:
                 try:
                     acc, params, macs = self.score(arch)

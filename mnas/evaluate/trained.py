@@ -185,6 +185,19 @@ def time_batch_on_device(job: tuple) -> list[tuple[dict, float, float, str]]:
     return time_batch((_KEPT_EVALUATORS.setdefault(key, latency), archs))
 
 
+def latency_failure(arch: Architecture, stats: dict, err: str, secs: float) -> EvalResult:
+    """The record of a child whose latency could not be measured (it is not trained)."""
+    return EvalResult(
+        arch,
+        math.nan,
+        math.nan,
+        stats,
+        status=FAILED,
+        reason=f"latency: {err}",
+        latency_seconds=secs,
+    )
+
+
 class TrainedEvaluator:
     """Latency phase (serial, in this process) then training phase (through ``executor``).
 
@@ -245,15 +258,7 @@ class TrainedEvaluator:
         tasks, index = [], []
         for i, (arch, (stats, _, secs, err)) in enumerate(zip(archs, timed, strict=True)):
             if err:
-                results[i] = EvalResult(
-                    arch,
-                    math.nan,
-                    math.nan,
-                    stats,
-                    status=FAILED,
-                    reason=f"latency: {err}",
-                    latency_seconds=secs,
-                )
+                results[i] = latency_failure(arch, stats, err, secs)
                 on_result(results[i])
                 continue
             tasks.append(
