@@ -10,7 +10,9 @@ the search's set-up), sorted, cut into ``--n`` equal-count strata, and one is dr
 the sample covers the whole cost range the search sees, not only the bulk of the uniform
 distribution (MACs stand in for latency, which cannot be measured on every host this runs on).
 Every ``n // repeat``-th of them is trained a second time with trainer seed + 1: the noise
-ceiling (how well the ground truth agrees with itself).
+ceiling (how well the ground truth agrees with itself). They are trained in a shuffled order
+of strata, each second seed right after the first, so that a run stopped early (the rows go
+to ``<out>.partial.jsonl``) is still a sample of the whole range.
 
 Each one is trained exactly as a search child: :func:`mnas.evaluate.trained.train_child`
 (the search's proxy budget, initial weights from the architecture's hash) through the process
@@ -36,14 +38,14 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from mnas.conf import register_configs
-from mnas.conf.arguments import plain, train_config
+from mnas.conf.arguments import name_of, plain, train_config
 from mnas.conf.runner import data_spec_from, model_spec_from
 from mnas.conf.validate import validate_search
 from mnas.data.spec import get_dataset
 from mnas.evaluate.executors import make_executor
 from mnas.evaluate.trained import ModelSpec, TrainTask, train_child
 from mnas.nn.stats import model_stats
-from mnas.space import MnasSpace
+from mnas.space import make_space
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -97,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="draw the architectures, write <out>.archs.json and stop",
     )
+    p.add_argument(
+        "--write-partial",
+        action="store_true",
+        help="write <out> from the rows <out>.partial.jsonl holds and train nothing more",
+    )
     args, overrides = p.parse_known_args(argv)
     if not overrides:
         overrides = ["experiment=fashion_mnist_proxy"]
@@ -116,12 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     model = model_spec_from(cfg, splits)
     train = train_config(cfg.trainer)
     size = cfg.data.image_size
-    space = MnasSpace()
+    space = make_space(name_of(cfg.space.name))
     # The draw is the slow, host-independent part: it is kept beside the output and reused.
     chosen = args.out.with_suffix(".archs.json")
     key = {"n": args.n, "pool": args.pool, "seed": args.seed, "input_size": size}
     if args.strata_table:
         key["strata_table"] = args.strata_table.name
+    if space.name != "mnas":
+        key["space"] = space.name
     saved = json.loads(chosen.read_text()) if chosen.exists() else {}
     if saved.get("key") == key:
         archs = [space.architecture(t) for t in saved["tokens"]]
@@ -142,8 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.select_only:
         return 0
     step = max(1, args.n // args.repeat) if args.repeat else 0
-    jobs = [(a, train.seed) for a in archs]
-    jobs += [(a, train.seed + 1) for a in archs[::step][: args.repeat]] if step else []
+    twice = {a.hash for a in archs[::step][: args.repeat]} if step else set()
+    # Strata in a shuffled order, each second seed right after its first: a run stopped
+    # early still covers the whole cost range and has its share of the noise ceiling.
+    order = list(archs)
+    random.Random(args.seed).shuffle(order)
+    jobs = []
+    for a in order:
+        jobs.append((a, train.seed))
+        if a.hash in twice:
+            jobs.append((a, train.seed + 1))
 
     partial = args.out.with_suffix(".partial.jsonl")
     done: dict[tuple[str, int], dict] = {}
@@ -161,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         ex = make_executor("pool", workers=args.workers, threads_per_worker=1, device="cpu")
     else:
         ex = make_executor("pool", device=args.device, gpus_per_worker=1 / args.per_gpu)
+    if args.write_partial:
+        todo = []
     tasks = [TrainTask(a, model, data, replace(train, seed=s), size, ex.device) for a, s in todo]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -193,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         try:
-            ex.map(train_child, tasks, finished)
+            if tasks:
+                ex.map(train_child, tasks, finished)
         finally:
             ex.close()
 
@@ -205,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "bench/standalone_truth.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "overrides": overrides,
+        "space": space.name,
         "data": plain(cfg.data),
         "model": plain(cfg.model),
         "trainer": plain(cfg.trainer),
@@ -220,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": device_name,
         "torch": torch.__version__,
         "wall_seconds": time.perf_counter() - t0,
+        "complete": len(rows) == len(jobs),
     }
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     ok = [r for r in rows if r["status"] == "ok"]

@@ -35,13 +35,13 @@ from hydra import compose, initialize_config_dir
 from scipy import stats as sstats
 
 from mnas.conf import register_configs
-from mnas.conf.arguments import train_config
+from mnas.conf.arguments import name_of, train_config
 from mnas.conf.runner import data_spec_from, model_spec_from
 from mnas.data import get_dataset
 from mnas.evaluate.supernet import SupernetSettings, load_or_train
 from mnas.evaluate.trained import TrainTask, train_child
 from mnas.nn.zero_cost import naswot, synflow
-from mnas.space import Architecture, MnasSpace, parse_blocks
+from mnas.space import Architecture, make_space, parse_blocks
 from mnas.training.batches import Normalizer
 from mnas.training.supernet import ScoreConfig, SupernetTrainConfig, score_subnet
 
@@ -61,6 +61,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=SupernetTrainConfig.epochs)
     p.add_argument("--subnets", type=int, default=SupernetTrainConfig.subnets_per_step)
     p.add_argument("--sampling", default=SupernetTrainConfig.sampling)
+    p.add_argument("--schedule", default=SupernetTrainConfig.schedule)
+    p.add_argument("--lr", type=float, default=SupernetTrainConfig.lr)
     p.add_argument("--no-sandwich", action="store_true")
     p.add_argument("--kernel-sharing", default="crop")
     p.add_argument("--bn", default=None, help="recalibrate | batch (default: both, best kept)")
@@ -91,7 +93,7 @@ def make_truth(args, cfg, data, model, path: Path) -> None:
     third of them again with seed 1."""
     from mnas.nn.stats import model_stats
 
-    space = MnasSpace()
+    space = make_space(name_of(cfg.space.name))
     rng = random.Random(0)
     pool = {}
     while len(pool) < 10 * args.make_truth:
@@ -140,22 +142,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg, data, splits, model = setup(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    truth_path = args.truth or ROOT / "bench" / "data" / f"standalone_{args.dataset}.json"
+    space = make_space(name_of(cfg.space.name))
+    suffix = "" if space.name == "mnas" else "_" + space.name.removeprefix("mnas_")
+    truth_path = args.truth or ROOT / "bench" / "data" / f"standalone_{args.dataset}{suffix}.json"
     if args.make_truth:
         make_truth(args, cfg, data, model, truth_path)
-    space = MnasSpace()
     settings = SupernetSettings(
         train=SupernetTrainConfig(
             epochs=args.epochs,
             subnets_per_step=args.subnets,
             sampling=args.sampling,
+            schedule=args.schedule,
+            lr=args.lr,
             sandwich=not args.no_sandwich,
             distill=not args.no_sandwich,
             threads=args.threads,
         ),
         kernel_sharing=args.kernel_sharing,
     )
-    ckpt = args.out / f"supernet_{args.dataset}.pt"
+    ckpt = args.out / f"supernet_{args.dataset}{suffix}.pt"
     net, record = load_or_train(ckpt, space, model, data, settings, args.device)
     print(
         f"supernet: {record['steps']} steps, {record['seconds']:.0f} s wall, "
@@ -164,7 +169,11 @@ def main() -> None:
 
     if args.train_only:
         return
-    rows = json.loads(truth_path.read_text())["rows"]
+    saved_truth = json.loads(truth_path.read_text())
+    truth_space = saved_truth["meta"].get("space", "mnas")
+    if truth_space != space.name:
+        raise SystemExit(f"{truth_path} holds space {truth_space!r}, the set-up {space.name!r}")
+    rows = saved_truth["rows"]
     by_seed: dict[int, dict[str, dict]] = {}
     for r in rows:
         if r.get("val_accuracy") is not None:
@@ -245,6 +254,7 @@ def main() -> None:
 
     out = {
         "dataset": args.dataset,
+        "space": space.name,
         "n_archs": n,
         "kendall_tau": chosen["kendall_tau"],
         "spearman": chosen["spearman"],
@@ -282,7 +292,7 @@ def main() -> None:
             for h, s, w in zip(hashes, syn, nwot, strict=True)
         },
     }
-    path = args.out / f"supernet_{args.dataset}.json"
+    path = args.out / f"supernet_{args.dataset}{suffix}.json"
     path.write_text(json.dumps(out, indent=1))
     print(
         f"n_archs {n}  kendall_tau {out['kendall_tau']:.3f}  spearman {out['spearman']:.3f}"

@@ -223,7 +223,7 @@ def test_misspelt_key_fails_at_compose_time():
         ("strategy.name=bayes", "ppo, reinforce, random, evolution"),
         ("latency.kind=flops", "measured, lut, predictor, macs"),
         ("executor.name=slurm", "serial, pool, ray"),
-        ("space.name=darts", "mnas, nasbench201"),
+        ("space.name=darts", "mnas, mnas_mbconv, nasbench201"),
         ("trainer.optimizer=lbfgs", "sgd, rmsprop, adam"),
         ("reward.preset=medium", "soft, hard, custom"),
     ],
@@ -255,6 +255,21 @@ def test_script_reports_config_errors_with_exit_code_2(tmp_path):
     )
     assert out.returncode == 2
     assert "config error: beta=1.0 must be <= 0" in out.stderr
+
+
+def test_mbconv_subspace_runs_with_trained_children_and_its_own_baseline(tmp_path):
+    cfg = make_cfg(
+        "space=mnas_mbconv", "steps=1", "batch_size=2", "latency=macs", "reward.target_ms=0.5"
+    )
+    search = build_search(cfg, tmp_path)
+    summary = search.run()
+    recs = results(tmp_path)
+    assert summary.steps == 1 and len(recs) == 2
+    for r in recs:
+        assert r["status"] == "ok" and r["space"] == "mnas_mbconv"
+        assert all(b.startswith("ir_") for b in r["blocks"])
+    pareto = json.loads((tmp_path / "pareto.json").read_text())
+    assert pareto["points"]
 
 
 def test_nasbench201_runs_on_the_same_loop(tmp_path):

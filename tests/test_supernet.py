@@ -27,13 +27,14 @@ from mnas.latency import LatencySettings, make_latency_evaluator
 from mnas.nn.builder import build_model
 from mnas.nn.supernet import Supernet, largest_specs, smallest_specs
 from mnas.nn.zero_cost import naswot, synflow
-from mnas.space import MnasSpace, parse_blocks
+from mnas.space import MnasSpace, make_space, parse_blocks
 from mnas.training.supernet import (
     PathSampler,
     ScoreConfig,
     SupernetTrainConfig,
     probe_subnets,
     score_subnet,
+    stage_plan,
     train_supernet,
 )
 
@@ -350,3 +351,87 @@ def test_supernet_whose_subnetworks_are_at_chance_is_reported(
         assert "10.5%" in text[0] and "chance 10.0%" in text[0]
     else:
         assert text == [] and "65.0%" in caplog.text
+
+
+MBCONV = make_space("mnas_mbconv")
+
+
+def test_mbconv_subspace_holds_only_what_a_supernet_can_share():
+    rng = random.Random(0)
+    for _ in range(20):
+        for s in MBCONV.decode(MBCONV.sample(rng).tokens):
+            assert s.block_type == "ir" and s.exp_ratio in (3, 6) and s.skip == "identity"
+    assert MBCONV.size() == 72**7
+    base = MBCONV.decode(MBCONV.baseline_tokens())
+    full = SPACE.decode(SPACE.baseline_tokens())
+    # MobileNetV2 but for its expansion-1 first block, which becomes the smallest mbconv
+    assert base[0].block_type == "ir" and base[0].exp_ratio == 3
+    assert base[1:] == full[1:]
+    with pytest.raises(ValueError, match="not in space 'mnas_mbconv'"):
+        MBCONV.encode(full)
+    net = Supernet(MBCONV, 10, 1, width_mult=0.25, dropout=0.0)
+    slot = net.blocks[0][0]
+    assert slot.conv is None and slot.dconv is None and slot.mbconv is not None
+    size = sum(p.numel() for p in net.parameters())
+    assert size < sum(p.numel() for p in supernet().parameters())
+    x = torch.randn(4, 1, 8, 8)
+    for specs in [largest_specs(MBCONV), smallest_specs(MBCONV), base]:
+        sub = net.extract(specs)
+        sub.train()
+        torch.testing.assert_close(net(x, specs), sub(x), rtol=1e-5, atol=1e-5)
+
+
+def test_progressive_shrinking_opens_decisions_stage_by_stage():
+    plan = stage_plan(MBCONV, 100)
+    assert [first for first, _ in plan] == [0, 15, 30, 60]
+    largest = MBCONV.encode(largest_specs(MBCONV))
+    names = MBCONV.DECISION_NAMES
+    first_closed, last_closed = plan[0][1], plan[-1][1]
+    assert list(first_closed) == list(largest)  # stage 0: the largest network only
+    assert all(t is None for t in last_closed)  # last stage: the whole space
+    stage1 = plan[1][1]
+    for j, t in enumerate(stage1):
+        assert (t is None) == (names[j % len(names)] in ("kernel", "se_ratio"))
+    paths = PathSampler(MBCONV, "fair", seed=1).sample(6, closed=stage1)
+    for p in paths:
+        for j, t in enumerate(stage1):
+            if t is not None:
+                assert p[j] == t
+    assert len({p for p in paths}) > 1  # the open decisions still vary
+    data = get_dataset(DIGITS)
+    net = Supernet(MBCONV, 10, 1, width_mult=0.25, dropout=0.0)
+    cfg = SupernetTrainConfig(epochs=0.1, batch_size=32, schedule="progressive")
+    result = train_supernet(net, data, cfg)
+    assert result.steps == math.ceil(0.1 * len(data.train_y) / 32) and not result.diverged
+    with pytest.raises(ValueError, match="schedule='greedy'"):
+        SupernetTrainConfig(schedule="greedy")
+
+
+def test_a_supernet_of_another_space_is_not_reused(tmp_path):
+    settings = SupernetSettings(train=QUICK, score=SCORE)
+    path = tmp_path / SUPERNET_CHECKPOINT
+    load_or_train(path, MBCONV, MODEL, DIGITS, settings)
+    with pytest.raises(ValueError, match="space"):
+        load_or_train(path, SPACE, MODEL, DIGITS, settings)
+
+
+def test_search_over_the_mbconv_subspace_with_progressive_shrinking(tmp_path):
+    cfg = make_cfg(
+        "space=mnas_mbconv",
+        "evaluator.supernet.schedule=progressive",
+        "evaluator.supernet.standalone_top_k=0",
+        "steps=1",
+        "batch_size=3",
+        "tensorboard=false",
+    )
+    search = build_search(cfg, tmp_path)
+    summary = search.run()
+    search.evaluator.close()
+    assert summary.evaluated == 3
+    records = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 3
+    for r in records:
+        assert r["status"] == OK and r["space"] == "mnas_mbconv"
+        assert all(b.startswith("ir_") and not b.endswith(("skip", "pool")) for b in r["blocks"])
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("evaluator.supernet.schedule=sometimes")

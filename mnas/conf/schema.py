@@ -25,7 +25,7 @@ from mnas.search.strategies import STRATEGIES
 from mnas.space import SPACES
 from mnas.training import OPTIMIZERS
 from mnas.training.device import AMP_MODES
-from mnas.training.supernet import BN_MODES, SAMPLINGS
+from mnas.training.supernet import BN_MODES, SAMPLINGS, SCHEDULES
 
 
 class _Name(str, Enum):
@@ -52,6 +52,7 @@ StrategyName = _names("StrategyName", STRATEGIES)
 ExecutorName = _names("ExecutorName", EXECUTORS)
 EvaluatorName = _names("EvaluatorName", ("trained", "tabular", "supernet"))
 SamplingName = _names("SamplingName", SAMPLINGS)
+ScheduleName = _names("ScheduleName", SCHEDULES)
 BnMode = _names("BnMode", BN_MODES)
 KernelSharing = _names("KernelSharing", ("crop", "separate"))
 ControllerKind = _names("ControllerKind", CONTROLLERS)
@@ -80,7 +81,7 @@ class ModelConf:
 
 @dataclass
 class SpaceConf:
-    name: SpaceName = SpaceName.mnas  # mnas | nasbench201
+    name: SpaceName = SpaceName.mnas  # mnas | mnas_mbconv | nasbench201
 
 
 @dataclass
@@ -190,6 +191,7 @@ class SupernetConf:
     sandwich: bool = True  # largest + smallest network in every step (BigNAS)
     distill: bool = True  # in-place distillation from the largest network (needs sandwich)
     warmup_fraction: float = 0.25  # TuNAS warm-up: share of steps favouring the largest blocks
+    schedule: ScheduleName = ScheduleName.joint  # joint | progressive (once-for-all stages)
     kernel_sharing: KernelSharing = KernelSharing.crop  # crop (3x3 = centre of 5x5) | separate
     bn: BnMode = BnMode.recalibrate  # BN statistics: recalibrate (train batches) | batch
     bn_batches: int = 2  # training batches that re-estimate a child's BN statistics

@@ -105,11 +105,13 @@ def load_or_train(
             model.bn_momentum,
             kernel_sharing=settings.kernel_sharing,
         )
-    identity = settings.identity(model, data)
+    identity = {**settings.identity(model, data), "space": space.name}
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=False)
-        if saved["identity"] != identity:
-            diff = sorted(k for k in identity if saved["identity"].get(k) != identity[k])
+        # supernets saved before spaces other than "mnas" existed did not record it
+        saved_identity = {"space": "mnas", **saved["identity"]}
+        if saved_identity != identity:
+            diff = sorted(k for k in identity if saved_identity.get(k) != identity[k])
             raise ValueError(
                 f"{path} holds a supernet trained with other {', '.join(diff)} settings; "
                 "remove it or use the settings it was trained with"

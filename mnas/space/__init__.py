@@ -3,7 +3,8 @@
 - :mod:`mnas.space.base`: :class:`Decision`, :class:`Architecture`, the
   :class:`SearchSpace` protocol and the registry (:func:`make_space`);
 - :mod:`mnas.space.blocks`: :class:`BlockSpec` and the block-string grammar;
-- :mod:`mnas.space.mnas`: MnasNet's factorized hierarchical space;
+- :mod:`mnas.space.mnas`: MnasNet's factorized hierarchical space, and its all-``mbconv``
+  sub-space (``mnas_mbconv``, the one weight sharing trains);
 - :mod:`mnas.space.references`: MobileNetV2, MnasNet-A1 and -B1 as block strings;
 - :mod:`mnas.space.nasbench201`: the NAS-Bench-201 cell space.
 
@@ -28,19 +29,21 @@ from mnas.space.blocks import (
     parse_block,
     parse_blocks,
 )
-from mnas.space.mnas import CONV_OPS, MnasSpace, round_filters
+from mnas.space.mnas import CONV_OPS, MBCONV_OPS, MnasMBConvSpace, MnasSpace, round_filters
 from mnas.space.nasbench201 import NB201Space
 from mnas.space.references import REFERENCE_BLOCKS, reference, resolve_arch, specs_of
 
 __all__ = [
     "BLOCK_TYPES",
     "CONV_OPS",
+    "MBCONV_OPS",
     "REFERENCE_BLOCKS",
     "SKIP_OPS",
     "SPACES",
     "Architecture",
     "BlockSpec",
     "Decision",
+    "MnasMBConvSpace",
     "MnasSpace",
     "NB201Space",
     "SearchSpace",

@@ -202,19 +202,42 @@ class MnasSpace:
 
     def baseline_tokens(self) -> tuple[int, ...]:
         """MobileNetV2 expressed in this space: block 1 dconv, the rest mbconv6, kernel 3,
-        no SE, identity skip, base filters and layers."""
-        conv_op, kernels, ses, skips, mults, deltas = self._per_block
+        no SE, identity skip, base filters and layers. In a space without ``dconv`` block 1
+        is its smallest ``mbconv`` (the nearest to MobileNetV2's expansion-1 block)."""
+        conv_op = self._per_block[0]
+        first = "dconv" if "dconv" in conv_op else min(conv_op, key=lambda o: _CONV_OP_SPEC[o][1])
         specs = [
             BlockSpec(
-                block_type="ds" if b == 0 else "ir",
+                block_type=_CONV_OP_SPEC[first][0] if b == 0 else "ir",
                 repeats=self.base_layers[b],
                 kernel=3,
                 stride=self.strides[b],
                 out_chs=round_filters(self.base_filters[b], 1.0),
-                exp_ratio=1 if b == 0 else 6,
+                exp_ratio=_CONV_OP_SPEC[first][1] if b == 0 else 6,
                 se_ratio=0.0,
                 skip="identity",
             )
             for b in range(self.num_blocks)
         ]
         return self.encode(specs)
+
+
+MBCONV_OPS = ("mbconv3", "mbconv6")
+
+
+@register_space("mnas_mbconv")
+class MnasMBConvSpace(MnasSpace):
+    """The MnasNet space with every layer an inverted bottleneck and an identity skip.
+
+    The sub-space weight sharing trains (docs/supernet.md): ``mbconv3`` and ``mbconv6`` share
+    their leading expanded channels, kernel, SE, filters and layers are elastic, and the skip
+    is the residual wherever shapes allow (TuNAS's and ProxylessNAS's choice). ``conv``,
+    ``dconv`` and the ``none`` skip are left out because a supernet cannot share weights
+    across them. 2 * 2 * 2 * 1 * 3 * 3 = 72 choices per block.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("conv_ops", MBCONV_OPS)
+        kwargs.setdefault("skip_ops", ("identity",))
+        kwargs.setdefault("name", "mnas_mbconv")
+        super().__init__(**kwargs)

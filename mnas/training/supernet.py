@@ -12,7 +12,11 @@ several sub-networks (``subnets_per_step``) on that same batch:
   one's soft predictions on the same batch instead of the labels;
 - **warm-up** (TuNAS): during the first ``warmup_fraction`` of the steps a sampled block takes
   the largest filters and layer count with a probability that falls linearly from 1 to 0,
-  so the shared leading channels are trained before narrow sub-networks depend on them.
+  so the shared leading channels are trained before narrow sub-networks depend on them;
+- **progressive shrinking** (once-for-all; ``schedule="progressive"``): the steps are cut into
+  :data:`STAGES`; the first trains the largest network only and each later one opens more
+  decisions (kernel and SE, then layers and filters, then conv op and skip), the closed ones
+  staying at their largest choice. It replaces the warm-up.
 
 Scoring (:func:`score_subnet`) builds the sub-network as a stand-alone network with the
 supernet's weights, re-estimates BatchNorm statistics on a fixed set of training batches
@@ -46,6 +50,14 @@ logger = logging.getLogger(__name__)
 
 SAMPLINGS = ("uniform", "fair")
 BN_MODES = ("recalibrate", "batch")
+SCHEDULES = ("joint", "progressive")
+STAGES: tuple[tuple[float, tuple[str, ...]], ...] = (
+    (0.15, ()),
+    (0.15, ("kernel", "se_ratio")),
+    (0.3, ("kernel", "se_ratio", "layers", "filters")),
+    (0.4, ("kernel", "se_ratio", "layers", "filters", "conv_op", "skip")),
+)
+"""Progressive shrinking: (share of the steps, the decisions open in that stage)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class SupernetTrainConfig:
     """Sub-networks other than the largest learn its soft predictions (needs ``sandwich``)."""
     warmup_fraction: float = 0.25
     """Share of the steps during which sampled blocks favour the largest filters and depth."""
+    schedule: str = "joint"
+    """``joint``: every decision open from the start; ``progressive``: :data:`STAGES`."""
     seed: int = 0
     threads: int | None = None
     amp: str = "auto"
@@ -92,6 +106,8 @@ class SupernetTrainConfig:
             raise ValueError(f"warmup_epochs={self.warmup_epochs!r} must be >= 0")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError(f"warmup_fraction={self.warmup_fraction!r} must lie in [0, 1]")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling={self.sampling!r}; allowed: {', '.join(SAMPLINGS)}")
         if self.distill and not self.sandwich:
@@ -130,9 +146,11 @@ class PathSampler:
         ]
         assert "filters" in names and "layers" in names
 
-    def sample(self, n: int, warm: float = 0.0) -> list[tuple[int, ...]]:
+    def sample(
+        self, n: int, warm: float = 0.0, closed: Sequence[int | None] | None = None
+    ) -> list[tuple[int, ...]]:
         """``n`` token sequences; each block's filters and layers are the largest with
-        probability ``warm``."""
+        probability ``warm``; where ``closed`` names a token, every sequence takes it."""
         decisions = self.space.decisions
         if self.sampling == "fair":
             perms = []
@@ -151,7 +169,28 @@ class PathSampler:
                         for j in range(b * k, (b + 1) * k):
                             if self._widest[j] is not None:
                                 tokens[j] = self._widest[j]
+        if closed is not None:
+            for tokens in out:
+                for j, t in enumerate(closed):
+                    if t is not None:
+                        tokens[j] = t
         return [tuple(t) for t in out]
+
+
+def stage_plan(space: MnasSpace, total: int) -> list[tuple[int, list[int | None]]]:
+    """Progressive shrinking over ``total`` steps: per stage, its first step and, per
+    decision, the token it is held at (its largest choice) or ``None`` where it is open."""
+    largest = space.encode(largest_specs(space))
+    names = space.DECISION_NAMES
+    plan, start = [], 0
+    for share, open_names in STAGES:
+        closed = [
+            None if names[j % len(names)] in open_names else largest[j]
+            for j in range(len(space.decisions))
+        ]
+        plan.append((start, closed))
+        start += round(share * total)
+    return plan
 
 
 def train_supernet(
@@ -181,6 +220,8 @@ def train_supernet(
     opt = _optimizer(net, config)
     big = net.choices(largest_specs(space))
     small = net.choices(smallest_specs(space))
+    stages = stage_plan(space, total) if config.schedule == "progressive" else []
+    closed: list[int | None] | None = None
     losses: list[float] = []
     diverged = False
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -191,14 +232,20 @@ def train_supernet(
         for step, idx in enumerate(stream):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, lr_warm, config.lr)
-            warm = max(0.0, 1.0 - step / path_warm) if path_warm else 0.0
+            warm = max(0.0, 1.0 - step / path_warm) if path_warm and not stages else 0.0
+            if stages:
+                now = max(i for i, (first, _) in enumerate(stages) if first <= step)
+                if stages[now][1] is not closed:
+                    closed = stages[now][1]
+                    small = net.choices(space.decode(_smallest_open(space, closed)))
+                    logger.info("supernet step %d: progressive shrinking stage %d", step, now)
             x = norm(to_device(data.train_x[idx], device))
             y = to_device(data.train_y[idx], device)
             paths = []
             if config.sandwich:
                 paths = [big, small]
             n_random = config.subnets_per_step - len(paths)
-            for tokens in sampler.sample(n_random, warm):
+            for tokens in sampler.sample(n_random, warm, closed):
                 paths.append(net.choices(space.decode(tokens)))
             opt.zero_grad(set_to_none=True)
             teacher = None
@@ -244,6 +291,12 @@ def train_supernet(
         result.loss,
     )
     return result
+
+
+def _smallest_open(space: MnasSpace, closed: Sequence[int | None]) -> tuple[int, ...]:
+    """The smallest network whose closed decisions keep their token."""
+    smallest = space.encode(smallest_specs(space))
+    return tuple(s if c is None else c for s, c in zip(smallest, closed, strict=True))
 
 
 def _optimizer(net: nn.Module, config: SupernetTrainConfig) -> torch.optim.Optimizer:
