@@ -54,7 +54,6 @@ ROWS = [
 ]
 STAGES = [["kernel", "se_ratio"], ["layers", "filters"], ["conv_op"], ["skip"]]
 SPACE_ROWS = [
-    ("mnas", 0.05),
     ("mnas", 0.01),
     ("mnas_mbconv", 0.05),
     ("mnas_mbconv", 0.01),

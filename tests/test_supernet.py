@@ -435,3 +435,19 @@ def test_search_over_the_mbconv_subspace_with_progressive_shrinking(tmp_path):
         assert all(b.startswith("ir_") and not b.endswith(("skip", "pool")) for b in r["blocks"])
     with pytest.raises(ConfigCompositionException):
         make_cfg("evaluator.supernet.schedule=sometimes")
+
+
+def test_fashion_mnist_supernet_experiment_is_the_measured_recipe():
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="search", overrides=["experiment=fashion_mnist_supernet"])
+    sn = cfg.evaluator.supernet
+    assert cfg.space.name == "mnas_mbconv" and cfg.evaluator.name == "supernet"
+    assert (sn.epochs, sn.lr, sn.subnets_per_step, sn.sandwich, sn.distill) == (
+        4,
+        0.02,
+        1,
+        False,
+        False,
+    )
+    assert cfg.data.name == "fashion_mnist" and cfg.data.train_size == 10000
