@@ -174,12 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(a, s) for a, s in jobs if (a.hash, s) not in done]
     print(f"{len(jobs)} trainings, {len(jobs) - len(todo)} already done, {len(todo)} to go")
 
-    if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
-        ex = make_executor("pool", workers=args.workers, threads_per_worker=1, device="cpu")
-    else:
-        ex = make_executor("pool", device=args.device, gpus_per_worker=1 / args.per_gpu)
     if args.write_partial:
         todo = []
+    kind = "pool" if todo else "serial"  # nothing left to train: no worker processes
+    if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
+        ex = make_executor(kind, workers=args.workers, threads_per_worker=1, device="cpu")
+    else:
+        ex = make_executor(kind, device=args.device, gpus_per_worker=1 / args.per_gpu)
     tasks = [TrainTask(a, model, data, replace(train, seed=s), size, ex.device) for a, s in todo]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
