@@ -25,14 +25,17 @@ limit keeps every child it finished).
   at the search's width (the factors are kept in ``lut_scale.json``): targets are converted to
   the table's scale, and predicted latencies back, with it.
 - **Selection**: ``--max`` (5) searched architectures: for every MobileNetV2 width the best
-  (proxy accuracy) predicted at least 1.3x faster, then the best predicted no slower;
-  duplicates dropped.
+  (proxy accuracy) predicted at least 1.3x faster that is not picked already, then for every
+  width the best predicted no slower (skipped when it is picked already). A network keeps the
+  label of an earlier selection, so re-selecting after more search renames no trained row.
 - **Recipe** (one for all): ``--epochs`` (15) on all 50,000 training images, batch 256, SGD
   Nesterov lr 0.2 with 1 warm-up epoch and cosine decay, weight decay 5e-4, label smoothing
   0.1, crop + flip; scored once on the 10,000 test images. ``--repeat-seed`` trains the first
   searched architecture again with seed 1 (the noise a reader needs).
 - **Latency**: ONNX Runtime CPU, one thread, batch 1, the search's measured settings, every
-  network in one run on one drift-corrected scale (reference: MobileNetV2 at width 1.0).
+  network in one run on one drift-corrected scale (reference: MobileNetV2 at width 1.0):
+  ``--passes`` (5) interleaved passes over the distinct networks, the median of each one's
+  pass medians (``latency.json`` keeps the passes).
 """
 
 from __future__ import annotations
@@ -183,7 +186,8 @@ def cmd_search(args) -> None:
         print(" ".join(cmd[1:]), flush=True)
         log = open(args.out / f"search_{name}.log", "w")  # noqa: SIM115 (kept open while it runs)
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
-    deadline = time.monotonic() + args.seconds
+    start = time.monotonic()
+    deadline = start + args.seconds
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
         time.sleep(2)
     for p in procs:
@@ -194,6 +198,25 @@ def cmd_search(args) -> None:
             p.wait(30)
         except subprocess.TimeoutExpired:
             p.kill()
+    write_json(
+        args.out / "search_meta.json",
+        {
+            "wall_seconds": time.monotonic() - start,
+            "device": args.device,
+            "device_name": _device_name(args.device),
+            "workers_per_search": args.workers if args.device.startswith("cuda") else 1,
+            "searches": [{"width": w, "target": f"MobileNetV2 x{r}"} for w, r in SEARCHES],
+            "proxy": PROXY,
+        },
+    )
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return "cpu"
 
 
 def searched_children(out: Path) -> list[dict]:
@@ -223,24 +246,38 @@ def cmd_select(args) -> None:
     children = searched_children(args.out)
     if not children:
         sys.exit(f"no finished search children under {args.out / 'search'}")
+    # A network keeps the label an earlier selection gave it (its trained row is named by it).
+    before = args.out / "selected.json"
+    labels = (
+        {r["hash"]: r["label"] for r in json.loads(before.read_text())} if before.exists() else {}
+    )
+    used = set(labels.values())
     chosen: dict[str, dict] = {}
-    # The >= 1.3x-faster picks for every width first, then the as-fast ones, up to --max.
+    # For every width the best (proxy accuracy) predicted >= 1.3x faster that is not picked
+    # already, then the best predicted as fast (skipped when picked already), up to --max.
     mobilenets = [label for label, _, _ in REFERENCES[:4]]
-    wanted = [(m, targets[m] / SPEEDUP, f">= {SPEEDUP}x faster than") for m in mobilenets]
-    wanted += [(m, targets[m], "as fast as") for m in mobilenets]
-    for label, bound, why in wanted:
+    wanted = [(m, targets[m] / SPEEDUP, f">= {SPEEDUP}x faster than", True) for m in mobilenets]
+    wanted += [(m, targets[m], "as fast as", False) for m in mobilenets]
+    for label, bound, why, distinct in wanted:
         if len(chosen) >= args.max:
             print(f"{label}: not picked for '{why}' it (--max {args.max} reached)")
             continue
         fits = [c for c in children if c["latency_ms"] <= bound]
+        if distinct:
+            fits = [c for c in fits if f"{c['hash']}@{c['width']}" not in chosen]
         if not fits:
-            print(f"{label}: no searched child predicted {why} it ({bound:.3f} ms)")
+            more = " and not picked already" if distinct else ""
+            print(f"{label}: no searched child predicted {why} it ({bound:.3f} ms){more}")
             continue
         best = max(fits, key=lambda c: (c["accuracy"], -c["latency_ms"]))
         key = f"{best['hash']}@{best['width']}"
         if key not in chosen:
+            name = labels.get(best["hash"])
+            if name is None:
+                name = next(f"searched {i}" for i in range(1, 100) if f"searched {i}" not in used)
+                used.add(name)
             chosen[key] = {
-                "label": f"searched {len(chosen) + 1}",
+                "label": name,
                 "source": "search",
                 "blocks": best["blocks"],
                 "width": best["width"],
@@ -272,7 +309,7 @@ def recipe(args) -> dict:
         label_smoothing=0.1,
         augment=True,
         bn_recalibrate=False,
-        threads=1,
+        threads=args.threads,
     )
 
 
@@ -389,18 +426,36 @@ def all_rows(out: Path) -> list[dict]:
 
 
 def cmd_time(args) -> None:
+    """Every distinct network (a second seed is the same network) timed in ``--passes``
+    interleaved passes; its latency is the median of its pass medians, its spread the
+    range of those, relative to it."""
+    import numpy as np
+
     ev = latency_evaluator()
+    rows = all_rows(args.out)
+    nets: dict[str, list[str]] = {}  # architecture -> the labels that share it
+    models = {}
+    for row in rows:
+        key = ",".join(row["blocks"]) + f"@{row['width']}"
+        nets.setdefault(key, []).append(row["label"])
+        models.setdefault(key, build(row["blocks"], row["width"]))
+    passes: dict[str, list] = {key: [] for key in nets}
+    for i in range(args.passes):
+        for key, labels in nets.items():
+            passes[key].append(ev.measure_model(models[key], labels[0]))
+        print(f"pass {i + 1}/{args.passes} done", flush=True)
     out = {}
-    for row in all_rows(args.out):
-        key = f"{row['label']}"
-        s = ev.measure_model(build(row["blocks"], row["width"]), key)
-        out[key] = {
-            "latency_ms": s.median_ms,
-            "ci_rel": s.ci_rel,
-            "raw_median_ms": s.raw_median_ms,
-            "scale": s.scale,
-        }
-        print(f"{key:<24} {s.median_ms:8.3f} ms", flush=True)
+    for key, labels in nets.items():
+        ms = np.array([s.median_ms for s in passes[key]])
+        med = float(np.median(ms))
+        for label in labels:
+            out[label] = {
+                "latency_ms": med,
+                "pass_ms": ms.round(4).tolist(),
+                "spread_rel": float((ms.max() - ms.min()) / med),
+                "scale": passes[key][0].scale,
+            }
+        print(f"{' = '.join(labels):<36} {med:8.3f} ms  (passes {ms.min():.3f}-{ms.max():.3f})")
     write_json(args.out / "latency.json", out)
 
 
@@ -420,6 +475,10 @@ def cmd_report(args) -> None:
                 "params": r["params"],
                 "macs": r["macs"],
                 "seed": r["seed"],
+                "latency_passes_ms": lat[r["label"]].get("pass_ms"),
+                "device": r["device_name"],
+                "precision": r["precision"],
+                "train_seconds": r["train_seconds"],
                 **{
                     k: r[k]
                     for k in ("proxy_accuracy", "predicted_latency_ms", "chosen_for")
@@ -427,8 +486,7 @@ def cmd_report(args) -> None:
                 },
             }
         )
-    ex = json.loads(next((args.out / "rows").glob("*.json")).read_text())
-    budget = {"recipe": ex["recipe"], "device": ex["device_name"], "setup": SETUP}
+    budget = compute_budget(args.out)
     refs = [r for r in rows if r["source"] == "reference" and r["label"].startswith("MobileNetV2")]
     found = [r for r in rows if r["source"] == "search"]
     verdicts = []
@@ -469,6 +527,33 @@ def cmd_report(args) -> None:
     fig = plot(rows, args.figure)
     tensorboard(fig, rows, verdicts, args.out / "tensorboard")
     print(f"wrote {args.json}, {args.figure} and {args.out / 'tensorboard'}")
+
+
+def compute_budget(out: Path) -> dict:
+    """The recipe (the same for every row), the set-up, and the compute spent: the search's
+    wall time and children, and the training seconds per device."""
+    trained = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
+    recipes = {
+        json.dumps({k: v for k, v in r["recipe"].items() if k not in ("seed", "threads")})
+        for r in trained
+    }
+    if len(recipes) != 1:
+        raise SystemExit(f"rows were trained with {len(recipes)} different recipes: {recipes}")
+    seconds: dict[str, float] = {}
+    for r in trained:
+        seconds[r["device_name"]] = seconds.get(r["device_name"], 0.0) + r["train_seconds"]
+    children = searched_children(out) if (out / "lut_scale.json").exists() else []
+    meta = out / "search_meta.json"
+    search = json.loads(meta.read_text()) if meta.exists() else {}
+    search["children"] = len(children)
+    search["child_train_seconds"] = sum(c.get("train_seconds", 0.0) for c in children)
+    return {
+        "recipe": json.loads(recipes.pop()),
+        "setup": SETUP,
+        "search": search,
+        "training_seconds": seconds,
+        "networks_trained": len(trained),
+    }
 
 
 def tensorboard(fig, rows: list[dict], verdicts: list[dict], logdir: Path) -> None:
@@ -547,11 +632,14 @@ def main() -> None:
             s.add_argument("--override", action="append", default=[], help="search override")
         if name == "train":
             s.add_argument("--jobs", type=int, default=4)
+            s.add_argument("--threads", type=int, default=1, help="torch threads per job")
             s.add_argument("--epochs", type=float, default=15)
             s.add_argument("--train-size", type=int, help="checks only (default: all)")
             s.add_argument("--test-size", type=int, help="checks only (default: all)")
             s.add_argument("--which", choices=("references", "searched", "all"), default="all")
             s.add_argument("--repeat-seed", action=argparse.BooleanOptionalAction, default=True)
+        if name == "time":
+            s.add_argument("--passes", type=int, default=5, help="interleaved timing passes")
         if name == "report":
             s.add_argument("--json", type=Path, default=ROOT / "docs/results/cifar10_front.json")
             s.add_argument("--figure", type=Path, default=ROOT / "docs/img/cifar10_front.png")
