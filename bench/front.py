@@ -249,7 +249,9 @@ def cmd_select(args) -> None:
     # A network keeps the label an earlier selection gave it (its trained row is named by it).
     before = args.out / "selected.json"
     labels = (
-        {r["hash"]: r["label"] for r in json.loads(before.read_text())} if before.exists() else {}
+        {f"{r['hash']}@{r['width']}": r["label"] for r in json.loads(before.read_text())}
+        if before.exists()
+        else {}
     )
     used = set(labels.values())
     chosen: dict[str, dict] = {}
@@ -272,7 +274,7 @@ def cmd_select(args) -> None:
         best = max(fits, key=lambda c: (c["accuracy"], -c["latency_ms"]))
         key = f"{best['hash']}@{best['width']}"
         if key not in chosen:
-            name = labels.get(best["hash"])
+            name = labels.get(key)
             if name is None:
                 name = next(f"searched {i}" for i in range(1, 100) if f"searched {i}" not in used)
                 used.add(name)
