@@ -341,7 +341,7 @@ def _train_one(job: tuple[dict, dict, str, str]) -> str:
         "train_seconds": result.seconds,
         "device": result.device,
         "precision": result.precision,
-        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        "device_name": _device_name(device),
         "recipe": asdict(config),
     }
     write_json(Path(path), out)
