@@ -177,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_partial:
         todo = []
     kind = "pool" if todo else "serial"  # nothing left to train: no worker processes
-    if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
+    if args.write_partial:  # nothing to train: any host may write the rows out
+        ex = make_executor("serial", device="cpu")
+    elif args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
         ex = make_executor(kind, workers=args.workers, threads_per_worker=1, device="cpu")
     else:
         ex = make_executor(kind, device=args.device, gpus_per_worker=1 / args.per_gpu)
@@ -219,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
             ex.close()
 
     rows = [done[(a.hash, s)] for a, s in jobs if (a.hash, s) in done]
-    device_name = (
-        torch.cuda.get_device_name(0) if ex.device.startswith("cuda") else platform.processor()
-    )
+    if args.write_partial:  # the rows were trained by earlier runs, on --device
+        trained_on, device_name = args.device, "(earlier runs; see note)"
+    else:
+        trained_on = ex.device
+        device_name = (
+            torch.cuda.get_device_name(0) if ex.device.startswith("cuda") else platform.processor()
+        )
     meta = {
         "command": "bench/standalone_truth.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -238,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "pool": args.pool,
         "seed": args.seed,
         "strata": f"{strata} (equal-count strata of the candidate pool)",
-        "device": ex.device,
+        "device": trained_on,
         "device_name": device_name,
         "torch": torch.__version__,
         "wall_seconds": time.perf_counter() - t0,
