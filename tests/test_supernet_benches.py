@@ -1,0 +1,92 @@
+"""bench/supernet_e2e.py and bench/supernet_recipes.py (issue 13): which front points are
+re-trained, the report's hypervolume, and how recipes are ranked on a tuning truth."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(h, acc, ms, reward, status="ok"):
+    return {"hash": h, "accuracy": acc, "latency_ms": ms, "reward": reward, "status": status}
+
+
+def test_picks_are_front_points_by_reward():
+    e2e = _load("supernet_e2e")
+    rows = [
+        _row("a", 0.80, 1.0, 0.80),
+        _row("b", 0.85, 2.0, 0.84),
+        _row("c", 0.84, 2.5, 0.90),  # dominated by b: never picked, whatever its reward
+        _row("d", 0.90, 3.0, 0.83),
+        _row("e", None, 0.5, 0.0, status="failed"),
+    ]
+    assert [r["hash"] for r in e2e.picks(rows, 2)] == ["b", "d"]
+    assert [r["hash"] for r in e2e.picks(rows, 5)] == ["b", "d", "a"]
+    assert e2e.picks([], 3) == []
+
+
+def test_report_hypervolume_against_one_corner(tmp_path, capsys):
+    e2e = _load("supernet_e2e")
+    base = {"blocks": [], "search_accuracy": 0.8, "lut_latency_ms": 1.0, "reward": 0.8}
+    rows = [
+        {**base, "arm": "supernet", "hash": "s1", "measured_latency_ms": 1.0,
+         "test_accuracy": 0.80, "diverged": False},
+        {**base, "arm": "supernet", "hash": "s2", "measured_latency_ms": 2.0,
+         "test_accuracy": 0.85, "diverged": False},
+        {**base, "arm": "standalone", "hash": "t1", "measured_latency_ms": 1.5,
+         "test_accuracy": 0.82, "diverged": False},
+        {**base, "arm": "standalone", "hash": "t2", "measured_latency_ms": 9.0,
+         "test_accuracy": 0.10, "diverged": True},  # left out of the front and the corner
+    ]  # fmt: skip
+    (tmp_path / "retrained.json").write_text(json.dumps({"rows": rows}))
+    (tmp_path / "search_supernet.json").write_text(json.dumps({"children": 70}))
+    e2e.report(type("A", (), {"out": tmp_path})())
+    out = json.loads((tmp_path / "e2e.json").read_text())
+    ref = out["reference"]
+    assert ref["latency_ms"] == pytest.approx(2.2) and ref["accuracy"] == pytest.approx(0.79)
+    # supernet: (2.0-1.0)*(0.80-0.79) + (2.2-2.0)*(0.85-0.79); standalone: (2.2-1.5)*0.03
+    assert out["arms"]["supernet"]["hypervolume"] == pytest.approx(0.01 + 0.2 * 0.06)
+    assert out["arms"]["standalone"]["hypervolume"] == pytest.approx(0.7 * 0.03)
+    assert out["arms"]["supernet"]["children"] == 70
+    assert "| supernet | 70 |" in (tmp_path / "e2e.md").read_text()
+    assert "t2" in capsys.readouterr().out  # every row is in the table, diverged or not
+
+
+def test_recipes_ranked_on_the_tuning_truth(tmp_path):
+    recipes = _load("supernet_recipes")
+    truth = [{"hash": f"h{i}", "seed": 0, "val_accuracy": 0.7 + i / 100} for i in range(12)]
+    truth.append({"hash": "h0", "seed": 1, "val_accuracy": 0.99})  # second seeds are ignored
+    (tmp_path / "truth.json").write_text(json.dumps({"rows": truth}))
+    # accuracy in the truth's order, loss in the reverse of it: tau +1 both ways round
+    good = {f"h{i}": [i / 10, 5 - i / 10, 0.5] for i in range(12)}
+    bad = {f"h{i}": [-i / 10, 0.0, 0.1] for i in range(12)}
+    few = {"h1": [0.1, 1.0, 0.1]}  # under 10 architectures of the truth: not ranked
+    for name, scores in (("a", good), ("b", bad)):
+        (tmp_path / f"{name}.scores.json").write_text(
+            json.dumps(
+                {
+                    "recipe": name,
+                    "record": {"seconds": 3.0},
+                    "scores": {"default": scores, "cheap": few},
+                }
+            )
+        )
+    table = recipes.rank(tmp_path, tmp_path / "truth.json")
+    assert set(table) == {"a/default/acc", "a/default/loss", "b/default/acc", "b/default/loss"}
+    assert table["a/default/acc"]["tau"] == pytest.approx(1.0)
+    assert table["a/default/loss"]["tau"] == pytest.approx(1.0)
+    assert table["b/default/acc"]["tau"] == pytest.approx(-1.0)
+    assert table["a/default/acc"]["n"] == 12
+    assert table["b/default/acc"]["score_seconds"] == pytest.approx(0.1)
