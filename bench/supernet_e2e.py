@@ -5,7 +5,8 @@ architectures re-trained under one budget and timed on the real runtime.
     MNAS_DATA=../shared/datasets PYTHONPATH=$PWD python bench/supernet_e2e.py search \\
         --arm standalone --cpus 1 --seconds 1500 --lut TABLE --out DIR
     ... search --arm supernet --cpus 0 --seconds 1500 --lut TABLE --out DIR
-    ... retrain --out DIR --top 3 --workers 2
+    ... retrain --out DIR --top 3 --workers 2 [--arm ARM]
+    ... time --out DIR
     ... report --out DIR
 
 ``search`` runs ``scripts/search.py`` for one arm pinned to ``--cpus`` (one torch thread per
@@ -19,8 +20,9 @@ it) against ``experiment=fashion_mnist_proxy`` (every child trained stand-alone)
 
 ``retrain`` takes each arm's ``--top`` front points by reward and trains them from scratch with
 the project's proxy trainer (the search's ``trainer``; seed 1, which neither search used),
-scored on ``--test-images`` images of the **test** split neither search saw, and times each on
-ONNX Runtime with the search's measured-latency settings. ``report`` writes ``DIR/e2e.json``
+scored on ``--test-images`` images of the **test** split neither search saw
+(``DIR/retrained_<arm>.json``); ``time`` then times each on ONNX Runtime with the search's
+measured-latency settings (on a quiet machine). ``report`` writes ``DIR/e2e.json``
 and ``DIR/e2e.md``: per arm, children, wall time, the picks, and the hypervolume of the
 re-trained picks (test accuracy, measured latency) against one reference corner for both.
 """
@@ -79,12 +81,14 @@ def search(args) -> None:
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+            preexec_fn=lambda: _child_setup(cpus),
             env={**os.environ, "OMP_NUM_THREADS": str(len(cpus))},
         )
         while proc.poll() is None and time.monotonic() - start < args.seconds:
             time.sleep(2)
         stopped = proc.poll() is None
+        # what was finished within the budget: the child in flight at the stop is not counted
+        at_budget = len(_results(run))
         if stopped:
             proc.send_signal(signal.SIGINT)
         try:
@@ -104,10 +108,18 @@ def search(args) -> None:
             "wall_seconds": wall,
             "stopped_at_budget": stopped,
             "children": len(rows),
+            "children_at_budget": at_budget,
             "children_ok": sum(r["status"] == "ok" for r in rows),
         },
     )
     print(f"{args.arm}: {len(rows)} children in {wall:.0f} s", flush=True)
+
+
+def _child_setup(cpus: list[int]) -> None:
+    os.sched_setaffinity(0, cpus)
+    # A shell without job control starts background commands with SIGINT ignored, and an
+    # ignored SIGINT survives exec: the search would never see the stop.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _results(run: Path) -> list[dict]:
@@ -173,58 +185,62 @@ def _retrain_one(job: tuple) -> dict:
 
 
 def retrain(args) -> None:
+    cfg, data, model, train = _setup(args.test_images)
+    train = dataclasses.replace(train, seed=args.train_seed, threads=1)
+    arms = [args.arm] if args.arm else list(ARMS)
+    for arm in arms:
+        meta_path = args.out / f"search_{arm}.json"
+        budget = json.loads(meta_path.read_text()).get("children_at_budget")
+        chosen = picks(_results(args.out / arm)[:budget], args.top)
+        jobs = [(r["tokens"], model, data, train) for r in chosen]
+        print(f"{arm}: re-training {len(jobs)} architectures on {args.workers} workers")
+        table = []
+        with ProcessPoolExecutor(args.workers) as pool:
+            for r, out in zip(chosen, pool.map(_retrain_one, jobs), strict=True):
+                print(f"{arm} {out['hash'][:8]}: test {out['test_accuracy']:.4f}", flush=True)
+                table.append(
+                    {
+                        "arm": arm,
+                        "hash": r["hash"],
+                        "tokens": r["tokens"],
+                        "blocks": r["blocks"],
+                        "search_accuracy": r["accuracy"],
+                        "lut_latency_ms": r["latency_ms"],
+                        "reward": r["reward"],
+                        **{k: v for k, v in out.items() if k != "hash"},
+                    }
+                )
+        meta = {"train": dataclasses.asdict(train), "test_images": args.test_images}
+        write_json(args.out / f"retrained_{arm}.json", {**meta, "top": args.top, "rows": table})
+
+
+def time_picks(args) -> None:
+    """Every re-trained network timed on ONNX Runtime with the search's measured settings
+    (run it on a quiet machine), written into its ``retrained_<arm>.json`` row."""
     from mnas.conf.arguments import latency_settings
     from mnas.conf.runner import latency_setup_from
     from mnas.latency import make_latency_evaluator
     from mnas.space import make_space
 
-    cfg, data, model, train = _setup(args.test_images)
-    train = dataclasses.replace(train, seed=args.train_seed, threads=1)
-    chosen = {arm: picks(_results(args.out / arm), args.top) for arm in ARMS}
-    jobs, owners = [], []
-    for arm, rows in chosen.items():
-        for r in rows:
-            jobs.append((r["tokens"], model, data, train))
-            owners.append((arm, r))
-    print(f"re-training {len(jobs)} architectures on {args.workers} workers", flush=True)
-    done = []
-    with ProcessPoolExecutor(args.workers) as pool:
-        for (arm, r), out in zip(owners, pool.map(_retrain_one, jobs), strict=True):
-            print(f"{arm} {out['hash'][:8]}: test {out['test_accuracy']:.4f}", flush=True)
-            done.append((arm, r, out))
-    # timed after the training, on a quiet machine, with the search's measured settings
+    cfg, *_ = _setup(args.test_images)
     timer = make_latency_evaluator(latency_settings(cfg.latency), **latency_setup_from(cfg))
     space = make_space("mnas_mbconv")
-    table = []
-    for arm, r, out in done:
-        ms = timer.measure(space.architecture(r["tokens"])).median_ms
-        table.append(
-            {
-                "arm": arm,
-                "hash": r["hash"],
-                "blocks": r["blocks"],
-                "search_accuracy": r["accuracy"],
-                "lut_latency_ms": r["latency_ms"],
-                "reward": r["reward"],
-                "measured_latency_ms": ms,
-                **{k: v for k, v in out.items() if k != "hash"},
-            }
-        )
-    write_json(
-        args.out / "retrained.json",
-        {
-            "train": dataclasses.asdict(train),
-            "test_images": args.test_images,
-            "top": args.top,
-            "rows": table,
-        },
-    )
+    for path in sorted(args.out.glob("retrained_*.json")):
+        saved = json.loads(path.read_text())
+        for r in saved["rows"]:
+            r["measured_latency_ms"] = timer.measure(space.architecture(r["tokens"])).median_ms
+            print(f"{r['arm']} {r['hash'][:8]}: {r['measured_latency_ms']:.3f} ms", flush=True)
+        write_json(path, saved)
 
 
 def report(args) -> None:
     from mnas.search.pareto import hypervolume
 
-    rows = json.loads((args.out / "retrained.json").read_text())["rows"]
+    rows = [
+        r
+        for path in sorted(args.out.glob("retrained_*.json"))
+        for r in json.loads(path.read_text())["rows"]
+    ]
     ok = [r for r in rows if not r["diverged"]]
     ref_lat = 1.1 * max(r["measured_latency_ms"] for r in ok)
     ref_acc = min(r["test_accuracy"] for r in ok) - 0.01
@@ -284,11 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--test-images", type=int, default=5000)
     r.add_argument("--train-seed", type=int, default=1)
+    r.add_argument("--arm", choices=sorted(ARMS), help="this arm only (default: both)")
+    t = sub.add_parser("time")
+    t.add_argument("--test-images", type=int, default=5000)
     sub.add_parser("report")
     for q in sub.choices.values():
         q.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    {"search": search, "retrain": retrain, "report": report}[args.cmd](args)
+    {"search": search, "retrain": retrain, "time": time_picks, "report": report}[args.cmd](args)
     return 0
 
 
