@@ -190,7 +190,8 @@ def retrain(args) -> None:
     arms = [args.arm] if args.arm else list(ARMS)
     for arm in arms:
         meta_path = args.out / f"search_{arm}.json"
-        budget = json.loads(meta_path.read_text()).get("children_at_budget")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        budget = meta.get("children_at_budget")
         chosen = picks(_results(args.out / arm)[:budget], args.top)
         jobs = [(r["tokens"], model, data, train) for r in chosen]
         print(f"{arm}: re-training {len(jobs)} architectures on {args.workers} workers")

@@ -50,7 +50,8 @@ def test_report_hypervolume_against_one_corner(tmp_path, capsys):
         {**base, "arm": "standalone", "hash": "t2", "measured_latency_ms": 9.0,
          "test_accuracy": 0.10, "diverged": True},  # left out of the front and the corner
     ]  # fmt: skip
-    (tmp_path / "retrained.json").write_text(json.dumps({"rows": rows}))
+    (tmp_path / "retrained_supernet.json").write_text(json.dumps({"rows": rows[:2]}))
+    (tmp_path / "retrained_standalone.json").write_text(json.dumps({"rows": rows[2:]}))
     (tmp_path / "search_supernet.json").write_text(json.dumps({"children": 70}))
     e2e.report(type("A", (), {"out": tmp_path})())
     out = json.loads((tmp_path / "e2e.json").read_text())
