@@ -61,7 +61,7 @@ def test_report_hypervolume_against_one_corner(tmp_path, capsys):
     assert out["arms"]["supernet"]["hypervolume"] == pytest.approx(0.01 + 0.2 * 0.06)
     assert out["arms"]["standalone"]["hypervolume"] == pytest.approx(0.7 * 0.03)
     assert out["arms"]["supernet"]["children"] == 70
-    assert "| supernet | 70 |" in (tmp_path / "e2e.md").read_text()
+    assert "| supernet | 70 | 0 |" in (tmp_path / "e2e.md").read_text()
     assert "t2" in capsys.readouterr().out  # every row is in the table, diverged or not
 
 
