@@ -43,12 +43,13 @@ from mnas.evaluate.trained import TrainTask, train_child
 from mnas.nn.zero_cost import naswot, synflow
 from mnas.space import Architecture, make_space, parse_blocks
 from mnas.training.batches import Normalizer
-from mnas.training.supernet import ScoreConfig, SupernetTrainConfig, score_subnet
+from mnas.training.supernet import CHEAP_SCORE, ScoreConfig, SupernetTrainConfig, score_subnet
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 EXPERIMENTS = {"fashion_mnist": "fashion_mnist_proxy", "digits": "digits_quick"}
 CORES = 2
+SETTINGS = ("recalibrate", "batch", "cheap")  # scoring settings (--bn, --settings)
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,7 +82,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the search config")
-    return p.parse_args()
+    args = p.parse_args()
+    for name in {args.bn, *args.settings.split(",")}:
+        if name not in SETTINGS:
+            p.error(f"scoring setting {name!r}; allowed: {', '.join(SETTINGS)}")
+    return args
 
 
 def setup(args):
@@ -203,11 +208,8 @@ def main() -> None:
             bn_batch_size=args.bn_batch_size,
         ),
         "batch": ScoreConfig(bn="batch", val_images=args.val_images),
-        # a quarter of the images: what scoring 10,000 architectures an hour would afford
-        "cheap": ScoreConfig(bn_batches=1, bn_batch_size=128, val_images=250, eval_batch_size=250),
+        "cheap": CHEAP_SCORE,
     }
-    if args.bn not in settings_scored:
-        raise SystemExit(f"--bn={args.bn!r}; allowed: {', '.join(settings_scored)}")
     per_mode = {}
     for mode, score in settings_scored.items():
         if mode != args.bn and mode not in args.settings.split(","):
@@ -286,19 +288,11 @@ def main() -> None:
         target = [
             (seed0[h]["val_accuracy"] + by_seed[max(by_seed)][h]["val_accuracy"]) / 2 for h in twice
         ]
-        idx = [hashes.index(h) for h in twice]
-        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
-        mean2 = {
-            "n": len(twice),
-            **{
-                f"supernet_{m}": tau(pick(list(d["scores"].values())), target)
-                for m, d in per_mode.items()
-            },
-            "macs": tau(pick(macs), target),
-            "params": tau(pick(params), target),
-            "synflow": tau(pick(syn), target),
-            "naswot": tau(pick(nwot), target),
-        }
+        others = {"macs": macs, "params": params, "synflow": syn, "naswot": nwot}
+        columns = {f"supernet_{m}": d["scores"] for m, d in per_mode.items()}
+        columns.update({k: dict(zip(hashes, v, strict=True)) for k, v in others.items()})
+        mean2 = {"n": len(twice)}
+        mean2.update({k: tau([c[h] for h in twice], target) for k, c in columns.items()})
 
     out = {
         "dataset": args.dataset,

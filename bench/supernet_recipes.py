@@ -43,7 +43,12 @@ from mnas.conf.runner import data_spec_from, model_spec_from  # noqa: E402
 from mnas.data import get_dataset  # noqa: E402
 from mnas.evaluate.supernet import SupernetSettings, load_or_train  # noqa: E402
 from mnas.space import make_space  # noqa: E402
-from mnas.training.supernet import ScoreConfig, SupernetTrainConfig, score_subnet  # noqa: E402
+from mnas.training.supernet import (  # noqa: E402
+    CHEAP_SCORE,
+    ScoreConfig,
+    SupernetTrainConfig,
+    score_subnet,
+)
 
 # Fixed before any of them was ranked; every recipe is one random path's worth of steps per
 # batch unless it says otherwise, peak lr 0.02 (the step size docs/supernet.md measured).
@@ -61,7 +66,7 @@ RECIPES = {
 SCORES = {
     "default": ScoreConfig(),  # recalibrate 2 x 256, 1,000 validation images
     "batch": ScoreConfig(bn="batch"),
-    "cheap": ScoreConfig(bn_batches=1, bn_batch_size=128, val_images=250, eval_batch_size=250),
+    "cheap": CHEAP_SCORE,
 }
 
 
