@@ -43,6 +43,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mnas.search.pareto import hypervolume, pareto_indices  # noqa: E402
+from mnas.search.records import load_result_rows  # noqa: E402
+
 ARMS = {
     "supernet": [
         "experiment=fashion_mnist_supernet",
@@ -88,7 +91,7 @@ def search(args) -> None:
             time.sleep(2)
         stopped = proc.poll() is None
         # what was finished within the budget: the child in flight at the stop is not counted
-        at_budget = len(_results(run))
+        at_budget = len(load_result_rows(run))
         if stopped:
             proc.send_signal(signal.SIGINT)
         try:
@@ -97,7 +100,7 @@ def search(args) -> None:
             proc.kill()
             proc.wait()
     wall = time.monotonic() - start
-    rows = _results(run)
+    rows = load_result_rows(run)
     write_json(
         args.out / f"search_{args.arm}.json",
         {
@@ -122,23 +125,8 @@ def _child_setup(cpus: list[int]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _results(run: Path) -> list[dict]:
-    path = run / "results.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line from the stop
-    return rows
-
-
 def picks(rows: list[dict], top: int) -> list[dict]:
     """The ``top`` Pareto-front points (search accuracy vs latency) with the highest reward."""
-    from mnas.search.pareto import pareto_indices
-
     ok = [r for r in rows if r["status"] == "ok" and r.get("accuracy") is not None]
     ok.sort(key=lambda r: (r["latency_ms"], -r["accuracy"]))
     front = [ok[i] for i in pareto_indices([(r["latency_ms"], r["accuracy"]) for r in ok])]
@@ -192,7 +180,7 @@ def retrain(args) -> None:
         meta_path = args.out / f"search_{arm}.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         budget = meta.get("children_at_budget")
-        chosen = picks(_results(args.out / arm)[:budget], args.top)
+        chosen = picks(load_result_rows(args.out / arm)[:budget], args.top)
         jobs = [(r["tokens"], model, data, train) for r in chosen]
         print(f"{arm}: re-training {len(jobs)} architectures on {args.workers} workers")
         table = []
@@ -235,8 +223,6 @@ def time_picks(args) -> None:
 
 
 def report(args) -> None:
-    from mnas.search.pareto import hypervolume
-
     rows = [
         r
         for path in sorted(args.out.glob("retrained_*.json"))
