@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import time
@@ -116,13 +117,13 @@ def score_main(args, overrides: list[str]) -> int:
 
 
 def rank(out: Path, truth_path: Path) -> dict:
-    """Kendall's tau of every recipe x setting x (accuracy, -loss) against the seed-0 rows of
-    ``truth_path``; the pick is the highest tau (ties: the cheaper setting, then the shorter
-    recipe). Run it on the tuning truth only."""
+    """Kendall's tau of every recipe x setting x (accuracy, -loss) against the first seed's
+    rows of ``truth_path``, in the order of the pick: highest tau first, ties to the cheaper
+    scoring, then the shorter training (:func:`main` prints it; the first row is the pick).
+    Run it on the tuning truth only."""
     rows = json.loads(truth_path.read_text())["rows"]
-    truth = {
-        r["hash"]: r["val_accuracy"] for r in rows if r["seed"] == min(x["seed"] for x in rows)
-    }
+    first = min(r["seed"] for r in rows)
+    truth = {r["hash"]: r["val_accuracy"] for r in rows if r["seed"] == first}
     table = {}
     for f in sorted(out.glob("*.scores.json")):
         res = json.loads(f.read_text())
@@ -140,7 +141,15 @@ def rank(out: Path, truth_path: Path) -> dict:
                     "train_seconds": res["record"]["seconds"],
                     "score_seconds": sum(scores[h][2] for h in hs) / len(hs),
                 }
-    return table
+    order = sorted(
+        table,
+        key=lambda k: (
+            -table[k]["tau"] if table[k]["tau"] == table[k]["tau"] else math.inf,  # NaN last
+            table[k]["score_seconds"],
+            table[k]["train_seconds"],
+        ),
+    )
+    return {k: table[k] for k in order}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.truth:
             p.error("--rank needs --truth")
         table = rank(args.rank, args.truth)
-        for k, v in sorted(table.items(), key=lambda kv: -kv[1]["tau"]):
+        for k, v in table.items():
             print(
                 f"{k:32s} tau {v['tau']:+.3f} (n {v['n']})  train {v['train_seconds']:.0f} s"
                 f"  score {v['score_seconds']:.3f} s"

@@ -90,4 +90,8 @@ def test_recipes_ranked_on_the_tuning_truth(tmp_path):
     assert table["a/default/loss"]["tau"] == pytest.approx(1.0)
     assert table["b/default/acc"]["tau"] == pytest.approx(-1.0)
     assert table["a/default/acc"]["n"] == 12
+    # the pick comes first: tau +1 twice, the tie broken by the cheaper scoring (equal here),
+    # then the shorter training (equal): insertion order of acc before loss
+    assert list(table)[:2] == ["a/default/acc", "a/default/loss"]
+    assert list(table)[-1] == "b/default/loss"  # constant scores: no tau, ranked last
     assert table["b/default/acc"]["score_seconds"] == pytest.approx(0.1)
