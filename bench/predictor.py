@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             saved = _load(out / "predictor.json")
             saved.setdefault("few_shot", {}).update(result["few_shot"])
             _save(out / "predictor.json", saved)
-            print_table({**result, "few_shot": result["few_shot"]})
+            print_table(result)
             print(f"wrote {out / 'predictor.json'}")
     if result["sizes"]:
         sizes = result["sizes"].values()

@@ -176,13 +176,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.write_partial:
         todo = []
-    kind = "pool" if todo else "serial"  # nothing left to train: no worker processes
-    if args.write_partial:  # nothing to train: any host may write the rows out
+    if not todo:  # nothing left to train: no workers, and any host may write the rows out
         ex = make_executor("serial", device="cpu")
     elif args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
-        ex = make_executor(kind, workers=args.workers, threads_per_worker=1, device="cpu")
+        ex = make_executor("pool", workers=args.workers, threads_per_worker=1, device="cpu")
     else:
-        ex = make_executor(kind, device=args.device, gpus_per_worker=1 / args.per_gpu)
+        ex = make_executor("pool", device=args.device, gpus_per_worker=1 / args.per_gpu)
     tasks = [TrainTask(a, model, data, replace(train, seed=s), size, ex.device) for a, s in todo]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -221,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             ex.close()
 
     rows = [done[(a.hash, s)] for a, s in jobs if (a.hash, s) in done]
-    if args.write_partial:  # the rows were trained by earlier runs, on --device
+    if not tasks:  # the rows were trained by earlier runs, on --device
         trained_on, device_name = args.device, "(earlier runs; see note)"
     else:
         trained_on = ex.device

@@ -43,8 +43,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mnas.evaluate.trained import TrainTask, train_child  # noqa: E402
 from mnas.search.pareto import hypervolume, pareto_indices  # noqa: E402
 from mnas.search.records import load_result_rows  # noqa: E402
+from mnas.space import make_space  # noqa: E402
 
 ARMS = {
     "supernet": [
@@ -149,39 +151,40 @@ def _setup(test_images: int):
     return cfg, data, model_spec_from(cfg, splits), train_config(cfg.trainer)
 
 
-def _retrain_one(job: tuple) -> dict:
-    import torch
-
-    from mnas.data import get_dataset
-    from mnas.space import make_space
-    from mnas.training.trainer import train_and_evaluate
-
-    tokens, model, data, train = job
-    torch.set_num_threads(1)
-    arch = make_space("mnas_mbconv").architecture(tokens)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(train.seed ^ int(arch.hash[:8], 16))
-        net = model.build(arch)
-    t0 = time.perf_counter()
-    result = train_and_evaluate(net, get_dataset(data), train, eval_split="test", device="cpu")
+def _retrain_one(task) -> dict:
+    """One pick trained by the search's own child trainer, scored on the test split."""
+    out = train_child(task)
     return {
-        "hash": arch.hash,
-        "test_accuracy": result.accuracy,
-        "diverged": result.diverged,
-        "train_seconds": time.perf_counter() - t0,
+        "hash": task.arch.hash,
+        "test_accuracy": out.accuracy,
+        "diverged": out.status != "ok",
+        "status": out.status,
+        "train_seconds": out.seconds,
     }
 
 
 def retrain(args) -> None:
     cfg, data, model, train = _setup(args.test_images)
     train = dataclasses.replace(train, seed=args.train_seed, threads=1)
+    space = make_space("mnas_mbconv")
     arms = [args.arm] if args.arm else list(ARMS)
     for arm in arms:
         meta_path = args.out / f"search_{arm}.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         budget = meta.get("children_at_budget")
         chosen = picks(load_result_rows(args.out / arm)[:budget], args.top)
-        jobs = [(r["tokens"], model, data, train) for r in chosen]
+        jobs = [
+            TrainTask(
+                space.architecture(r["tokens"]),
+                model,
+                data,
+                train,
+                data.image_size,
+                "cpu",
+                eval_split="test",
+            )
+            for r in chosen
+        ]
         print(f"{arm}: re-training {len(jobs)} architectures on {args.workers} workers")
         table = []
         with ProcessPoolExecutor(args.workers) as pool:
@@ -199,8 +202,15 @@ def retrain(args) -> None:
                         **{k: v for k, v in out.items() if k != "hash"},
                     }
                 )
-        meta = {"train": dataclasses.asdict(train), "test_images": args.test_images}
-        write_json(args.out / f"retrained_{arm}.json", {**meta, "top": args.top, "rows": table})
+        write_json(
+            args.out / f"retrained_{arm}.json",
+            {
+                "train": dataclasses.asdict(train),
+                "test_images": args.test_images,
+                "top": args.top,
+                "rows": table,
+            },
+        )
 
 
 def time_picks(args) -> None:
@@ -209,7 +219,6 @@ def time_picks(args) -> None:
     from mnas.conf.arguments import latency_settings
     from mnas.conf.runner import latency_setup_from
     from mnas.latency import make_latency_evaluator
-    from mnas.space import make_space
 
     cfg, *_ = _setup(args.test_images)
     timer = make_latency_evaluator(latency_settings(cfg.latency), **latency_setup_from(cfg))

@@ -96,9 +96,14 @@ def score_main(args, overrides: list[str]) -> int:
     while len(extra) < args.random:
         a = space.sample(rng)
         extra.setdefault(a.hash, a)
-    result = {"recipe": args.recipe, "train": asdict(settings.train), "record": record}
-    result["device"] = args.device
-    result["scores"] = {}
+    result = {
+        "recipe": args.recipe,
+        "train": asdict(settings.train),
+        "record": record,
+        "device": args.device,
+        "random_tokens": {h: list(a.tokens) for h, a in extra.items()},
+        "scores": {},
+    }
     for name, sc in SCORES.items():
         todo = dict(archs)
         if name == "cheap":
@@ -111,7 +116,6 @@ def score_main(args, overrides: list[str]) -> int:
         result["scores"][name] = rows
         print(f"{args.recipe}/{name}: {len(rows)} scored", flush=True)
         # written after every setting: a run stopped early keeps what it scored
-        result["random_tokens"] = {h: list(a.tokens) for h, a in extra.items()}
         (args.out / f"{args.recipe}.scores.json").write_text(json.dumps(result))
     return 0
 

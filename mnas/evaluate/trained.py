@@ -64,6 +64,8 @@ class TrainTask:
     input_size: int
     device: str = "cpu"
     """Where the worker trains it (resolved: ``cpu``, ``cuda``, ``cuda:N``)."""
+    eval_split: str = "val"
+    """The split it is scored on: ``val`` in a search, ``test`` for a re-training check."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,11 @@ def train_child(task: TrainTask) -> TrainOutcome:
             model = task.model.build(task.arch)
         stats = model_stats(model, task.input_size, task.model.in_channels)
         result = train_and_evaluate(
-            model, get_dataset(task.data), task.train, eval_split="val", device=task.device
+            model,
+            get_dataset(task.data),
+            task.train,
+            eval_split=task.eval_split,
+            device=task.device,
         )
     except Exception as e:  # a child that cannot be built or trained must not stop the search
         # the search warns about every failed child; here, where it may be a worker
