@@ -25,9 +25,11 @@ from mnas.evaluate.supernet import (
 from mnas.evaluate.trained import ModelSpec
 from mnas.latency import LatencySettings, make_latency_evaluator
 from mnas.nn.builder import build_model
+from mnas.nn.fuse import fold_batchnorm
 from mnas.nn.supernet import Supernet, largest_specs, smallest_specs
 from mnas.nn.zero_cost import naswot, synflow
 from mnas.space import MnasSpace, make_space, parse_blocks
+from mnas.training.bn import recalibrate_bn
 from mnas.training.supernet import (
     PathSampler,
     ScoreConfig,
@@ -37,6 +39,7 @@ from mnas.training.supernet import (
     stage_plan,
     train_supernet,
 )
+from mnas.training.trainer import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = MnasSpace()
@@ -163,6 +166,58 @@ def test_training_and_scoring_are_deterministic():
     assert all(0 <= acc <= 1 for acc, _ in scores[0])
     batch_mode = score_subnet(net, random_specs(1)[0], data, ScoreConfig(bn="batch"))
     assert 0 <= batch_mode[0] <= 1
+
+
+def test_folded_scoring_matches_the_plain_recipe_and_leaves_the_supernet_alone():
+    """score_subnet's CPU shortcuts (channels-last, BN folded after re-estimation, chunks of
+    CPU_CHUNK) give the score of the plain recipe: extract, re-estimate BN, evaluate."""
+    data = get_dataset(DIGITS)
+    net = supernet()
+    train_supernet(net, data, QUICK)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    config = ScoreConfig(bn_batches=2, bn_batch_size=32, val_images=120, eval_batch_size=120)
+    for specs in random_specs(4, seed=3):
+        got = score_subnet(net, specs, data, config)
+        sub = net.extract(specs)
+        recalibrate_bn(
+            sub,
+            data.train_x,
+            data.mean,
+            data.std,
+            batch_size=32,
+            num_batches=2,
+            generator=torch.Generator().manual_seed(0),
+        )
+        want = evaluate(sub, data.val_x[:120], data.val_y[:120], data.mean, data.std, 120)
+        assert got[0] == want[0]
+        assert got[1] == pytest.approx(want[1], rel=1e-4)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_fold_batchnorm_computes_the_eval_network():
+    torch.manual_seed(1)
+    for specs in [largest_specs(SPACE), *random_specs(3, seed=5)]:
+        model = build_model(specs, 10, 1, 0.25, 1, dropout=0.0)
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for bn in bns:  # statistics and affine terms far from the identity
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-0.5, 0.5)
+        model.eval()
+        x = torch.randn(5, 1, 8, 8)
+        want = model(x)
+        shared = {id(p) for p in model.parameters()}
+        assert fold_batchnorm(model) == len(bns)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        torch.testing.assert_close(model(x), want, rtol=1e-4, atol=1e-5)
+        assert fold_batchnorm(model) == 0
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert sum(id(c.weight) not in shared for c in convs) == len(bns)  # new tensors
+    bn_only = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.BatchNorm2d(4))
+    with pytest.raises(ValueError, match="conv has 3 outputs, BatchNorm 4"):
+        fold_batchnorm(bn_only)
 
 
 def test_sandwich_with_distillation_trains():

@@ -35,6 +35,7 @@ class Net(nn.Module):
         dropout: float,
         bn_momentum: float,
         bn_eps: float,
+        init_weights: bool = True,
     ) -> None:
         super().__init__()
         norm = partial(nn.BatchNorm2d, momentum=bn_momentum, eps=bn_eps)
@@ -53,7 +54,8 @@ class Net(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(head_chs, num_classes))
-        _init_weights(self)
+        if init_weights:  # off where every weight is overwritten next (a supernet's extract)
+            _init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))

@@ -426,7 +426,7 @@ class Supernet(nn.Module):
         choices = self.choices(specs)
         device = self.head.bn.weight.device
         with torch.random.fork_rng(devices=[]):
-            net = Net(specs, **{k: self.setup[k] for k in _NET_ARGS})
+            net = Net(specs, **{k: self.setup[k] for k in _NET_ARGS}, init_weights=False)
         net.to(device)
         self.stem.copy_to(net.features[0], 3)
         k = 1

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnas.data import DatasetSplits
+from mnas.nn.fuse import fold_batchnorm
 from mnas.nn.supernet import Supernet, largest_specs, smallest_specs
 from mnas.space import BlockSpec, MnasSpace
 from mnas.training.batches import Normalizer, device_of, index_stream
@@ -324,6 +325,9 @@ class ScoreConfig:
     val_images: int = 1000
     """The first this many validation images (0: all)."""
     eval_batch_size: int = 500
+    """Images per forward pass. With ``bn=batch`` these are the images whose statistics
+    normalise each other; with ``bn=recalibrate`` it only groups the work (the result is the
+    same), and on the CPU the work is done :data:`CPU_CHUNK` images at a time."""
     seed: int = 0
     """Seed of the BN re-estimation batches (the same for every architecture)."""
     amp: str = "auto"
@@ -344,19 +348,33 @@ class ScoreConfig:
         check_amp(self.amp)
 
 
-CHEAP_SCORE = ScoreConfig(bn_batches=1, bn_batch_size=128, val_images=250, eval_batch_size=250)
-"""About a quarter of the default's images (128 for the BN statistics, 250 validation images):
-~4x faster, and noisier (measured in docs/supernet.md)."""
+CHEAP_SCORE = ScoreConfig(bn_batches=2, bn_batch_size=64, val_images=250, eval_batch_size=250)
+"""About a quarter of the default's images (2 x 64 for the BN statistics, 250 validation
+images): ~4x faster, and noisier (measured in docs/supernet.md). Two batches of 64 rather
+than one of 128: the same images' worth of statistics, 14% less CPU time on the 2-core VM."""
+
+
+CPU_CHUNK = 50
+"""Images per forward pass of a recalibrated sub-network on the CPU: small enough for the
+activations of the 28x28 layers to stay in cache (on the 2-core development VM a chunk of 50
+scored 250 images 1.5x faster than one pass of 250; 10 was slower again)."""
 
 
 def score_subnet(
     net: Supernet, specs: Sequence[BlockSpec], data: DatasetSplits, config: ScoreConfig
 ) -> tuple[float, float]:
     """``(accuracy, loss)`` of the sub-network ``specs`` with the supernet's weights on the
-    first ``config.val_images`` validation images."""
+    first ``config.val_images`` validation images.
+
+    On the CPU the sub-network runs in channels-last layout, and after the BN statistics are
+    re-estimated they are folded into the convolutions (:func:`~mnas.nn.fuse.fold_batchnorm`)
+    before the validation pass: the same scores (to float rounding), ~1.9x less CPU time."""
     device = device_of(net)
     data = place_data(data, device)
     sub = net.extract(specs)
+    on_cpu = device.type == "cpu"
+    if on_cpu:
+        sub = sub.to(memory_format=torch.channels_last)
     val_x, val_y = data.val_x, data.val_y
     if config.val_images:
         val_x, val_y = val_x[: config.val_images], val_y[: config.val_images]
@@ -373,7 +391,12 @@ def score_subnet(
             generator=torch.Generator().manual_seed(config.seed),
             amp=config.amp,
         )
-        return evaluate(sub, val_x, val_y, data.mean, data.std, config.eval_batch_size, config.amp)
+        chunk = config.eval_batch_size
+        if on_cpu:
+            sub.eval()
+            fold_batchnorm(sub)
+            chunk = min(chunk, CPU_CHUNK)
+        return evaluate(sub, val_x, val_y, data.mean, data.std, chunk, config.amp)
     return _evaluate_batch_stats(sub, val_x, val_y, data, config)
 
 
