@@ -110,6 +110,13 @@ def main(cfg: DictConfig) -> float:
         if cfg.resume:
             run_dir = Path(cfg.resume)
             cfg = load_resume_config(run_dir, list(HydraConfig.get().overrides.task))
+        if cfg.latency.kind == "predictor" and cfg.latency.get("predictor_path") == "auto":
+            print(
+                "latency: this machine's predictor (latency.predictor_path=auto); the first "
+                "search of a set-up builds it (100 networks timed, up to 15 min; progress in "
+                f"{run_dir / 'search.log'})",
+                flush=True,
+            )
         search = build_search(cfg, run_dir)
     except (ValueError, FileNotFoundError) as e:
         print(f"config error: {e}", file=sys.stderr)

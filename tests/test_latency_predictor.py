@@ -289,3 +289,63 @@ def test_search_with_a_predictor_re_measures_its_front(tmp_path):
         assert p["measured_latency_ms"] > 0
         assert p["measured_latency"]["source"] == "measured"
         assert p["latency_ms"] != p["measured_latency_ms"]
+
+
+def test_auto_predictor_is_built_once_per_setup(tmp_path, monkeypatch):
+    from mnas.latency import resolve_auto_predictor
+    from mnas.latency import settings as latency_settings_module
+
+    cache = str(tmp_path / "cache" / "latency.sqlite")
+    settings = LatencySettings(
+        kind="predictor",
+        predictor_path="auto",
+        cache=cache,
+        warmup=1,
+        min_runs=5,
+        max_runs=20,
+        time_cap_s=0.03,
+    )
+    net = dict(input_size=8, in_channels=1, num_classes=10, width_mult=0.25, stem_stride=1)
+    with pytest.raises(ValueError, match="resolve_auto_predictor"):
+        make_latency_evaluator(settings, **net)
+    built = resolve_auto_predictor(settings, net, networks=12)
+    path = Path(built.predictor_path)
+    assert path.parent == tmp_path / "cache" / "predictors" and path.exists()
+    assert len(json.loads(path.read_text())["training"]["measured_ms"]) == 12
+    ms = make_latency_evaluator(built, **net).measure(archs(1, 3)[0]).median_ms
+    assert ms > 0
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(latency_settings_module, "build_predictor", no_build)
+    assert resolve_auto_predictor(settings, net, networks=12) == built  # found, not built
+    with pytest.raises(AssertionError, match="built again"):  # another set-up: its own file
+        resolve_auto_predictor(settings, {**net, "width_mult": 0.5}, networks=12)
+    path.write_text("{not json")  # a torn file is rebuilt, not trusted
+    with pytest.raises(AssertionError, match="built again"):
+        resolve_auto_predictor(settings, net, networks=12)
+    measured = LatencySettings(cache=cache)
+    assert resolve_auto_predictor(measured, net) is measured
+    with pytest.raises(ValueError, match="latency.cache"):
+        LatencySettings(kind="predictor", predictor_path="auto", cache=None)
+
+
+def test_weight_sharing_search_predicts_latency_by_default():
+    from hydra import compose, initialize_config_dir
+
+    from mnas.conf import register_configs
+
+    register_configs()
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        for overrides, kind in [
+            ([], "measured"),
+            (["evaluator=supernet"], "predictor"),
+            (["experiment=fashion_mnist_supernet"], "predictor"),
+            (["evaluator=supernet", "latency=measured"], "measured"),
+        ]:
+            cfg = compose("search", overrides=overrides)
+            assert cfg.latency.kind == kind, overrides
+            if kind == "predictor":
+                assert cfg.latency.predictor_path == "auto" and cfg.latency.remeasure_front

@@ -32,7 +32,7 @@ from mnas.data import DataSpec
 from mnas.evaluate.executors import make_executor
 from mnas.evaluate.tabular import NB201Table, TableEvaluator, TabularEvaluator
 from mnas.evaluate.trained import ModelSpec, TrainedEvaluator, default_time_limit
-from mnas.latency import make_latency_evaluator, measured_ort_latency
+from mnas.latency import make_latency_evaluator, measured_ort_latency, resolve_auto_predictor
 from mnas.search import RUN_INFO, Search, make_strategy
 from mnas.search.loop import check_same_experiment
 from mnas.search.pareto import median_reference
@@ -306,15 +306,16 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None, run_d
     data = data_spec_from(cfg)
     splits = get_dataset(data)
     model = model_spec_from(cfg, splits)
-    settings = latency_settings(cfg.latency)
-    latency = make_latency_evaluator(
-        settings,
+    net = dict(
         input_size=cfg.data.image_size,
         in_channels=splits.in_channels,
         num_classes=splits.num_classes,
         width_mult=cfg.model.width_mult,
         stem_stride=cfg.model.stem_stride,
     )
+    # predictor_path=auto: this machine's predictor, built here on first use (minutes)
+    settings = resolve_auto_predictor(latency_settings(cfg.latency), net, _predictor_progress)
+    latency = make_latency_evaluator(settings, **net)
     unit = "MMACs" if settings.kind == "macs" else "ms"
     train = train_config(cfg.trainer)
     limit = child_timeout(cfg.executor)
@@ -351,9 +352,16 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None, run_d
         "trainer": plain(cfg.trainer),
         "device": executor.device,
     }
+    if settings.kind == "predictor":  # the file, where the config says auto
+        run_info["latency"]["predictor_path"] = settings.predictor_path
     if name_of(cfg.evaluator.name) == "supernet":
         run_info["evaluator"] = plain(cfg.evaluator)
     return evaluator, run_info, target, unit
+
+
+def _predictor_progress(done: int, total: int, seconds: float) -> None:
+    if done % 10 == 0 or done == total:
+        log.info("latency predictor: %d/%d networks timed, %.0f s", done, total, seconds)
 
 
 def _supernet_evaluator(cfg: DictConfig, space, trained, latency, settings, run_dir: Path):

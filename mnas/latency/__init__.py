@@ -56,6 +56,7 @@ from mnas.latency.settings import (
     LatencySettings,
     make_latency_evaluator,
     measured_ort_latency,
+    resolve_auto_predictor,
 )
 from mnas.latency.stats import LatencyError, LatencyStats, median_ci_halfwidth, stats_from_samples
 from mnas.latency.timing import TimingPlan, Timings, resolve_clock, time_runs
@@ -94,6 +95,7 @@ __all__ = [
     "reference_arch",
     "refit_predictor",
     "register_cli",
+    "resolve_auto_predictor",
     "resolve_clock",
     "save_table",
     "space_layer_configs",

@@ -8,20 +8,41 @@ with the network setup it applies to, into a :class:`LatencyEvaluator`.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
-from dataclasses import dataclass
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from mnas.latency.cache import DEFAULT_CACHE_PATH
 from mnas.latency.lut import LutLatency
 from mnas.latency.macs import MacsLatency
 from mnas.latency.ort import OrtLatency
-from mnas.latency.predictor import OUT_OF_RANGE, PredictorLatency
-from mnas.latency.stats import LatencyStats
+from mnas.latency.predictor import (
+    OUT_OF_RANGE,
+    Predictor,
+    PredictorLatency,
+    build_predictor,
+    timing_setup,
+)
+from mnas.latency.stats import LatencyError, LatencyStats
 from mnas.latency.timing import TimingPlan, resolve_clock
-from mnas.space import Architecture
+from mnas.space import Architecture, MnasSpace
+
+log = logging.getLogger(__name__)
 
 KINDS = ("measured", "lut", "predictor", "macs")
+AUTO = "auto"
+"""``predictor_path=auto``: the predictor of this machine and set-up, built on first use
+(:func:`resolve_auto_predictor`) and kept beside the latency cache."""
+AUTO_NETWORKS = 100
+"""Random whole networks an ``auto`` predictor is fitted to (docs/latency.md: 100 gave the
+224x224 predictor; 200 the others)."""
+AUTO_MAX_SECONDS = 900.0
+"""Timing stops after this long even if fewer networks were timed (at least 10 are needed)."""
 
 
 class LatencyEvaluator(Protocol):
@@ -51,7 +72,9 @@ class LatencySettings:
             times); None: no cache.
         lut_path: the table of ``kind=lut`` (built by ``scripts/latency_table.py``).
         predictor_path: the predictor of ``kind=predictor`` (built by
-            ``scripts/latency_table.py --predictor``).
+            ``scripts/latency_table.py --predictor``), or ``auto``: the one of this machine
+            and set-up, built on first use and kept beside ``cache``
+            (:func:`resolve_auto_predictor`).
         out_of_range: ``warn`` or ``refuse`` a network outside the predictor's fitted range.
         remeasure_front: time the search's final Pareto front on ONNX Runtime with these
             settings (``measured_latency_ms`` beside the predicted ``latency_ms``); None: on
@@ -87,6 +110,11 @@ class LatencySettings:
             raise ValueError(
                 "latency.kind=predictor needs latency.predictor_path "
                 "(scripts/latency_table.py --predictor)"
+            )
+        if self.kind == "predictor" and self.predictor_path == AUTO and not self.cache:
+            raise ValueError(
+                "latency.predictor_path=auto keeps the predictor beside the latency cache (and "
+                "keys it by the cache's nominal); set latency.cache, or give a predictor_path"
             )
         if self.out_of_range not in OUT_OF_RANGE:
             raise ValueError(
@@ -141,6 +169,10 @@ def make_latency_evaluator(
             **net,
         )
     if settings.kind == "predictor":
+        if settings.predictor_path == AUTO:
+            raise ValueError(
+                "latency.predictor_path=auto must be resolved first (resolve_auto_predictor)"
+            )
         return PredictorLatency(
             os.path.expanduser(settings.predictor_path),
             out_of_range=settings.out_of_range,
@@ -193,3 +225,71 @@ def measured_ort_latency(
         batch_size=batch_size or settings.batch_size,
         **_timing_kwargs(settings),
     )
+
+
+def _setup_digest(setup: dict) -> str:
+    return hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def auto_predictor_path(evaluator: OrtLatency, cache: str) -> str:
+    """Where ``predictor_path=auto`` keeps the predictor of ``evaluator``'s timing set-up
+    (machine, ONNX Runtime, threads, clock, input shape, network set-up and the nominal in
+    the latency cache ``cache``): ``predictors/predictor-<digest>.json`` beside the cache."""
+    digest = _setup_digest(timing_setup(evaluator))
+    folder = os.path.join(os.path.dirname(os.path.expanduser(cache)), "predictors")
+    return os.path.join(folder, f"predictor-{digest}.json")
+
+
+def resolve_auto_predictor(
+    settings: LatencySettings,
+    net: dict,
+    progress: Callable[[int, int, float], None] | None = None,
+    networks: int = AUTO_NETWORKS,
+    max_seconds: float = AUTO_MAX_SECONDS,
+) -> LatencySettings:
+    """``settings`` with ``predictor_path=auto`` replaced by a real path: the predictor of
+    this machine and set-up (``net``: as :func:`make_latency_evaluator` takes it) if one was
+    built before, else one built now from ``networks`` random networks of the MnasNet space
+    timed with ``settings`` (minutes: see docs/latency.md). Other settings come back as they
+    are."""
+    if settings.kind != "predictor" or settings.predictor_path != AUTO:
+        return settings
+    evaluator = OrtLatency(**net, batch_size=settings.batch_size, **_timing_kwargs(settings))
+    path = auto_predictor_path(evaluator, settings.cache)  # times the nominal if not cached
+    if os.path.exists(path):
+        try:
+            same = _setup_digest(Predictor.load(path).setup) == _setup_digest(
+                timing_setup(evaluator)
+            )
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+            same = False
+            log.warning("latency predictor %s cannot be read (%s)", path, e)
+        if same:
+            log.info("latency predictor for this machine and set-up: %s", path)
+            return replace(settings, predictor_path=path)
+        log.warning("latency predictor %s is of another set-up; building it again", path)
+    log.info(
+        "building a latency predictor for this machine and set-up: %d random networks "
+        "(at most %.0f s) -> %s",
+        networks,
+        max_seconds,
+        path,
+    )
+    rng = random.Random(0)
+    archs = [MnasSpace().sample(rng) for _ in range(networks)]
+    try:
+        predictor = build_predictor(evaluator, archs, max_seconds, progress)
+    except LatencyError as e:
+        raise ValueError(f"latency.predictor_path=auto: building the predictor failed: {e}") from e
+    predictor.save(path)
+    d = predictor.data
+    cv = d["cross_validation"][d["model"]["kind"]]
+    log.info(
+        "latency predictor built in %.0f s from %d networks: cross-validated within +-10%% "
+        "%.0f%%, MAPE %.1f%%",
+        d["build_seconds"],
+        len(d["training"]["archs"]),
+        100 * cv["within_10"],
+        cv["mape"],
+    )
+    return replace(settings, predictor_path=path)
