@@ -91,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     space = MnasSpace()
     if args.predictor:
         return _predictor(args, cfg, settings, setup, space)
+    if settings.graph_optimization != "all":
+        print(
+            f"config error: latency.graph_optimization={settings.graph_optimization!r}: a lookup "
+            "table is built with all optimisations; use --predictor for another level",
+            file=sys.stderr,
+        )
+        return 2
     configs = space_layer_configs(space, **setup)
     print(f"{len(configs)} distinct layer configurations in space {space.name!r}", flush=True)
     if args.dry_run:

@@ -349,3 +349,49 @@ def test_weight_sharing_search_predicts_latency_by_default():
             assert cfg.latency.kind == kind, overrides
             if kind == "predictor":
                 assert cfg.latency.predictor_path == "auto" and cfg.latency.remeasure_front
+
+
+def test_graph_optimization_level_is_a_timing_setting(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from mnas.latency.ort import export_onnx, make_session
+    from mnas.nn.builder import build_model
+
+    net = dict(input_size=8, in_channels=1, num_classes=10, width_mult=0.25, stem_stride=1)
+    plain = OrtLatency(**net)
+    basic = OrtLatency(**net, graph_optimization="basic")
+    assert "graph_optimization" not in plain.setup()  # the keys cached before it existed
+    assert basic.setup()["graph_optimization"] == "basic"
+    assert basic.nominal_key() != plain.nominal_key()
+    with pytest.raises(ValueError, match="graph_optimization='O3'; allowed: all, extended"):
+        OrtLatency(**net, graph_optimization="O3")
+    with pytest.raises(ValueError, match="latency.graph_optimization='O3'"):
+        LatencySettings(graph_optimization="O3")
+    with pytest.raises(ValueError, match="latency=lut"):
+        LatencySettings(kind="lut", lut_path="t.json", graph_optimization="basic")
+
+    model = build_model(archs(1, 4)[0], 10, 1, 0.25, 1).eval()
+    x = torch.randn(1, 1, 8, 8)
+    onnx_bytes = export_onnx(model, 8, 1)
+    outs = {}
+    for level in ("all", "disabled"):
+        session = make_session(onnx_bytes, 1, level)
+        assert session.get_session_options().graph_optimization_level == (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if level == "all"
+            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
+        outs[level] = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(outs["disabled"], outs["all"], rtol=1e-4, atol=1e-5)
+
+    a, y = synthetic(20, 10, net=NetSetup(8, 1, 10, 0.25, 1))
+    path = tmp_path / "p.json"
+    fit_predictor(setup_dict(NetSetup(8, 1, 10, 0.25, 1)), a, y).save(path)
+    settings = LatencySettings(kind="predictor", predictor_path=str(path))
+    make_latency_evaluator(settings, **net)  # built at "all": fine
+    with pytest.raises(ValueError, match="graph_optimization"):
+        make_latency_evaluator(
+            LatencySettings(kind="predictor", predictor_path=str(path), graph_optimization="basic"),
+            **net,
+        )

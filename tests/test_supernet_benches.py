@@ -95,3 +95,27 @@ def test_recipes_ranked_on_the_tuning_truth(tmp_path):
     assert list(table)[:2] == ["a/default/acc", "a/default/loss"]
     assert list(table)[-1] == "b/default/loss"  # constant scores: no tau, ranked last
     assert table["b/default/acc"]["score_seconds"] == pytest.approx(0.1)
+
+
+def test_scores_ranked_against_another_truth(tmp_path):
+    bench = _load("supernet")
+    rows = [
+        {"hash": "a", "seed": 0, "val_accuracy": 0.80},
+        {"hash": "b", "seed": 0, "val_accuracy": 0.82},
+        {"hash": "c", "seed": 0, "val_accuracy": 0.84},
+        {"hash": "d", "seed": 0, "val_accuracy": 0.86, "status": "failed"},
+        {"hash": "a", "seed": 1, "val_accuracy": 0.83},
+        {"hash": "b", "seed": 1, "val_accuracy": 0.81},
+        {"hash": "c", "seed": 1, "val_accuracy": 0.85},
+    ]
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps({"meta": {}, "rows": rows}))
+    columns = {
+        "same": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0},
+        "reversed": {"a": 3.0, "b": 2.0, "c": 1.0, "d": 0.0, "e": 9.0},
+    }
+    got = bench.other_truth(path, columns)
+    assert got["n_archs"] == 3  # d failed; e is not in the truth
+    assert got["same"] == pytest.approx(1.0) and got["reversed"] == pytest.approx(-1.0)
+    assert got["noise_ceiling_n"] == 3
+    assert got["noise_ceiling_tau"] == pytest.approx(1 / 3)  # (a, b) swap between seeds

@@ -126,6 +126,7 @@ class LatencyConf:
     predictor_path: str | None = None  # scripts/latency_table.py --predictor (kind=predictor)
     out_of_range: str = "warn"  # predictor: warn | refuse a network outside the fitted range
     remeasure_front: bool | None = None  # time the final front on ORT (None: on for lut/predictor)
+    graph_optimization: str = "all"  # ORT graph optimisations: all|extended|basic|disabled
 
 
 @dataclass

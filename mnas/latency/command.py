@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from mnas.latency.cache import DEFAULT_CACHE_PATH
-from mnas.latency.ort import OrtLatency
+from mnas.latency.ort import GRAPH_OPTIMIZATION, OrtLatency
 from mnas.latency.settings import LatencySettings, make_latency_evaluator
 from mnas.latency.stats import LatencyError
 from mnas.nn import build_model
@@ -45,6 +45,12 @@ def _add_timing_args(p: argparse.ArgumentParser) -> None:
         f"{DEFAULT_CACHE_PATH}); measurements are never answered from it",
     )
     p.add_argument("--pin-cpu", type=int, help="pin timing to this CPU (Linux)")
+    p.add_argument(
+        "--graph-optimization",
+        choices=tuple(GRAPH_OPTIMIZATION),
+        default="all",
+        help="ONNX Runtime graph optimisation level (default: all, the search's)",
+    )
 
 
 def _add_args(add_model_args: AddArgs) -> AddArgs:
@@ -115,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         reference=not args.raw,
         cache=args.cache,
         lut_path=args.table,
+        graph_optimization=args.graph_optimization,
     )
     evaluator = make_latency_evaluator(settings, **net)
     try:
@@ -214,6 +221,7 @@ def _run_nominal(args: argparse.Namespace) -> int:
         pin_cpu=args.pin_cpu,
         cache_path=args.cache,
         reference=True,
+        graph_optimization=args.graph_optimization,
     )
     try:
         previous, new = ev.remeasure_nominal(args.seconds)

@@ -154,14 +154,33 @@ def machine_fingerprint() -> str:
     return cache_key({"machine": text})[:12]
 
 
-def make_session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
+GRAPH_OPTIMIZATION = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+"""ONNX Runtime's graph optimisation levels by the name the settings use (``all`` is ORT's
+default and the search's; a device runtime that fuses less is closer to ``basic``)."""
+
+
+def check_graph_optimization(level: str) -> str:
+    if level not in GRAPH_OPTIMIZATION:
+        raise ValueError(f"graph_optimization={level!r}; allowed: {', '.join(GRAPH_OPTIMIZATION)}")
+    return level
+
+
+def make_session(
+    onnx_bytes: bytes, threads: int = 1, graph_optimization: str = "all"
+) -> ort.InferenceSession:
     """An ONNX Runtime CPU session: ``threads`` intra-op threads, one inter-op thread,
-    sequential execution, all graph optimisations."""
+    sequential execution, graph optimisations at ``graph_optimization``
+    (:data:`GRAPH_OPTIMIZATION`; all of them by default)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = GRAPH_OPTIMIZATION[check_graph_optimization(graph_optimization)]
     so.log_severity_level = 3
     return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
 
@@ -206,6 +225,8 @@ class OrtLatency:
             correct for the machine's speed drift (see the module docstring).
         reference_ms: the reference's nominal median; None: from the cache, or timed on
             first use (give it to make several evaluators share one scale).
+        graph_optimization: ONNX Runtime's graph optimisation level (:data:`GRAPH_OPTIMIZATION`);
+            a level other than ``all`` is part of the set-up (cache key, nominal, predictor).
 
     Attributes:
         exports: ONNX exports attempted so far (a cache hit does not export).
@@ -231,7 +252,9 @@ class OrtLatency:
         cache_path: str | os.PathLike | None = None,
         reference: bool = False,
         reference_ms: float | None = None,
+        graph_optimization: str = "all",
     ) -> None:
+        self.graph_optimization = check_graph_optimization(graph_optimization)
         self.input_size = positive_int("input_size", input_size)
         self.in_channels = positive_int("in_channels", in_channels)
         self.num_classes = positive_int("num_classes", num_classes)
@@ -289,7 +312,7 @@ class OrtLatency:
         return setup
 
     def _base_setup(self) -> dict:
-        return {
+        setup = {
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "width_mult": self.width_mult,
@@ -301,6 +324,9 @@ class OrtLatency:
             "opset": OPSET,
             "export_format": EXPORT_FORMAT,
         }
+        if self.graph_optimization != "all":  # ("all": the keys cached before it was a setting)
+            setup["graph_optimization"] = self.graph_optimization
+        return setup
 
     def _build(self, arch: Architecture) -> nn.Module:
         return build_model(
@@ -346,7 +372,7 @@ class OrtLatency:
                     self.batch_size,
                 )
                 with self._pinned():
-                    session = make_session(onnx_bytes, self.threads)
+                    session = make_session(onnx_bytes, self.threads, self.graph_optimization)
                     self._ref_run = bound_runner(session, self.input_shape)
             except Exception as e:
                 raise LatencyError(f"cannot time the reference network: {e}") from e
@@ -455,7 +481,9 @@ class OrtLatency:
         """Timed runs (ms) of an ONNX graph under this evaluator's threads, pinning, plan,
         clock and drift correction."""
         with self._pinned():
-            run = bound_runner(make_session(onnx_bytes, self.threads), input_shape)
+            run = bound_runner(
+                make_session(onnx_bytes, self.threads, self.graph_optimization), input_shape
+            )
             timings, factor = self._timed(run)
         return [t * factor for t in timings.samples]
 
@@ -478,7 +506,10 @@ class OrtLatency:
             self.exports += 1
             onnx_bytes = export_onnx(model, self.input_size, self.in_channels, self.batch_size)
             with self._pinned():
-                run = bound_runner(make_session(onnx_bytes, self.threads), self.input_shape)
+                run = bound_runner(
+                    make_session(onnx_bytes, self.threads, self.graph_optimization),
+                    self.input_shape,
+                )
                 export_seconds = time.perf_counter() - t0
                 timings, factor = self._timed(run)
         except Exception as e:

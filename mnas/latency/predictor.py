@@ -219,7 +219,11 @@ def timing_setup(evaluator: OrtLatency) -> dict:
     """The set-up a predictor records: the evaluator's (input shape, classes, width, stem
     stride, threads, clock, ONNX Runtime, machine, opset, nominal) and the graph
     optimisation level its sessions use."""
-    return {**evaluator.setup(), "graph_optimization": "all", "reference": evaluator.reference}
+    return {
+        **evaluator.setup(),
+        "graph_optimization": evaluator.graph_optimization,
+        "reference": evaluator.reference,
+    }
 
 
 def build_predictor(

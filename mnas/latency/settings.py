@@ -20,7 +20,7 @@ from typing import Protocol
 from mnas.latency.cache import DEFAULT_CACHE_PATH
 from mnas.latency.lut import LutLatency
 from mnas.latency.macs import MacsLatency
-from mnas.latency.ort import OrtLatency
+from mnas.latency.ort import OrtLatency, check_graph_optimization
 from mnas.latency.predictor import (
     OUT_OF_RANGE,
     Predictor,
@@ -76,6 +76,9 @@ class LatencySettings:
             and set-up, built on first use and kept beside ``cache``
             (:func:`resolve_auto_predictor`).
         out_of_range: ``warn`` or ``refuse`` a network outside the predictor's fitted range.
+        graph_optimization: ONNX Runtime's graph optimisation level (``all``, ``extended``,
+            ``basic``, ``disabled``); ``measured`` and ``predictor`` only (a table is built
+            with all optimisations).
         remeasure_front: time the search's final Pareto front on ONNX Runtime with these
             settings (``measured_latency_ms`` beside the predicted ``latency_ms``); None: on
             for the predicting kinds (``lut``, ``predictor``), off otherwise.
@@ -100,6 +103,7 @@ class LatencySettings:
     predictor_path: str | None = None
     out_of_range: str = "warn"
     remeasure_front: bool | None = None
+    graph_optimization: str = "all"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -115,6 +119,15 @@ class LatencySettings:
             raise ValueError(
                 "latency.predictor_path=auto keeps the predictor beside the latency cache (and "
                 "keys it by the cache's nominal); set latency.cache, or give a predictor_path"
+            )
+        try:
+            check_graph_optimization(self.graph_optimization)
+        except ValueError as e:
+            raise ValueError(f"latency.{e}") from None
+        if self.graph_optimization != "all" and self.kind == "lut":
+            raise ValueError(
+                f"latency.graph_optimization={self.graph_optimization!r} with latency=lut: a "
+                "table is built and calibrated with all optimisations; use measured or predictor"
             )
         if self.out_of_range not in OUT_OF_RANGE:
             raise ValueError(
@@ -176,6 +189,7 @@ def make_latency_evaluator(
         return PredictorLatency(
             os.path.expanduser(settings.predictor_path),
             out_of_range=settings.out_of_range,
+            graph_optimization=settings.graph_optimization,
             threads=settings.threads,
             batch_size=settings.batch_size,
             clock=resolve_clock(settings.clock, settings.threads),
@@ -196,6 +210,7 @@ def _timing_kwargs(settings: LatencySettings) -> dict:
         clock=settings.clock,
         pin_cpu=settings.pin_cpu,
         reference=settings.reference,
+        graph_optimization=settings.graph_optimization,
         # "~" is expanded, and the file opened, where children are timed (maybe a latency
         # device with another home folder), not here
         cache_path=settings.cache or None,
