@@ -11,6 +11,11 @@ architecture of the truth with it, and writes ``<out>/supernet_<dataset>.json``:
 - ``kendall_tau``, ``spearman``: supernet score against the stand-alone accuracy (seed 0);
 - ``noise_ceiling_tau``: stand-alone seed 0 against seed 1 on the architectures trained twice;
 - ``baselines``: Kendall's tau of MACs, parameters, SynFlow and NASWOT on the same rows;
+- ``per_bn_mode``: every scoring setting measured (``--settings``) with its tau, CPU seconds
+  per architecture, throughput and ``tau_vs_headline`` (how much of the headline setting's
+  order a cheaper setting keeps, whatever the truth);
+- ``other_truths``: with ``--extra-truth PATH`` (repeatable), every score and baseline ranked
+  against that truth too, on the architectures it shares, with its own noise ceiling;
 - ``archs_per_cpu_hour``: architectures scored per hour of a 2-core machine with the
   supernet's training amortised over the scored architectures (CPU seconds / 2), also
   without training (``..._scoring_only``) and amortised over a 10,000-architecture search.
@@ -58,6 +63,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--truth", type=Path, default=None)
     p.add_argument("--make-truth", type=int, default=0, metavar="N")
+    p.add_argument(
+        "--extra-truth",
+        type=Path,
+        action="append",
+        default=[],
+        help="another truth file of (some of) the same architectures: every score is ranked "
+        "against it too (other_truths in the JSON)",
+    )
     p.add_argument("--train-only", action="store_true", help="train (or load) and stop")
     p.add_argument("--epochs", type=float, default=SupernetTrainConfig.epochs)
     p.add_argument("--subnets", type=int, default=SupernetTrainConfig.subnets_per_step)
@@ -237,6 +250,11 @@ def main() -> None:
         )
     best = args.bn
     chosen = per_mode[best]
+    # How much of the headline's order a cheaper setting keeps (independent of the truth).
+    for d in per_mode.values():
+        d["tau_vs_headline"] = tau(
+            [d["scores"][h] for h in hashes], [chosen["scores"][h] for h in hashes]
+        )
 
     # Zero-cost proxies on freshly initialised stand-alone networks (seeded by hash).
     norm = Normalizer(splits.mean, splits.std, torch.device("cpu"))
@@ -294,6 +312,14 @@ def main() -> None:
         mean2 = {"n": len(twice)}
         mean2.update({k: tau([c[h] for h in twice], target) for k, c in columns.items()})
 
+    columns = {f"supernet_{m}": d["scores"] for m, d in per_mode.items()}
+    columns.update(
+        {
+            k: dict(zip(hashes, v, strict=True))
+            for k, v in {"macs": macs, "params": params, "synflow": syn, "naswot": nwot}.items()
+        }
+    )
+    others = {str(p): other_truth(p, columns) for p in args.extra_truth}
     out = {
         "dataset": args.dataset,
         "space": space.name,
@@ -325,9 +351,11 @@ def main() -> None:
         "truth": str(
             truth_path.relative_to(ROOT) if truth_path.is_relative_to(ROOT) else truth_path
         ),
+        "other_truths": others,
         "scores": {
             h: {
                 "supernet": chosen["scores"][h],
+                **{f"supernet_{m}": d["scores"][h] for m, d in per_mode.items()},
                 "standalone": seed0[h]["val_accuracy"],
                 "synflow": s,
                 "naswot": w,
@@ -351,12 +379,47 @@ def main() -> None:
             + ", ".join(f"{k} {v:.3f}" for k, v in mean2.items() if k != "n")
         )
     print("baselines: " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items()))
+    for m, d in per_mode.items():
+        print(
+            f"setting {m}: {d['score_cpu_seconds_mean']:.2f} CPU s per architecture, "
+            f"{d['archs_per_cpu_hour_amortised_10000']:.0f} per CPU-hour amortised over 10,000; "
+            f"tau against the headline's scores {d['tau_vs_headline']:.3f}"
+        )
+    for name, d in out["other_truths"].items():
+        print(
+            f"against {name}: "
+            + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
+            )
+        )
     print(
         f"archs_per_cpu_hour {out['archs_per_cpu_hour']:.0f} (training amortised over {n}); "
         f"scoring only {out['archs_per_cpu_hour_scoring_only']:.0f}; amortised over 10,000 "
         f"{out['archs_per_cpu_hour_amortised_10000']:.0f}"
     )
     print(f"wrote {path}")
+
+
+def other_truth(path: Path, columns: dict[str, dict[str, float]]) -> dict:
+    """Every score column (hash -> value) ranked against another truth's seed-0 accuracies
+    on the architectures both hold, and that truth's own seed-to-seed tau."""
+    by_seed: dict[int, dict[str, float]] = {}
+    for r in json.loads(path.read_text())["rows"]:
+        if r.get("val_accuracy") is not None and r.get("status", "ok") == "ok":
+            by_seed.setdefault(int(r["seed"]), {})[r["hash"]] = r["val_accuracy"]
+    first = by_seed[min(by_seed)]
+    common = sorted(h for h in first if all(h in c for c in columns.values()))
+    out: dict = {"n_archs": len(common)}
+    if len(common) >= 2:
+        target = [first[h] for h in common]
+        out.update({k: tau([c[h] for h in common], target) for k, c in columns.items()})
+    if len(by_seed) > 1:
+        second = by_seed[max(by_seed)]
+        twice = [h for h in first if h in second]
+        out["noise_ceiling_n"] = len(twice)
+        if len(twice) >= 2:
+            out["noise_ceiling_tau"] = tau([first[h] for h in twice], [second[h] for h in twice])
+    return out
 
 
 if __name__ == "__main__":
