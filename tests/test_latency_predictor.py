@@ -200,6 +200,7 @@ class FakeEvaluator:
         return setup_dict(self.net)
 
     reference = True
+    graph_optimization = "all"
 
 
 def test_few_shot_refit_to_another_input_size_from_ten_networks():
