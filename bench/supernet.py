@@ -200,11 +200,7 @@ def main() -> None:
     truth_space = saved_truth["meta"].get("space", "mnas")
     if truth_space != space.name:
         raise SystemExit(f"{truth_path} holds space {truth_space!r}, the set-up {space.name!r}")
-    rows = saved_truth["rows"]
-    by_seed: dict[int, dict[str, dict]] = {}
-    for r in rows:
-        if r.get("val_accuracy") is not None:
-            by_seed.setdefault(int(r["seed"]), {})[r["hash"]] = r
+    by_seed = rows_by_seed(saved_truth["rows"])
     seed0 = by_seed[min(by_seed)]
     archs = {h: Architecture.from_blocks(r["blocks"]) for h, r in seed0.items()}
     hashes = sorted(archs)
@@ -400,13 +396,22 @@ def main() -> None:
     print(f"wrote {path}")
 
 
+def rows_by_seed(rows: list[dict]) -> dict[int, dict[str, dict]]:
+    """A truth's trained rows (status ok, an accuracy) by seed, then architecture hash."""
+    by_seed: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        if r.get("val_accuracy") is not None and r.get("status", "ok") == "ok":
+            by_seed.setdefault(int(r["seed"]), {})[r["hash"]] = r
+    return by_seed
+
+
 def other_truth(path: Path, columns: dict[str, dict[str, float]]) -> dict:
     """Every score column (hash -> value) ranked against another truth's seed-0 accuracies
     on the architectures both hold, and that truth's own seed-to-seed tau."""
-    by_seed: dict[int, dict[str, float]] = {}
-    for r in json.loads(path.read_text())["rows"]:
-        if r.get("val_accuracy") is not None and r.get("status", "ok") == "ok":
-            by_seed.setdefault(int(r["seed"]), {})[r["hash"]] = r["val_accuracy"]
+    by_seed = {
+        seed: {h: r["val_accuracy"] for h, r in rows.items()}
+        for seed, rows in rows_by_seed(json.loads(path.read_text())["rows"]).items()
+    }
     first = by_seed[min(by_seed)]
     common = sorted(h for h in first if all(h in c for c in columns.values()))
     out: dict = {"n_archs": len(common)}

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -187,7 +188,9 @@ def retrain(args) -> None:
         ]
         print(f"{arm}: re-training {len(jobs)} architectures on {args.workers} workers")
         table = []
-        with ProcessPoolExecutor(args.workers) as pool:
+        # spawn, not fork: this process has started torch's thread pool (loading the data),
+        # and a forked child can hang in it (it did here, with both workers idle)
+        with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
             for r, out in zip(chosen, pool.map(_retrain_one, jobs), strict=True):
                 print(f"{arm} {out['hash'][:8]}: test {out['test_accuracy']:.4f}", flush=True)
                 table.append(

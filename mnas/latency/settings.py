@@ -8,7 +8,6 @@ with the network setup it applies to, into a :class:`LatencyEvaluator`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from mnas.latency.cache import DEFAULT_CACHE_PATH
+from mnas.latency.cache import DEFAULT_CACHE_PATH, cache_key
 from mnas.latency.lut import LutLatency
 from mnas.latency.macs import MacsLatency
 from mnas.latency.ort import OrtLatency, check_graph_optimization
@@ -242,15 +241,15 @@ def measured_ort_latency(
     )
 
 
-def _setup_digest(setup: dict) -> str:
-    return hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _digest(setup: dict) -> str:
+    return cache_key(setup)[:16]
 
 
 def auto_predictor_path(evaluator: OrtLatency, cache: str) -> str:
     """Where ``predictor_path=auto`` keeps the predictor of ``evaluator``'s timing set-up
     (machine, ONNX Runtime, threads, clock, input shape, network set-up and the nominal in
     the latency cache ``cache``): ``predictors/predictor-<digest>.json`` beside the cache."""
-    digest = _setup_digest(timing_setup(evaluator))
+    digest = _digest(timing_setup(evaluator))
     folder = os.path.join(os.path.dirname(os.path.expanduser(cache)), "predictors")
     return os.path.join(folder, f"predictor-{digest}.json")
 
@@ -273,9 +272,7 @@ def resolve_auto_predictor(
     path = auto_predictor_path(evaluator, settings.cache)  # times the nominal if not cached
     if os.path.exists(path):
         try:
-            same = _setup_digest(Predictor.load(path).setup) == _setup_digest(
-                timing_setup(evaluator)
-            )
+            same = _digest(Predictor.load(path).setup) == _digest(timing_setup(evaluator))
         except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
             same = False
             log.warning("latency predictor %s cannot be read (%s)", path, e)
