@@ -10,7 +10,8 @@ the search's set-up), sorted, cut into ``--n`` equal-count strata, and one is dr
 the sample covers the whole cost range the search sees, not only the bulk of the uniform
 distribution (MACs stand in for latency, which cannot be measured on every host this runs on).
 Every ``n // repeat``-th of them is trained a second time with trainer seed + 1: the noise
-ceiling (how well the ground truth agrees with itself). They are trained in a shuffled order
+ceiling (how well the ground truth agrees with itself); ``--seeds K`` trains every one of them
+with K seeds (the mean over seeds is a less noisy truth). They are trained in a shuffled order
 of strata, each second seed right after the first, so that a run stopped early (the rows go
 to ``<out>.partial.jsonl``) is still a sample of the whole range.
 
@@ -75,6 +76,25 @@ def stratified_sample(
     return [cands[rng.randrange(lo, hi)][2] for lo, hi in itertools.pairwise(edges)]
 
 
+def job_order(archs: list, twice: set[str], seed: int, seeds: int, shuffle_seed: int) -> list:
+    """(architecture, trainer seed) pairs in training order. Strata in a shuffled order,
+    each second seed of the ``twice`` hashes right after its first, so that a run stopped
+    early still covers the whole cost range and has its share of the noise ceiling; then one
+    round per further seed (``seeds`` in all) over every architecture, in the same order,
+    so a run stopped early keeps whole rounds (a mean over seeds is the less noisy truth)."""
+    order = list(archs)
+    random.Random(shuffle_seed).shuffle(order)
+    jobs = []
+    for a in order:
+        jobs.append((a, seed))
+        if a.hash in twice:
+            jobs.append((a, seed + 1))
+    queued = {(a.hash, s) for a, s in jobs}
+    for extra in range(1, seeds):
+        jobs.extend((a, seed + extra) for a in order if (a.hash, seed + extra) not in queued)
+    return jobs
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -82,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--n", type=int, default=120, help="architectures (strata)")
     p.add_argument("--repeat", type=int, default=24, help="of them trained again, seed + 1")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train every architecture with this many trainer seeds (seed, seed + 1, ...); "
+        "the extra seeds come after the first round, so a stopped run keeps the first",
+    )
     p.add_argument("--pool", type=int, default=1200, help="random candidates to stratify")
     p.add_argument("--seed", type=int, default=2026, help="seed of the candidates")
     p.add_argument(
@@ -109,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = ["experiment=fashion_mnist_proxy"]
     if not 0 <= args.repeat <= args.n:
         p.error(f"--repeat={args.repeat} must lie in [0, --n={args.n}]")
+    if args.seeds < 1:
+        p.error(f"--seeds={args.seeds} must be >= 1")
 
     register_configs()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -152,16 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     step = max(1, args.n // args.repeat) if args.repeat else 0
     twice = {a.hash for a in archs[::step][: args.repeat]} if step else set()
-    # Strata in a shuffled order, each second seed right after its first: a run stopped
-    # early still covers the whole cost range and has its share of the noise ceiling.
-    order = list(archs)
-    random.Random(args.seed).shuffle(order)
-    jobs = []
-    for a in order:
-        jobs.append((a, train.seed))
-        if a.hash in twice:
-            jobs.append((a, train.seed + 1))
-
+    jobs = job_order(archs, twice, train.seed, args.seeds, args.seed)
     partial = args.out.with_suffix(".partial.jsonl")
     done: dict[tuple[str, int], dict] = {}
     if partial.exists():
@@ -240,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "input_size": size,
         "n": args.n,
         "repeat": args.repeat,
+        "seeds": args.seeds,
         "pool": args.pool,
         "seed": args.seed,
         "strata": f"{strata} (equal-count strata of the candidate pool)",

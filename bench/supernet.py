@@ -8,8 +8,16 @@ project's own proxy training), trains a supernet at the same set-up (the experim
 data, model and validation split; or reuses ``<out>/supernet_<dataset>.pt``), scores every
 architecture of the truth with it, and writes ``<out>/supernet_<dataset>.json``:
 
-- ``kendall_tau``, ``spearman``: supernet score against the stand-alone accuracy (seed 0);
-- ``noise_ceiling_tau``: stand-alone seed 0 against seed 1 on the architectures trained twice;
+- ``kendall_tau``, ``spearman``: supernet score against the stand-alone accuracy, the mean
+  over the seeds every architecture was trained with (``truth_seeds``; seed 0 alone where
+  only some were trained again);
+- ``noise_ceiling_tau``: the stand-alone truth against itself, one seed against another (the
+  mean over seed pairs, each in ``noise_ceiling_pairs``); ``split_half_tau``: the mean of half
+  the seeds against the mean of the other half; ``ceiling_vs_truth_estimate``: what a
+  noise-free score could reach against the mean of ``truth_seeds`` seeds (a Gaussian model:
+  :func:`ceiling_estimate`);
+- ``against``: every score and baseline against seed 0 alone and against the mean of all
+  seeds on the architectures that have them all;
 - ``baselines``: Kendall's tau of MACs, parameters, SynFlow and NASWOT on the same rows;
 - ``per_bn_mode``: every scoring setting measured (``--settings``) with its tau, CPU seconds
   per architecture, throughput and ``tau_vs_headline`` (how much of the headline setting's
@@ -28,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import logging
+import math
 import random
 import statistics
 import time
@@ -206,7 +216,8 @@ def main() -> None:
     hashes = sorted(archs)
     specs = {h: parse_blocks(seed0[h]["blocks"]) for h in hashes}
 
-    truth = [seed0[h]["val_accuracy"] for h in hashes]
+    noise = seed_noise(by_seed)
+    truth = [noise["mean"][h] for h in hashes]
     # The headline is the search's own scoring (``--bn``, default recalibrate); the other
     # settings are reported beside it, never picked by their tau on this truth.
     settings_scored = {
@@ -273,15 +284,7 @@ def main() -> None:
         "naswot": tau(nwot, truth),
     }
 
-    twice = [h for h in hashes if len(by_seed) > 1 and h in by_seed[max(by_seed)]]
-    ceiling = (
-        tau(
-            [seed0[h]["val_accuracy"] for h in twice],
-            [by_seed[max(by_seed)][h]["val_accuracy"] for h in twice],
-        )
-        if len(twice) >= 2
-        else None
-    )
+    ceiling = noise["noise_ceiling_tau"]
     train_cpu = record["cpu_seconds"]
     score_cpu = chosen["score_cpu_seconds_mean"]
     n = len(hashes)
@@ -295,19 +298,6 @@ def main() -> None:
         d["archs_per_cpu_hour_amortised_10000"] = per_hour(
             10_000, per_arch=d["score_cpu_seconds_mean"]
         )
-    # A less noisy truth where there is one: the mean of the two seeds, on the architectures
-    # trained twice (every scorer ranked against it on the same rows).
-    mean2 = None
-    if len(twice) >= 10:
-        target = [
-            (seed0[h]["val_accuracy"] + by_seed[max(by_seed)][h]["val_accuracy"]) / 2 for h in twice
-        ]
-        others = {"macs": macs, "params": params, "synflow": syn, "naswot": nwot}
-        columns = {f"supernet_{m}": d["scores"] for m, d in per_mode.items()}
-        columns.update({k: dict(zip(hashes, v, strict=True)) for k, v in others.items()})
-        mean2 = {"n": len(twice)}
-        mean2.update({k: tau([c[h] for h in twice], target) for k, c in columns.items()})
-
     columns = {f"supernet_{m}": d["scores"] for m, d in per_mode.items()}
     columns.update(
         {
@@ -316,6 +306,7 @@ def main() -> None:
         }
     )
     others = {str(p): other_truth(p, columns) for p in args.extra_truth}
+    against = against_seeds(by_seed, columns)
     out = {
         "dataset": args.dataset,
         "space": space.name,
@@ -326,9 +317,12 @@ def main() -> None:
         "per_bn_mode": {
             m: {k: v for k, v in d.items() if k != "scores"} for m, d in per_mode.items()
         },
+        "truth_seeds": noise["truth_seeds"],
         "noise_ceiling_tau": ceiling,
-        "noise_ceiling_n": len(twice),
-        "against_mean_of_two_seeds": mean2,
+        "noise_ceiling_pairs": noise["pairs"],
+        "split_half_tau": noise["split_half_tau"],
+        "ceiling_vs_truth_estimate": noise["ceiling_vs_truth_estimate"],
+        "against": against,
         "baselines": baselines,
         "archs_per_cpu_hour": per_hour(n),
         "archs_per_cpu_hour_scoring_only": per_hour(n, with_training=False),
@@ -352,7 +346,10 @@ def main() -> None:
             h: {
                 "supernet": chosen["scores"][h],
                 **{f"supernet_{m}": d["scores"][h] for m, d in per_mode.items()},
-                "standalone": seed0[h]["val_accuracy"],
+                "standalone": noise["mean"][h],
+                "standalone_seeds": [
+                    by_seed[s][h]["val_accuracy"] for s in by_seed if h in by_seed[s]
+                ],
                 "synflow": s,
                 "naswot": w,
             }
@@ -366,13 +363,17 @@ def main() -> None:
         f"  (bn={best})"
     )
     print(
-        f"noise_ceiling_tau {ceiling if ceiling is None else round(ceiling, 3)} "
-        f"on {len(twice)} architectures trained twice"
+        f"truth: the mean of seeds {noise['truth_seeds']}; noise_ceiling_tau "
+        f"{ceiling if ceiling is None else round(ceiling, 3)} (one seed against another, "
+        f"{len(noise['pairs'])} pairs); split_half_tau {noise['split_half_tau']}; "
+        f"ceiling_vs_truth_estimate {noise['ceiling_vs_truth_estimate']}"
     )
-    if mean2:
+    for name, d in against.items():
         print(
-            f"against the mean of two seeds ({mean2['n']} architectures): "
-            + ", ".join(f"{k} {v:.3f}" for k, v in mean2.items() if k != "n")
+            f"against {name}: "
+            + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
+            )
         )
     print("baselines: " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items()))
     for m, d in per_mode.items():
@@ -403,6 +404,89 @@ def rows_by_seed(rows: list[dict]) -> dict[int, dict[str, dict]]:
         if r.get("val_accuracy") is not None and r.get("status", "ok") == "ok":
             by_seed.setdefault(int(r["seed"]), {})[r["hash"]] = r
     return by_seed
+
+
+def ceiling_estimate(single_tau: float, k: int) -> float | None:
+    """The Kendall tau a noise-free score could reach against the mean of ``k`` seeds, given
+    ``single_tau`` between two single seeds: each seed's accuracy modelled as the
+    architecture's value plus independent Gaussian noise, tau and Pearson's r related by
+    ``tau = 2 / pi * asin(r)``, the mean's reliability by Spearman-Brown. None when the
+    seeds do not agree at all (single_tau <= 0)."""
+    if not single_tau > 0:
+        return None
+    r = math.sin(math.pi * single_tau / 2)
+    reliability = k * r / (1 + (k - 1) * r)
+    return 2 / math.pi * math.asin(math.sqrt(reliability))
+
+
+def seed_noise(by_seed: dict[int, dict[str, dict]]) -> dict:
+    """The truth (per architecture of the first seed: its mean accuracy over the seeds every
+    architecture has) and how well the truth agrees with itself."""
+    seeds = sorted(by_seed)
+    hashes = sorted(by_seed[seeds[0]])
+    complete = [s for s in seeds if all(h in by_seed[s] for h in hashes)]
+    acc = {s: {h: r["val_accuracy"] for h, r in by_seed[s].items()} for s in seeds}
+    mean = {h: statistics.fmean(acc[s][h] for s in complete) for h in hashes}
+    pairs = []
+    for a, b in itertools.combinations(seeds, 2):
+        common = [h for h in hashes if h in acc[a] and h in acc[b]]
+        if len(common) >= 2:
+            pairs.append(
+                {"seeds": [a, b], "n": len(common), "tau": tau(
+                    [acc[a][h] for h in common], [acc[b][h] for h in common]
+                )}
+            )  # fmt: skip
+    single = statistics.fmean(p["tau"] for p in pairs) if pairs else None
+    # split half: the architectures with the most seeds, the mean of one half against the other
+    most = max((sum(h in acc[s] for s in seeds) for h in hashes), default=0)
+    split = None
+    if most >= 2:
+        full = [h for h in hashes if sum(h in acc[s] for s in seeds) == most]
+        have = [s for s in seeds if all(h in acc[s] for h in full)]
+        halves = have[: most // 2], have[most // 2 : 2 * (most // 2)]
+        if len(full) >= 2:
+            split = {
+                "seeds": [list(halves[0]), list(halves[1])],
+                "n": len(full),
+                "tau": tau(
+                    [statistics.fmean(acc[s][h] for s in halves[0]) for h in full],
+                    [statistics.fmean(acc[s][h] for s in halves[1]) for h in full],
+                ),
+            }
+    return {
+        "mean": mean,
+        "truth_seeds": complete,
+        "pairs": pairs,
+        "noise_ceiling_tau": single,
+        "split_half_tau": split,
+        "ceiling_vs_truth_estimate": (
+            None if single is None else ceiling_estimate(single, len(complete))
+        ),
+    }
+
+
+def against_seeds(
+    by_seed: dict[int, dict[str, dict]], columns: dict[str, dict], min_n: int = 10
+) -> dict:
+    """Every score column (hash -> value) against seed 0 alone, and against the mean of every
+    seed on the architectures trained with all of them (when that is not the headline's truth)."""
+    seeds = sorted(by_seed)
+    acc = {s: {h: r["val_accuracy"] for h, r in by_seed[s].items()} for s in seeds}
+    first = sorted(acc[seeds[0]])
+    out = {f"seed {seeds[0]}": {"n": len(first)}}
+    out[f"seed {seeds[0]}"].update(
+        {
+            k: tau([c[h] for h in first], [acc[seeds[0]][h] for h in first])
+            for k, c in columns.items()
+        }
+    )
+    every = [h for h in first if all(h in acc[s] for s in seeds)]
+    if len(seeds) > 1 and min_n <= len(every) < len(first):
+        target = [statistics.fmean(acc[s][h] for s in seeds) for h in every]
+        name = f"mean of seeds {seeds[0]}-{seeds[-1]}"
+        out[name] = {"n": len(every)}
+        out[name].update({k: tau([c[h] for h in every], target) for k, c in columns.items()})
+    return out
 
 
 def other_truth(path: Path, columns: dict[str, dict[str, float]]) -> dict:

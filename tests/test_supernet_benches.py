@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import random
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,70 @@ def test_scores_ranked_against_another_truth(tmp_path):
     assert got["same"] == pytest.approx(1.0) and got["reversed"] == pytest.approx(-1.0)
     assert got["noise_ceiling_n"] == 3
     assert got["noise_ceiling_tau"] == pytest.approx(1 / 3)  # (a, b) swap between seeds
+
+
+def test_truth_is_the_mean_of_complete_seeds_with_its_noise():
+    bench = _load("supernet")
+    acc = {  # seed -> accuracies of a..e; seed 2 misses e, seed 3 has only a..c
+        0: [0.80, 0.81, 0.82, 0.83, 0.84],
+        1: [0.81, 0.80, 0.83, 0.82, 0.85],
+        2: [0.80, 0.82, 0.81, 0.84, None],
+        3: [0.70, 0.72, 0.74, None, None],
+    }
+    rows = [
+        {"hash": h, "seed": s, "val_accuracy": a}
+        for s, accs in acc.items()
+        for h, a in zip("abcde", accs, strict=True)
+        if a is not None
+    ]
+    rows.append({"hash": "a", "seed": 1, "val_accuracy": 0.99, "status": "failed"})  # dropped
+    by_seed = bench.rows_by_seed(rows)
+    got = bench.seed_noise(by_seed)
+    assert got["truth_seeds"] == [0, 1]  # the seeds every architecture of seed 0 has
+    assert got["mean"]["a"] == pytest.approx(0.805) and got["mean"]["e"] == pytest.approx(0.845)
+    pairs = {tuple(p["seeds"]): p for p in got["pairs"]}
+    assert pairs[(0, 1)]["n"] == 5 and pairs[(0, 3)]["n"] == 3 and pairs[(2, 3)]["n"] == 3
+    assert pairs[(0, 1)]["tau"] == pytest.approx(0.6)  # two of ten pairs swapped
+    assert pairs[(0, 3)]["tau"] == pytest.approx(1.0)
+    assert got["noise_ceiling_tau"] == pytest.approx(sum(p["tau"] for p in got["pairs"]) / 6)
+    # a, b, c have all four seeds: the mean of seeds 0-1 against the mean of seeds 2-3
+    split = got["split_half_tau"]
+    assert split["seeds"] == [[0, 1], [2, 3]] and split["n"] == 3
+    # means (.805, .805, .825) against (.75, .77, .775): a tie, two concordant pairs (tau-b)
+    assert split["tau"] == pytest.approx(2 / math.sqrt(6))
+    columns = {"mine": {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}}
+    against = bench.against_seeds(by_seed, columns, min_n=3)
+    assert against["seed 0"] == {"n": 5, "mine": pytest.approx(1.0)}
+    # means of four seeds: a .7775, b .7875, c .80
+    assert against["mean of seeds 0-3"] == {"n": 3, "mine": pytest.approx(1.0)}
+    assert "mean of seeds 0-3" not in bench.against_seeds(by_seed, columns)  # under 10 rows
+
+
+def test_ceiling_estimate_follows_the_gaussian_model():
+    bench = _load("supernet")
+    assert bench.ceiling_estimate(0.0, 3) is None and bench.ceiling_estimate(-0.1, 3) is None
+    assert bench.ceiling_estimate(1.0, 1) == pytest.approx(1.0)
+    # one seed against a noise-free score: r = sqrt(r between two seeds)
+    r = math.sin(math.pi * 0.24 / 2)
+    assert bench.ceiling_estimate(0.24, 1) == pytest.approx(2 / math.pi * math.asin(math.sqrt(r)))
+    # more seeds, a higher ceiling, always below 1
+    est = [bench.ceiling_estimate(0.24, k) for k in (1, 2, 3, 4, 100)]
+    assert est == sorted(est) and est[-1] < 1
+    assert est[2] == pytest.approx(0.588, abs=0.001)  # the reported truth's 3 seeds
+
+
+def test_truth_jobs_keep_whole_rounds_of_seeds():
+    truth = _load("standalone_truth")
+    archs = [type("A", (), {"hash": h})() for h in "abcd"]
+    jobs = [(a.hash, s) for a, s in truth.job_order(archs, {"b"}, 0, 3, 7)]
+    first = [j for j in jobs if j[1] == 0]
+    assert len(jobs) == 12 and len(set(jobs)) == 12  # every architecture, seeds 0-2, once
+    assert jobs.index(("b", 1)) == jobs.index(("b", 0)) + 1  # the repeat right after
+    assert all(s == 0 or (h, s) == ("b", 1) for h, s in jobs[:5])  # first round, then the rest
+    order = [h for h, _ in first]
+    assert [h for h, s in jobs if s == 2] == order  # every round in the same shuffled order
+    # b's seed 1 stays in the first round; the others' seed 1 follow it in the same order
+    assert [h for h, s in jobs[5:] if s == 1] == [h for h in order if h != "b"]
+    shuffled = list(archs)
+    random.Random(7).shuffle(shuffled)
+    assert truth.job_order(archs, set(), 0, 1, 7) == [(a, 0) for a in shuffled]
