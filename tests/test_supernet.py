@@ -1,6 +1,7 @@
 """The weight-sharing supernet on tiny sizes: slicing, sub-network = stand-alone network,
 training determinism, scoring, the evaluator, checkpoint reuse, the search's end check."""
 
+import dataclasses
 import json
 import logging
 import math
@@ -251,6 +252,17 @@ def test_checkpoint_is_reused_and_must_match(tmp_path, monkeypatch):
     other = SupernetSettings(train=SupernetTrainConfig(epochs=0.2, sandwich=False, distill=False))
     with pytest.raises(ValueError, match="train"):
         load_or_train(path, SPACE, MODEL, DIGITS, other)
+    # where the data lies is not what it is: the same data under another root is reused
+    # (a supernet trained on a GPU machine), other data is refused
+    moved = dataclasses.replace(DIGITS, root=str(tmp_path / "elsewhere"), download=True)
+    assert load_or_train(path, SPACE, MODEL, moved, settings)[1] == record
+    with pytest.raises(ValueError, match="data"):
+        load_or_train(path, SPACE, MODEL, dataclasses.replace(DIGITS, seed=1), settings)
+    # a checkpoint written when the identity still held the root loads too
+    saved = torch.load(path, weights_only=False)
+    saved["identity"]["data"]["root"] = "/somewhere/else"
+    torch.save(saved, path)
+    assert load_or_train(path, SPACE, MODEL, DIGITS, settings)[1] == record
 
 
 def test_evaluator_scores_times_and_caches(tmp_path, monkeypatch):

@@ -71,8 +71,14 @@ class SupernetSettings:
             "train": dataclasses.asdict(dataclasses.replace(self.train, threads=None)),
             "kernel_sharing": self.kernel_sharing,
             "model": dataclasses.asdict(model),
-            "data": dataclasses.asdict(data),
+            "data": _data_identity(dataclasses.asdict(data)),
         }
+
+
+def _data_identity(data: dict) -> dict:
+    """What the data is, not where it lies: a supernet trained where the datasets sit under
+    another directory (a GPU machine, a cluster node) or with a download allowed is the same."""
+    return {k: v for k, v in data.items() if k not in ("root", "download")}
 
 
 def load_or_train(
@@ -110,6 +116,8 @@ def load_or_train(
         saved = torch.load(path, map_location="cpu", weights_only=False)
         # supernets saved before spaces other than "mnas" existed did not record it
         saved_identity = {"space": "mnas", **saved["identity"]}
+        # supernets saved before the data's location left the identity recorded it
+        saved_identity["data"] = _data_identity(saved_identity.get("data", {}))
         if saved_identity != identity:
             diff = sorted(k for k in identity if saved_identity.get(k) != identity[k])
             raise ValueError(
