@@ -362,11 +362,19 @@ def main() -> None:
         f"n_archs {n}  kendall_tau {out['kendall_tau']:.3f}  spearman {out['spearman']:.3f}"
         f"  (bn={best})"
     )
+    split = noise["split_half_tau"]
+    estimate = noise["ceiling_vs_truth_estimate"]
     print(
         f"truth: the mean of seeds {noise['truth_seeds']}; noise_ceiling_tau "
         f"{ceiling if ceiling is None else round(ceiling, 3)} (one seed against another, "
-        f"{len(noise['pairs'])} pairs); split_half_tau {noise['split_half_tau']}; "
-        f"ceiling_vs_truth_estimate {noise['ceiling_vs_truth_estimate']}"
+        f"mean of {len(noise['pairs'])} pairs); "
+        + (
+            f"split_half_tau {split['tau']:.3f} (mean of seeds {split['seeds'][0]} against "
+            f"{split['seeds'][1]}, {split['n']} architectures); "
+            if split
+            else ""
+        )
+        + f"ceiling_vs_truth_estimate {estimate if estimate is None else round(estimate, 3)}"
     )
     for name, d in against.items():
         print(

@@ -98,6 +98,18 @@ def test_forest_arrays_reproduce_scikit_learn():
     sk = GradientBoostingRegressor(**TREES).fit(x, y)
     test = rng.uniform(size=(30, 4))
     assert np.allclose([forest(r) for r in test], sk.predict(test), atol=1e-9)
+    # inputs on and next to the thresholds (the decisions are made in float32): every split
+    # goes the way scikit-learn's does
+    thr = forest.threshold[np.isfinite(forest.threshold)]
+    feat = forest.feature[np.isfinite(forest.threshold)]
+    edge = np.tile(test[:1], (3 * len(thr), 1))
+    for k, (f, t) in enumerate(zip(feat, thr, strict=True)):
+        t32 = np.float32(t)
+        for j, v in enumerate(
+            (t32, np.nextafter(t32, np.float32(-1)), np.nextafter(t32, np.float32(2)))
+        ):
+            edge[3 * k + j, f] = v
+    assert np.allclose([forest(r) for r in edge], sk.predict(edge), atol=1e-9)
 
 
 def test_fit_predicts_held_out_networks_of_a_synthetic_machine():

@@ -143,7 +143,7 @@ class NetSetup:
 
 
 # block vectors per (set-up, space): every predictor of one set-up in a process shares them
-_PRECOMPUTED: dict[tuple, dict[tuple, np.ndarray]] = {}
+_PRECOMPUTED: dict[tuple, tuple[dict[tuple, int], np.ndarray]] = {}
 
 
 class BlockFeatures:
@@ -163,21 +163,30 @@ class BlockFeatures:
         self._per_block = len(space.DECISION_NAMES)
         self._filters = space.DECISION_NAMES.index("filters")
         key = (setup, space.name, tuple(d.choices for d in space.decisions))
-        vectors = _PRECOMPUTED.get(key)
-        if vectors is None:
-            vectors = _PRECOMPUTED[key] = self._precompute()
-        self._vectors = vectors
+        table = _PRECOMPUTED.get(key)
+        if table is None:
+            vectors = self._precompute()
+            index = {k: i for i, k in enumerate(vectors)}
+            table = _PRECOMPUTED[key] = (index, np.array(list(vectors.values())))
+        #: block key -> row of :attr:`matrix`; ``matrix``: every block vector, one per row
+        self.index, self.matrix = table
 
-    def __call__(self, arch: Architecture) -> np.ndarray:
+    def rows(self, arch: Architecture) -> list[int] | None:
+        """The rows of :attr:`matrix` that sum to ``arch``'s features, first block first;
+        None for an architecture without this space's tokens."""
         t = arch.tokens
         if arch.space != self.space.name or len(t) != len(self.space.decisions):
+            return None
+        index, k, f = self.index, self._per_block, self._filters
+        rows = [index[(0, -1, t[0:k])]]
+        rows.extend(index[(b // k, t[b - k + f], t[b : b + k])] for b in range(k, len(t), k))
+        return rows
+
+    def __call__(self, arch: Architecture) -> np.ndarray:
+        rows = self.rows(arch)
+        if rows is None:
             return network_features(self.setup.layers(specs_of(arch)))
-        vectors = self._vectors
-        k = self._per_block
-        total = vectors[(0, -1, t[0:k])]
-        for b in range(k, len(t), k):
-            total = total + vectors[(b // k, t[b - k + self._filters], t[b : b + k])]
-        return total
+        return self.matrix[rows].sum(axis=0)
 
     def _precompute(self) -> dict[tuple, np.ndarray]:
         s, space = self.setup, self.space

@@ -112,9 +112,6 @@ class Predictor:
         )
         self.low = np.asarray(data["range"]["low"], dtype=np.float64)
         self.high = np.asarray(data["range"]["high"], dtype=np.float64)
-        # the last aggregate is the linear prediction, checked as a float
-        self._agg_low, self._lin_low = self.low[:-1], float(self.low[-1])
-        self._agg_high, self._lin_high = self.high[:-1], float(self.high[-1])
         batch, chans, size, _ = self.setup["input_shape"]
         self.net = NetSetup(
             size,
@@ -124,6 +121,18 @@ class Predictor:
             self.setup["stem_stride"],
         )
         self.features = BlockFeatures(self.net, MnasSpace())
+        # Every block row extended by its share of the linear model and of the range's
+        # aggregates (all additive over blocks), so a query sums seven rows once.
+        m = self.features.matrix
+        self._rows = np.hstack((m, (m @ self.model.weights)[:, None], m @ _AGG.T))
+        self._n = len(FEATURES)
+        # (linear ms first, then the aggregates), widened by a relative 1e-9: a training
+        # network on the boundary stays inside whatever order its rows are summed in
+        low, high = self.low.tolist(), self.high.tolist()
+        self._range = [
+            (lo - 1e-9 * abs(lo), hi + 1e-9 * abs(hi))
+            for lo, hi in zip(low[-1:] + low[:-1], high[-1:] + high[:-1], strict=True)
+        ]
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Predictor:
@@ -185,15 +194,19 @@ class Predictor:
 
     def predict_detail(self, arch: Architecture) -> Prediction:
         """:class:`Prediction` of ``arch`` (ms on the predictor's scale, and the range flag)."""
-        x = self.features(arch)
         model = self.model
-        lin = model.linear(x)
+        rows = self.features.rows(arch)
+        if rows is None:  # not in the token space: counted layer by layer
+            x = self.features(arch)
+            lin = model.linear(x)
+            checked = [lin, *(_AGG @ x).tolist()]
+        else:
+            total = self._rows[rows].sum(axis=0)
+            x = total[: self._n]
+            checked = total[self._n :].tolist()
+            lin = checked[0] = model.intercept + checked[0]
         ms = self.calibration.predict(model.from_linear(x, lin))
-        agg = _AGG @ x
-        low, high = self._agg_low, self._agg_high
-        in_range = bool(
-            self._lin_low <= lin <= self._lin_high and (agg >= low).all() and (agg <= high).all()
-        )
+        in_range = all(lo <= v <= hi for v, (lo, hi) in zip(checked, self._range, strict=True))
         if not ms > 0:
             # the model's form rules this out; a hand-edited file could still do it
             raise LatencyError(f"{describe_arch(arch)}: predictor {self.path} gives {ms:.4g} ms")
