@@ -311,7 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--stage", choices=("heldout", "drift", "build", "few-shot", "all"), default="all"
     )
+    p.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        help="Hydra overrides added to every size's set-up, for timing and building alike "
+        "(e.g. latency.repeats=3); recorded in predictor.json",
+    )
     args = p.parse_args(argv)
+    for size in SIZES:
+        SIZES[size] = [*SIZES[size], *args.override]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stages = {"heldout", "build", "few-shot"} if args.stage == "all" else {args.stage}
@@ -322,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": 1,
         "graph_optimization": "ORT_ENABLE_ALL",
         "affinity": sorted(os.sched_getaffinity(0)),
+        "overrides": args.override,
         "sizes": {},
     }
     for size in args.sizes:

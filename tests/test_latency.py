@@ -167,6 +167,36 @@ def test_drift_correction_scales_every_run_by_nominal_over_reference(monkeypatch
         OrtLatency(**SMALL, reference=True, reference_ms=0.0)
 
 
+def test_repeats_time_each_network_in_new_sessions_and_pool_the_corrected_runs(monkeypatch):
+    # two repeats: the machine 10% slow during the first (reference 1.1), at speed during
+    # the second; each repeat's runs are corrected by its own factor, then pooled
+    speeds = iter([1.1, 1.0])
+    sessions = []
+
+    def fake_time_runs(run, plan, reference=None, clock="wall"):
+        ref = next(speeds)
+        samples = [2.0 * ref, 2.2 * ref, 1.8 * ref]
+        return Timings(samples, [ref] * 3, samples)
+
+    real_session = ort_mod.make_session
+
+    def counting_session(*args, **kwargs):
+        sessions.append(1)
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(ort_mod, "time_runs", fake_time_runs)
+    monkeypatch.setattr(ort_mod, "make_session", counting_session)
+    ev = OrtLatency(**SMALL, **FAST, reference=True, reference_ms=1.0, repeats=2)
+    s = ev.measure(TINY_ARCH)
+    assert len(sessions) == 1 + 2 and s.runs == 6  # the reference's session, two of its own
+    assert s.median_ms == pytest.approx(2.0) and s.p90_ms == pytest.approx(2.2)
+    assert s.drift_factor == pytest.approx((1 / 1.1 + 1.0) / 2)  # the median of two factors
+    with pytest.raises(ValueError, match="repeats=0"):
+        OrtLatency(**SMALL, repeats=0)
+    with pytest.raises(ValueError, match="latency.repeats"):
+        LatencySettings(repeats=0)
+
+
 def test_reference_nominal_is_timed_once_and_shared_through_the_cache(tmp_path):
     path = tmp_path / "lat.sqlite"
     first = OrtLatency(**SMALL, **FAST, reference=True, cache_path=path)

@@ -127,6 +127,7 @@ class LatencyConf:
     out_of_range: str = "warn"  # predictor: warn | refuse a network outside the fitted range
     remeasure_front: bool | None = None  # time the final front on ORT (None: on for lut/predictor)
     graph_optimization: str = "all"  # ORT graph optimisations: all|extended|basic|disabled
+    repeats: int = 1  # time each network this many times (new session each), median of all runs
 
 
 @dataclass

@@ -81,6 +81,9 @@ class LatencySettings:
         remeasure_front: time the search's final Pareto front on ONNX Runtime with these
             settings (``measured_latency_ms`` beside the predicted ``latency_ms``); None: on
             for the predicting kinds (``lut``, ``predictor``), off otherwise.
+        repeats: time every measured network this many times, each in a new ONNX Runtime
+            session under the whole timing plan, and report the median of all the corrected
+            runs (less noise, ``repeats`` times the timing cost; not part of the cache key).
 
     Raises:
         ValueError: naming the first bad value.
@@ -103,6 +106,7 @@ class LatencySettings:
     out_of_range: str = "warn"
     remeasure_front: bool | None = None
     graph_optimization: str = "all"
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -132,7 +136,7 @@ class LatencySettings:
             raise ValueError(
                 f"latency.out_of_range={self.out_of_range!r}; allowed: {', '.join(OUT_OF_RANGE)}"
             )
-        for key in ("threads", "batch_size"):
+        for key in ("threads", "batch_size", "repeats"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"latency.{key}={value!r} must be a positive integer")
@@ -210,6 +214,7 @@ def _timing_kwargs(settings: LatencySettings) -> dict:
         pin_cpu=settings.pin_cpu,
         reference=settings.reference,
         graph_optimization=settings.graph_optimization,
+        repeats=settings.repeats,
         # "~" is expanded, and the file opened, where children are timed (maybe a latency
         # device with another home folder), not here
         cache_path=settings.cache or None,
