@@ -191,6 +191,8 @@ def test_repeats_time_each_network_in_new_sessions_and_pool_the_corrected_runs(m
     assert len(sessions) == 1 + 2 and s.runs == 6  # the reference's session, two of its own
     assert s.median_ms == pytest.approx(2.0) and s.p90_ms == pytest.approx(2.2)
     assert s.drift_factor == pytest.approx((1 / 1.1 + 1.0) / 2)  # the median of two factors
+    assert s.wall_median_ms == pytest.approx(2.1)  # uncorrected, over both timings' runs
+    assert s.ci_rel == stats_from_samples([2.0, 2.2, 1.8] * 2).ci_rel  # of the pooled runs
     with pytest.raises(ValueError, match="repeats=0"):
         OrtLatency(**SMALL, repeats=0)
     with pytest.raises(ValueError, match="latency.repeats"):

@@ -512,6 +512,7 @@ class OrtLatency:
             self.exports += 1
             onnx_bytes = export_onnx(model, self.input_size, self.in_channels, self.batch_size)
             samples: list[float] = []
+            wall: list[float] = []
             factors: list[float] = []
             with self._pinned():
                 for k in range(self.repeats):
@@ -523,6 +524,7 @@ class OrtLatency:
                         export_seconds = time.perf_counter() - t0
                     timings, factor = self._timed(run)
                     samples.extend(t * factor for t in timings.samples)
+                    wall.extend(timings.wall)
                     factors.append(factor)
         except Exception as e:
             raise LatencyError(f"cannot time {name}: {type(e).__name__}: {e}") from e
@@ -534,9 +536,9 @@ class OrtLatency:
             factor,
             nominal_ms=self.nominal().ms if self.reference else None,
             clock=self.clock,
-            # the last repeat's interval (one repeat: this measurement's)
-            ci_rel=timings.ci_rel(self.reference),
-            wall_median_ms=float(np.median(timings.wall)),
+            # one timing: its interval (with the reference's); repeated: the pooled runs'
+            ci_rel=timings.ci_rel(self.reference) if self.repeats == 1 else None,
+            wall_median_ms=float(np.median(wall)),
         )
         log.debug(
             "%s: median %.3f ms (%s, %s clock; p10 %.3f, p90 %.3f, cv %.3f, %d runs, "
