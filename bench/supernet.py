@@ -90,6 +90,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-sandwich", action="store_true")
     p.add_argument("--kernel-sharing", default="crop")
     p.add_argument(
+        "--seed",
+        type=int,
+        default=SupernetTrainConfig.seed,
+        help="the supernet's training seed (initial weights, paths, batches): two seeds of "
+        "one recipe show how much of a supernet's order is its own training draw",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="score only the first N architectures of the truth (by hash; 0: all)",
+    )
+    p.add_argument(
         "--bn",
         default="recalibrate",
         help="the headline scoring: recalibrate (the search's default) | batch | cheap",
@@ -194,6 +207,7 @@ def main() -> None:
             sandwich=not args.no_sandwich,
             distill=not args.no_sandwich,
             threads=args.threads,
+            seed=args.seed,
         ),
         kernel_sharing=args.kernel_sharing,
     )
@@ -213,7 +227,9 @@ def main() -> None:
     by_seed = rows_by_seed(saved_truth["rows"])
     seed0 = by_seed[min(by_seed)]
     archs = {h: Architecture.from_blocks(r["blocks"]) for h, r in seed0.items()}
-    hashes = sorted(archs)
+    hashes = sorted(archs)[: args.limit or None]
+    keep = set(hashes)
+    by_seed = {s: {h: r for h, r in rows.items() if h in keep} for s, rows in by_seed.items()}
     specs = {h: parse_blocks(seed0[h]["blocks"]) for h in hashes}
 
     noise = seed_noise(by_seed)

@@ -186,7 +186,7 @@ class BlockFeatures:
         rows = self.rows(arch)
         if rows is None:
             return network_features(self.setup.layers(specs_of(arch)))
-        return self.matrix[rows].sum(axis=0)
+        return self.matrix.take(rows, axis=0).sum(axis=0)
 
     def _precompute(self) -> dict[tuple, np.ndarray]:
         s, space = self.setup, self.space

@@ -26,10 +26,6 @@ from scipy.optimize import nnls
 
 MODEL_KINDS = ("linear", "linear+trees", "trees")
 TREES = dict(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8, random_state=0)
-# A forest of depth <= 3 (7 comparisons per tree, padded to 8) gathers each tree's comparison
-# bits with one multiplication: sum(b_i << 8 i) * _GATHER >> 56 == sum(b_i << i) for b_i in {0, 1}.
-_BYTE = 8
-_GATHER = np.uint64(0x0102040810204080)
 
 
 @dataclass(frozen=True)
@@ -47,8 +43,7 @@ class Forest:
 
     def __post_init__(self) -> None:
         # One query compares x with every node's threshold at once; the bits of a tree's
-        # comparisons index a table of the value of the leaf they lead to (2 ** 7 entries
-        # at depth 3).
+        # comparisons index a table of the leaf they lead to (2 ** 7 entries at depth 3).
         trees, internal = self.feature.shape
         table = np.zeros(2**internal, dtype=np.intp)
         for bits in range(2**internal):
@@ -56,40 +51,20 @@ class Forest:
             for _ in range(self.depth):
                 node = 2 * node + 1 + ((bits >> node) & 1)
             table[bits] = node - internal
-        width = _BYTE if internal <= _BYTE else internal
-        feature = np.zeros((trees, width), dtype=np.intp)
-        feature[:, :internal] = self.feature
-        threshold = np.full((trees, width), np.inf)  # padding: never > inf, a 0 bit on top
-        threshold[:, :internal] = self.threshold
-        # Trees decide on float32 inputs against float64 thresholds, as scikit-learn's do:
-        # x32 > t exactly when x32 > the largest float32 <= t, so comparing in float32 against
-        # thresholds rounded down gives the same decisions, without a conversion per query.
-        t32 = threshold.astype(np.float32)
-        t32 = np.where(
-            t32.astype(np.float64) > threshold, np.nextafter(t32, np.float32(-np.inf)), t32
-        )
-        leaf_of_bits = np.take_along_axis(
-            self.leaf, np.broadcast_to(table, (trees, len(table))), axis=1
-        )
-        object.__setattr__(self, "_feature", feature.ravel())
-        object.__setattr__(self, "_threshold", t32.ravel())
-        object.__setattr__(self, "_trees", trees)
-        object.__setattr__(self, "_powers", 1 << np.arange(width))
-        object.__setattr__(self, "_leaf_of_bits", leaf_of_bits.ravel())
-        base = np.arange(trees) * leaf_of_bits.shape[1]
-        # the gathered bits are uint64: a base of the same type keeps the sum an index
-        object.__setattr__(self, "_leaf_base", base.astype(np.uint64) if width == _BYTE else base)
+        object.__setattr__(self, "_feature", self.feature.ravel())
+        object.__setattr__(self, "_threshold", self.threshold.ravel())
+        object.__setattr__(self, "_powers", 1 << np.arange(internal))
+        object.__setattr__(self, "_table", table)
+        object.__setattr__(self, "_leaf", self.leaf.ravel())
+        object.__setattr__(self, "_leaf_base", np.arange(trees) * (internal + 1))
 
     def __call__(self, x: np.ndarray) -> float:
+        # trees decide on float32 inputs, as scikit-learn's do
         right = x.astype(np.float32)[self._feature] > self._threshold
-        if len(self._powers) == _BYTE:
-            # each tree's eight comparisons are eight bytes of 0 or 1: read as one
-            # little-endian integer, one multiplication gathers them into its top byte
-            words = right.view("<u8")
-            bits = (words * _GATHER) >> np.uint64(56)
-        else:
-            bits = right.reshape(self._trees, -1) @ self._powers
-        return self.offset + self.scale * float(self._leaf_of_bits[self._leaf_base + bits].sum())
+        bits = right.reshape(len(self._leaf_base), -1) @ self._powers
+        return self.offset + self.scale * float(
+            self._leaf[self._leaf_base + self._table[bits]].sum()
+        )
 
     def to_dict(self) -> dict:
         return {

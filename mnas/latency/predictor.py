@@ -201,7 +201,7 @@ class Predictor:
             lin = model.linear(x)
             checked = [lin, *(_AGG @ x).tolist()]
         else:
-            total = self._rows[rows].sum(axis=0)
+            total = self._rows.take(rows, axis=0).sum(axis=0)
             x = total[: self._n]
             checked = total[self._n :].tolist()
             lin = checked[0] = model.intercept + checked[0]
