@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from bench_modules import load_bench
 
 
 def test_agreement_of_two_timings():
-    bench = _load("latency_sessions")
+    bench = load_bench("latency_sessions")
     got = bench.agreement([1.0, 2.18, 2.9, 4.0], [1.0, 2.0, 3.0, 5.0])
     # ratios - 1: 0, +0.09, -0.033, -0.20
     assert got["median_diff_pct"] == pytest.approx((9 + 10 / 3) / 2)
@@ -27,7 +16,7 @@ def test_agreement_of_two_timings():
 
 
 def test_sessions_summary_compares_the_right_columns():
-    bench = _load("latency_sessions")
+    bench = load_bench("latency_sessions")
 
     def row(a, a2, b, c, scale=1.0):
         r = {}

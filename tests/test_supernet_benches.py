@@ -1,24 +1,15 @@
-"""bench/supernet_e2e.py and bench/supernet_recipes.py (issue 13): which front points are
-re-trained, the report's hypervolume, and how recipes are ranked on a tuning truth."""
+"""The issue-13 benches' pure functions: which front points bench/supernet_e2e.py re-trains
+and its hypervolume, how bench/supernet_recipes.py ranks recipes on a tuning truth, how
+bench/supernet.py reads a truth of several seeds, and bench/standalone_truth.py's job order."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from bench_modules import load_bench
 
 
 def _row(h, acc, ms, reward, status="ok"):
@@ -26,7 +17,7 @@ def _row(h, acc, ms, reward, status="ok"):
 
 
 def test_picks_are_front_points_by_reward():
-    e2e = _load("supernet_e2e")
+    e2e = load_bench("supernet_e2e")
     rows = [
         _row("a", 0.80, 1.0, 0.80),
         _row("b", 0.85, 2.0, 0.84),
@@ -40,7 +31,7 @@ def test_picks_are_front_points_by_reward():
 
 
 def test_report_hypervolume_against_one_corner(tmp_path, capsys):
-    e2e = _load("supernet_e2e")
+    e2e = load_bench("supernet_e2e")
     base = {"blocks": [], "search_accuracy": 0.8, "lut_latency_ms": 1.0, "reward": 0.8}
     rows = [
         {**base, "arm": "supernet", "hash": "s1", "measured_latency_ms": 1.0,
@@ -68,7 +59,7 @@ def test_report_hypervolume_against_one_corner(tmp_path, capsys):
 
 
 def test_recipes_ranked_on_the_tuning_truth(tmp_path):
-    recipes = _load("supernet_recipes")
+    recipes = load_bench("supernet_recipes")
     truth = [{"hash": f"h{i}", "seed": 0, "val_accuracy": 0.7 + i / 100} for i in range(12)]
     truth.append({"hash": "h0", "seed": 1, "val_accuracy": 0.99})  # second seeds are ignored
     (tmp_path / "truth.json").write_text(json.dumps({"rows": truth}))
@@ -100,7 +91,7 @@ def test_recipes_ranked_on_the_tuning_truth(tmp_path):
 
 
 def test_scores_ranked_against_another_truth(tmp_path):
-    bench = _load("supernet")
+    bench = load_bench("supernet")
     rows = [
         {"hash": "a", "seed": 0, "val_accuracy": 0.80},
         {"hash": "b", "seed": 0, "val_accuracy": 0.82},
@@ -124,7 +115,7 @@ def test_scores_ranked_against_another_truth(tmp_path):
 
 
 def test_truth_is_the_mean_of_complete_seeds_with_its_noise():
-    bench = _load("supernet")
+    bench = load_bench("supernet")
     acc = {  # seed -> accuracies of a..e; seed 2 misses e, seed 3 has only a..c
         0: [0.80, 0.81, 0.82, 0.83, 0.84],
         1: [0.81, 0.80, 0.83, 0.82, 0.85],
@@ -161,7 +152,7 @@ def test_truth_is_the_mean_of_complete_seeds_with_its_noise():
 
 
 def test_ceiling_estimate_follows_the_gaussian_model():
-    bench = _load("supernet")
+    bench = load_bench("supernet")
     assert bench.ceiling_estimate(0.0, 3) is None and bench.ceiling_estimate(-0.1, 3) is None
     assert bench.ceiling_estimate(1.0, 1) == pytest.approx(1.0)
     # one seed against a noise-free score: r = sqrt(r between two seeds)
@@ -174,7 +165,7 @@ def test_ceiling_estimate_follows_the_gaussian_model():
 
 
 def test_truth_jobs_keep_whole_rounds_of_seeds():
-    truth = _load("standalone_truth")
+    truth = load_bench("standalone_truth")
     archs = [type("A", (), {"hash": h})() for h in "abcd"]
     jobs = [(a.hash, s) for a, s in truth.job_order(archs, {"b"}, 0, 3, 7)]
     first = [j for j in jobs if j[1] == 0]
