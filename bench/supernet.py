@@ -364,7 +364,7 @@ def main() -> None:
                 **{f"supernet_{m}": d["scores"][h] for m, d in per_mode.items()},
                 "standalone": noise["mean"][h],
                 "standalone_seeds": [
-                    by_seed[s][h]["val_accuracy"] for s in by_seed if h in by_seed[s]
+                    rows[h]["val_accuracy"] for rows in by_seed.values() if h in rows
                 ],
                 "synflow": s,
                 "naswot": w,
@@ -455,11 +455,8 @@ def seed_noise(by_seed: dict[int, dict[str, dict]]) -> dict:
     for a, b in itertools.combinations(seeds, 2):
         common = [h for h in hashes if h in acc[a] and h in acc[b]]
         if len(common) >= 2:
-            pairs.append(
-                {"seeds": [a, b], "n": len(common), "tau": tau(
-                    [acc[a][h] for h in common], [acc[b][h] for h in common]
-                )}
-            )  # fmt: skip
+            agree = tau([acc[a][h] for h in common], [acc[b][h] for h in common])
+            pairs.append({"seeds": [a, b], "n": len(common), "tau": agree})
     single = statistics.fmean(p["tau"] for p in pairs) if pairs else None
     # split half: the architectures with the most seeds, the mean of one half against the other
     most = max((sum(h in acc[s] for s in seeds) for h in hashes), default=0)
@@ -489,6 +486,17 @@ def seed_noise(by_seed: dict[int, dict[str, dict]]) -> dict:
     }
 
 
+def rank_columns(columns: dict[str, dict], target: dict[str, float]) -> dict:
+    """Every score column (hash -> value) ranked against ``target`` (hash -> accuracy) on
+    the architectures all of them hold: ``n`` and one tau per column."""
+    common = sorted(h for h in target if all(h in c for c in columns.values()))
+    out: dict = {"n": len(common)}
+    if len(common) >= 2:
+        want = [target[h] for h in common]
+        out.update({k: tau([c[h] for h in common], want) for k, c in columns.items()})
+    return out
+
+
 def against_seeds(
     by_seed: dict[int, dict[str, dict]], columns: dict[str, dict], min_n: int = 10
 ) -> dict:
@@ -496,42 +504,26 @@ def against_seeds(
     seed on the architectures trained with all of them (when that is not the headline's truth)."""
     seeds = sorted(by_seed)
     acc = {s: {h: r["val_accuracy"] for h, r in by_seed[s].items()} for s in seeds}
-    first = sorted(acc[seeds[0]])
-    out = {f"seed {seeds[0]}": {"n": len(first)}}
-    out[f"seed {seeds[0]}"].update(
-        {
-            k: tau([c[h] for h in first], [acc[seeds[0]][h] for h in first])
-            for k, c in columns.items()
-        }
-    )
-    every = [h for h in first if all(h in acc[s] for s in seeds)]
-    if len(seeds) > 1 and min_n <= len(every) < len(first):
-        target = [statistics.fmean(acc[s][h] for s in seeds) for h in every]
-        name = f"mean of seeds {seeds[0]}-{seeds[-1]}"
-        out[name] = {"n": len(every)}
-        out[name].update({k: tau([c[h] for h in every], target) for k, c in columns.items()})
+    out = {f"seed {seeds[0]}": rank_columns(columns, acc[seeds[0]])}
+    every = [h for h in acc[seeds[0]] if all(h in acc[s] for s in seeds)]
+    if len(seeds) > 1 and min_n <= len(every) < len(acc[seeds[0]]):
+        mean = {h: statistics.fmean(acc[s][h] for s in seeds) for h in every}
+        out[f"mean of seeds {seeds[0]}-{seeds[-1]}"] = rank_columns(columns, mean)
     return out
 
 
 def other_truth(path: Path, columns: dict[str, dict[str, float]]) -> dict:
     """Every score column (hash -> value) ranked against another truth's seed-0 accuracies
-    on the architectures both hold, and that truth's own seed-to-seed tau."""
-    by_seed = {
-        seed: {h: r["val_accuracy"] for h, r in rows.items()}
-        for seed, rows in rows_by_seed(json.loads(path.read_text())["rows"]).items()
-    }
-    first = by_seed[min(by_seed)]
-    common = sorted(h for h in first if all(h in c for c in columns.values()))
-    out: dict = {"n_archs": len(common)}
-    if len(common) >= 2:
-        target = [first[h] for h in common]
-        out.update({k: tau([c[h] for h in common], target) for k, c in columns.items()})
-    if len(by_seed) > 1:
-        second = by_seed[max(by_seed)]
-        twice = [h for h in first if h in second]
-        out["noise_ceiling_n"] = len(twice)
-        if len(twice) >= 2:
-            out["noise_ceiling_tau"] = tau([first[h] for h in twice], [second[h] for h in twice])
+    on the architectures both hold, and that truth's own seed-to-seed tau
+    (:func:`seed_noise`)."""
+    by_seed = rows_by_seed(json.loads(path.read_text())["rows"])
+    first = {h: r["val_accuracy"] for h, r in by_seed[min(by_seed)].items()}
+    ranked = rank_columns(columns, first)
+    out: dict = {"n_archs": ranked.pop("n"), **ranked}
+    pairs = seed_noise(by_seed)["pairs"]
+    if pairs:
+        out["noise_ceiling_n"] = max(p["n"] for p in pairs)
+        out["noise_ceiling_tau"] = statistics.fmean(p["tau"] for p in pairs)
     return out
 
 
