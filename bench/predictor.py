@@ -37,6 +37,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -224,11 +225,27 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
     return row
 
 
-def few_shot(out: Path, base_size: str, overrides: list[str], n_fit: int, n_check: int) -> dict:
+# what a re-fit's calibration holds (``split``: two scales; else slope and intercept)
+SCALE_KEYS = ("node_scale", "work_scale", "slope", "intercept_ms")
+
+
+def few_shot(
+    out: Path,
+    base_size: str,
+    overrides: list[str],
+    n_fit: int,
+    n_check: int,
+    n_noise: int = 0,
+    common: Sequence[str] = (),
+) -> dict:
     """Re-fit the ``base_size`` predictor to another set-up from ``n_fit`` networks timed
-    there; checked on ``n_check`` other networks timed there."""
-    cfg, settings, setup = compose_setup(overrides)
-    tag = "fewshot_" + "_".join(o.replace("=", "-").replace("/", "-") for o in overrides)
+    there; checked on ``n_check`` other networks timed there, the first ``n_noise`` of them
+    timed a second time for the noise floor. ``common``: overrides of every set-up (e.g.
+    ``latency.repeats=3``), for the re-fit's timings too."""
+    cfg, settings, setup = compose_setup([*common, *overrides])
+    tag = "fewshot_" + "_".join(
+        o.replace("=", "-").replace("/", "-") for o in [*overrides, *common]
+    )
     space = MnasSpace()
     rng = random.Random(7)
     fit_archs = [space.sample(rng) for _ in range(n_fit)]
@@ -242,20 +259,32 @@ def few_shot(out: Path, base_size: str, overrides: list[str], n_fit: int, n_chec
     refit.save(out / f"{tag}_predictor.json")
     measured = [r["median_ms"] for r in check]
     unrefit = Predictor({**base.data, "setup": refit.setup}, None)
-    return {
+    cal = refit.data["calibration"]
+    predicted = [refit.predict_detail(a) for a in check_archs]
+    row = {
         "from": base_size,
         "to": " ".join(overrides),
+        "overrides": list(common),
         "setup": {
             k: refit.setup[k]
             for k in ("input_shape", "num_classes", "width_mult", "stem_stride", "threads")
         },
         "timed_networks": n_fit,
         "refit_seconds": seconds,
-        "calibration": refit.data["calibration"]["kind"],
+        "calibration": cal["kind"],
+        "leave_one_out_mape": cal["leave_one_out_mape"],
+        "scales": {
+            k: cal[k] for k in ("node_scale", "work_scale", "slope", "intercept_ms") if k in cal
+        },
         "n_check": len(check),
-        "refit": scores([refit.predict(a) for a in check_archs], measured),
+        "check_in_range": sum(p.in_range for p in predicted),
+        "refit": scores([p.ms for p in predicted], measured),
         "base_model_unchanged": scores([unrefit.predict(a) for a in check_archs], measured),
     }
+    if n_noise:
+        again = time_pass(out / f"{tag}.json", "check2", check_archs[:n_noise], settings, setup)
+        row["noise_floor"] = scores([r["median_ms"] for r in again], measured[:n_noise])
+    return row
 
 
 def print_table(result: dict) -> None:
@@ -287,8 +316,16 @@ def print_table(result: dict) -> None:
             f"few-shot {name} ({f['to']}), {f['timed_networks']} networks: within +-10% "
             f"{100 * f['refit']['within_10']:.1f}%, +-5% {100 * f['refit']['within_5']:.1f}%, tau "
             f"{f['refit']['kendall_tau']:.3f}, MAPE {f['refit']['mape']:.1f}% on {f['n_check']} "
-            f"(unchanged model: MAPE {f['base_model_unchanged']['mape']:.1f}%)"
+            f"(unchanged model: MAPE {f['base_model_unchanged']['mape']:.1f}%); re-fit "
+            f"{f.get('calibration', '?')}"
         )
+        if "noise_floor" in f:
+            nf = f["noise_floor"]
+            print(
+                f"      noise floor (the first {nf['n']} timed twice): within +-10% "
+                f"{100 * nf['within_10']:.1f}%, +-5% {100 * nf['within_5']:.1f}%, tau "
+                f"{nf['kendall_tau']:.3f}, MAPE {nf['mape']:.1f}%"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--networks", type=int, default=200, help="training networks per build")
     p.add_argument("--few-shot", type=int, default=10, help="networks timed for a re-fit")
     p.add_argument("--few-shot-check", type=int, default=60)
+    p.add_argument(
+        "--few-shot-noise",
+        type=int,
+        default=60,
+        help="check networks of a re-fit timed a second time (its noise floor)",
+    )
     p.add_argument(
         "--few-shot-to",
         nargs="+",
@@ -352,7 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     if "few-shot" in stages:
         result["few_shot"] = {
             FEW_SHOT_NAMES.get(item, item.replace(" ", "_")): few_shot(
-                out, "16", item.split(), args.few_shot, args.few_shot_check
+                out,
+                "16",
+                item.split(),
+                args.few_shot,
+                args.few_shot_check,
+                args.few_shot_noise,
+                args.override,
             )
             for item in args.few_shot_to
         }

@@ -24,9 +24,11 @@ from mnas.latency import (
     make_latency_evaluator,
     refit_predictor,
 )
+from mnas.latency.calibration import fit_calibration
 from mnas.latency.features import FEATURES, BlockFeatures, NetSetup, network_features
 from mnas.latency.fit import LatencyModel, fit_forest, fit_linear, fit_model, scores
 from mnas.latency.ort import machine_fingerprint
+from mnas.latency.predictor import choose_refit, fit_split
 from mnas.space import Architecture, MnasSpace
 
 SPACE = MnasSpace()
@@ -231,6 +233,80 @@ def test_few_shot_refit_to_another_input_size_from_ten_networks():
     assert s["mape"] < unrefit["mape"]
     with pytest.raises(ValueError, match="at least 3"):
         refit_predictor(base, ev, archs(2, 8))
+
+
+def split_truth(x: np.ndarray, node_factor: float, work_factor: float) -> float:
+    """The synthetic machine with its per-operator cost and its work cost changed apart."""
+    f = dict(zip(FEATURES, x, strict=True))
+    nodes = 0.02 + 0.004 * sum(v for k, v in f.items() if k.endswith("_nodes"))
+    return node_factor * nodes + work_factor * (truth(x) - nodes)
+
+
+class SplitEvaluator(FakeEvaluator):
+    def __init__(self, net: NetSetup, node_factor: float, work_factor: float) -> None:
+        super().__init__(net, 1.0)
+        self.factors = (node_factor, work_factor)
+
+    def measure_afresh(self, arch):
+        self.timed += 1
+        return _Stats(split_truth(self.feats(arch), *self.factors))
+
+
+def test_split_refit_scales_the_per_operator_and_the_work_parts_apart():
+    # like a second thread: the work takes 0.55x as long, every operator's overhead 1.6x
+    a, y = synthetic(120, 7)
+    base = fit_predictor(setup_dict(), a, y)
+    ev = SplitEvaluator(NET16, 1.6, 0.55)
+    refit = refit_predictor(base, ev, archs(10, 8))
+    cal = refit.data["calibration"]
+    assert cal["kind"] == "split"
+    assert cal["leave_one_out_mape"]["split"] < cal["leave_one_out_mape"]["calibration"]
+    assert 1.2 < cal["node_scale"] < 2.0 and 0.4 < cal["work_scale"] < 0.7
+    held = archs(60, 9)
+    measured = [split_truth(ev.feats(x), 1.6, 0.55) for x in held]
+    s = scores([refit.predict(x) for x in held], measured)
+    assert s["within_10"] >= 0.9, s
+    # the query's summed rows and the layer-by-layer path agree, and so does a reload
+    x = held[0]
+    node, work = base.parts(x)
+    assert refit.predict(x) == pytest.approx(cal["node_scale"] * node + cal["work_scale"] * work)
+    assert Predictor(json.loads(json.dumps(refit.data))).predict(x) == pytest.approx(
+        refit.predict(x)
+    )
+    # one scale for the whole prediction does worse on the same networks
+    fit = archs(10, 8)
+    timed = [ev.measure_afresh(x).median_ms for x in fit]
+    cal = fit_calibration([sum(base.parts(x)) for x in fit], timed)
+    whole = [cal.predict(sum(base.parts(x))) for x in held]
+    assert scores(whole, measured)["mape"] > 2 * s["mape"]
+
+
+def test_choose_refit_falls_back_to_a_calibration():
+    parts = np.array([[0.1, 0.5], [0.2, 0.4], [0.3, 0.9]])
+    # three networks: too few for two scales
+    r = choose_refit(parts, parts.sum(1) * 1.3, None)
+    assert r.split is None and r.calibration.kind in ("scale", "affine")
+    assert set(r.loo_mape) == {"calibration"}
+    # a part that explains nothing (its scale would be 0) is no split
+    parts = np.array([[0.1, 0.5], [0.2, 0.4], [0.3, 0.9], [0.4, 0.2], [0.5, 0.7]])
+    y = 2.0 * parts[:, 1]
+    assert fit_split(parts, y) is None  # the node part explains nothing: scale 0
+    assert choose_refit(parts, y, None).split is None
+
+
+def test_refit_to_a_larger_input_keeps_its_networks_in_range():
+    a, y = synthetic(120, 7)
+    base = fit_predictor(setup_dict(), a, y)
+    net28 = NetSetup(28, 1, 10, 0.5, 1)
+    refit = refit_predictor(base, FakeEvaluator(net28, 1.4), archs(10, 8))
+    held = archs(100, 9)
+    # the old set-up's range: every 28x28 network has more multiply-adds than any 16x16 one
+    moved = Predictor({**base.data, "setup": refit.setup})
+    assert sum(moved.predict_detail(x).in_range for x in held) < 20
+    # at the new set-up as many are in range as the base predictor has at its own
+    own = sum(base.predict_detail(x).in_range for x in held)
+    assert own >= 75 and sum(refit.predict_detail(x).in_range for x in held) >= own - 5
+    assert "re-fit" in refit.data["range"]["networks"]
 
 
 def test_predictor_is_a_latency_kind_of_the_search(tmp_path):

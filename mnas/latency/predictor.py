@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import onnxruntime as ort
+from scipy.optimize import nnls
 
 from mnas.latency.calibration import Calibration, Floor, fit_calibration
 from mnas.latency.features import FEATURES, BlockFeatures, NetSetup
@@ -76,6 +77,9 @@ def _aggregate_matrix() -> np.ndarray:
 
 
 _AGG = _aggregate_matrix()
+# Which features are per-operator counts (the runtime's fixed cost per node); the rest is
+# work (multiply-adds, elements, weights). A ``split`` re-fit scales the two apart.
+_NODE = np.array([f.endswith("_nodes") for f in FEATURES])
 
 
 def _aggregates(x: np.ndarray, linear_ms: float) -> np.ndarray:
@@ -107,9 +111,14 @@ class Predictor:
         self.setup = data["setup"]
         self.model = LatencyModel.from_dict(data["model"])
         c = data.get("calibration") or {}
-        self.calibration = Calibration(
-            c.get("kind", "identity"), c.get("intercept_ms", 0.0), c.get("slope", 1.0)
-        )
+        self.split: tuple[float, float] | None = None
+        if c.get("kind") == "split":
+            self.split = (float(c["node_scale"]), float(c["work_scale"]))
+            self.calibration = Calibration()
+        else:
+            self.calibration = Calibration(
+                c.get("kind", "identity"), c.get("intercept_ms", 0.0), c.get("slope", 1.0)
+            )
         self.low = np.asarray(data["range"]["low"], dtype=np.float64)
         self.high = np.asarray(data["range"]["high"], dtype=np.float64)
         batch, chans, size, _ = self.setup["input_shape"]
@@ -121,10 +130,13 @@ class Predictor:
             self.setup["stem_stride"],
         )
         self.features = BlockFeatures(self.net, MnasSpace())
-        # Every block row extended by its share of the linear model and of the range's
-        # aggregates (all additive over blocks), so a query sums seven rows once.
+        # Every block row extended by its share of the linear model, of the range's
+        # aggregates and of the linear model's per-node part (all additive over blocks), so
+        # a query sums seven rows once.
         m = self.features.matrix
-        self._rows = np.hstack((m, (m @ self.model.weights)[:, None], m @ _AGG.T))
+        w = self.model.weights
+        self._node_weights = np.where(_NODE, w, 0.0)
+        self._rows = np.hstack((m, (m @ w)[:, None], m @ _AGG.T, (m @ self._node_weights)[:, None]))
         self._n = len(FEATURES)
         # (linear ms first, then the aggregates), widened by a relative 1e-9: a training
         # network on the boundary stays inside whatever order its rows are summed in
@@ -200,12 +212,19 @@ class Predictor:
             x = self.features(arch)
             lin = model.linear(x)
             checked = [lin, *(_AGG @ x).tolist()]
+            node = float(x @ self._node_weights)
         else:
             total = self._rows.take(rows, axis=0).sum(axis=0)
             x = total[: self._n]
             checked = total[self._n :].tolist()
+            node = checked.pop()
             lin = checked[0] = model.intercept + checked[0]
-        ms = self.calibration.predict(model.from_linear(x, lin))
+        ms = model.from_linear(x, lin)
+        if self.split is None:
+            ms = self.calibration.predict(ms)
+        else:
+            node += model.intercept
+            ms *= (self.split[0] * node + self.split[1] * (lin - node)) / lin
         in_range = all(lo <= v <= hi for v, (lo, hi) in zip(checked, self._range, strict=True))
         if not ms > 0:
             # the model's form rules this out; a hand-edited file could still do it
@@ -216,6 +235,16 @@ class Predictor:
         """Predicted latency of ``arch`` in ms (flagged or refused outside the fitted range
         only through :meth:`predict_detail` and :class:`PredictorLatency`)."""
         return self.predict_detail(arch).ms
+
+    def parts(self, arch: Architecture) -> tuple[float, float]:
+        """The model's prediction of ``arch`` (before any calibration) as ``(node_ms,
+        work_ms)``: shared in the proportion of the linear model's per-operator part
+        (intercept and ``*_nodes`` features) to the rest."""
+        x = self.features(arch)
+        lin = self.model.linear(x)
+        node = self.model.intercept + float(x @ self._node_weights)
+        ms = self.model.from_linear(x, lin)
+        return ms * node / lin, ms * (lin - node) / lin
 
 
 def load_predictor(path: str | os.PathLike, **setup) -> Predictor:
@@ -324,8 +353,19 @@ def refit_predictor(
 ) -> Predictor:
     """``base`` re-fitted to the timing set-up of ``evaluator`` (another input size, thread
     count, ...) from a few networks timed with it: ``base``'s model applied to the features
-    of the new set-up, then scaled (or scaled and shifted: :func:`fit_calibration`, chosen
-    by leave-one-out) to the measured ones.
+    of the new set-up, then one of two re-fits, whichever predicts the left-out network
+    better over leave-one-out on the timed networks (:func:`choose_refit`):
+
+    - a calibration of the whole prediction: scaled, or scaled and shifted
+      (:func:`fit_calibration`, itself chosen by leave-one-out);
+    - ``split``: the model's per-operator (node) part and its work part scaled apart,
+      ``node_scale * node + work_scale * work``, both scales > 0 — what changes when the
+      maps grow (work) or threads are added (work shrinks, a node's overhead grows).
+
+    The re-fit's range (what :attr:`Prediction.in_range` checks) is that of ``base``'s
+    training networks and the timed ones, counted at the new set-up: the architectures the
+    model has seen, not the old set-up's feature values, which every network of a larger
+    input would exceed.
 
     Raises:
         ValueError: if ``base`` was built on another kind of machine (``same_machine``:
@@ -343,20 +383,92 @@ def refit_predictor(
     measured = [evaluator.measure_afresh(a).median_ms for a in archs]
     data = {**base.data, "setup": setup, "calibration": None}
     moved = Predictor(data, base.path)
-    raw = [moved.model(moved.features(a)) for a in archs]
-    # the least a calibrated prediction may give at the bottom of the base model's range
-    low = float(base.low[AGGREGATES.index("linear_ms")])
-    cal = fit_calibration(raw, measured, floor=Floor(low, 0.0, low * 0.1))
-    data["calibration"] = {
-        "kind": cal.kind,
-        "intercept_ms": cal.intercept_ms,
-        "slope": cal.slope,
+    space = MnasSpace()
+    seen = [space.architecture(t) for t in base.data["training"]["tokens"]] + list(archs)
+    agg = np.array([_aggregates(x, moved.model.linear(x)) for x in map(moved.features, seen)])
+    data["range"] = {
+        "names": list(AGGREGATES),
+        "low": agg.min(0).tolist(),
+        "high": agg.max(0).tolist(),
+        "networks": "the base predictor's training networks and the re-fit's, at this set-up",
+    }
+    parts = np.array([moved.parts(a) for a in archs])
+    # the least a calibrated prediction may give at the bottom of the range
+    low = float(agg[:, AGGREGATES.index("linear_ms")].min())
+    floor = Floor(low, 0.0, low * 0.1)
+    choice = choose_refit(parts, measured, floor)
+    raw = parts.sum(axis=1)
+    common = {
         "from_setup": base.setup,
         "archs": [a.key for a in archs],
         "measured_ms": measured,
-        "in_sample": scores([cal.predict(r) for r in raw], measured),
+        "leave_one_out_mape": choice.loo_mape,
     }
+    if choice.split is not None:
+        data["calibration"] = {
+            "kind": "split",
+            "node_scale": choice.split[0],
+            "work_scale": choice.split[1],
+            **common,
+            "in_sample": scores(list(parts @ np.asarray(choice.split)), measured),
+        }
+    else:
+        cal = choice.calibration
+        data["calibration"] = {
+            "kind": cal.kind,
+            "intercept_ms": cal.intercept_ms,
+            "slope": cal.slope,
+            **common,
+            "in_sample": scores([cal.predict(r) for r in raw], measured),
+        }
     return Predictor(data)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """What :func:`choose_refit` chose: a ``split`` (node and work scales) or else a
+    ``calibration`` of the whole prediction, and each candidate's leave-one-out MAPE (%)."""
+
+    calibration: Calibration
+    split: tuple[float, float] | None
+    loo_mape: dict
+
+
+def fit_split(parts: np.ndarray, measured: Sequence[float]) -> tuple[float, float] | None:
+    """Scales ``(node, work) >= 0`` minimising the squared relative error of
+    ``parts @ scales`` against ``measured`` (``parts``: one ``(node_ms, work_ms)`` row per
+    network); None unless both are > 0."""
+    y = np.asarray(measured, dtype=np.float64)
+    coef, _ = nnls(np.asarray(parts, dtype=np.float64) / y[:, None], np.ones(len(y)))
+    if not (coef[0] > 0 and coef[1] > 0):
+        return None
+    return float(coef[0]), float(coef[1])
+
+
+def choose_refit(parts: np.ndarray, measured: Sequence[float], floor: Floor | None) -> Refit:
+    """The re-fit of a moved predictor's ``(node_ms, work_ms)`` parts to ``measured``
+    that predicts each network best when fitted without it: :func:`fit_calibration` of the
+    summed parts (its own choice redone without the left-out network) or
+    :func:`fit_split` (a candidate from 4 networks on, and only if every fit is valid).
+    On a tie the calibration, the simpler, is kept."""
+    parts = np.asarray(parts, dtype=np.float64)
+    y = np.asarray(measured, dtype=np.float64)
+    raw = parts.sum(axis=1)
+    n = len(y)
+    cal_errors, split_errors = [], []
+    for i in range(n):
+        keep = np.arange(n) != i
+        cal = fit_calibration(raw[keep], y[keep], floor=floor)
+        cal_errors.append(abs(cal.predict(raw[i]) / y[i] - 1))
+        s = fit_split(parts[keep], y[keep]) if n >= 4 else None
+        split_errors.append(math.inf if s is None else abs(parts[i] @ s / y[i] - 1))
+    loo = {"calibration": 100 * float(np.mean(cal_errors))}
+    split = fit_split(parts, y) if n >= 4 else None
+    if split is not None and math.isfinite(max(split_errors)):
+        loo["split"] = 100 * float(np.mean(split_errors))
+    if "split" in loo and loo["split"] < loo["calibration"]:
+        return Refit(Calibration(), split, loo)
+    return Refit(fit_calibration(raw, y, floor=floor), None, loo)
 
 
 class PredictorLatency:
