@@ -3,6 +3,8 @@ config describes.
 
     python scripts/latency_table.py experiment=fashion_mnist_proxy
     python scripts/latency_table.py --predictor --out pred.json experiment=cifar10_proxy
+    python scripts/latency_table.py --predictor --refit pred.json --out pred2.json \\
+        experiment=cifar10_proxy latency.threads=2          # re-fit from 10 networks
     python scripts/search.py experiment=cifar10_proxy latency=predictor \\
         latency.predictor_path=pred.json
     python scripts/latency_table.py --out tables/fmnist.json experiment=fashion_mnist_proxy
@@ -43,7 +45,7 @@ from mnas.latency import (
     save_table,
     space_layer_configs,
 )
-from mnas.latency.predictor import build_predictor
+from mnas.latency.predictor import Predictor, build_predictor, refit_predictor
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -69,7 +71,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="fit a latency predictor to timed whole networks instead of a lookup table",
     )
-    p.add_argument("--networks", type=int, default=200, help="--predictor: networks to time")
+    p.add_argument(
+        "--networks",
+        type=int,
+        default=None,
+        help="--predictor: networks to time (default 200; 10 with --refit)",
+    )
+    p.add_argument(
+        "--refit",
+        metavar="BASE",
+        help="--predictor: re-fit the predictor BASE (built on this machine for another "
+        "set-up: input size, threads, graph optimisation) to this config's set-up from "
+        "--networks newly timed networks, instead of building one",
+    )
     p.add_argument(
         "--max-minutes", type=float, default=18.0, help="--predictor: stop timing networks after"
     )
@@ -140,16 +154,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
-    if args.networks < 10:
-        print(f"config error: --networks={args.networks}; at least 10", file=sys.stderr)
+    networks = args.networks or (10 if args.refit else 200)
+    least = 3 if args.refit else 10
+    if networks < least:
+        print(f"config error: --networks={networks}; at least {least}", file=sys.stderr)
         return 2
     out = Path(args.out or f"outputs/latency_table/{cfg.data.name}/latency_predictor.json")
+    base = None
+    if args.refit:
+        try:
+            base = Predictor.load(args.refit)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"config error: --refit={args.refit}: {e}", file=sys.stderr)
+            return 2
+        if Path(args.refit).resolve() == out.resolve():
+            print(f"config error: --out={out} would overwrite --refit's base", file=sys.stderr)
+            return 2
     rng = random.Random(args.seed)
-    archs = [space.sample(rng) for _ in range(args.networks)]
+    archs = [space.sample(rng) for _ in range(networks)]
     if args.dry_run:
         return 0
     evaluator = measured_ort_latency(settings, **setup)
     evaluator.nominal()
+    if base is not None:
+        return _refit(args, base, evaluator, archs, out)
 
     def progress(done: int, total: int, seconds: float) -> None:
         if done % 25 == 0 or done == total:
@@ -164,6 +192,31 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
         f"cross-validated within +-10% {100 * cv['within_10']:.0f}%, within +-5% "
         f"{100 * cv['within_5']:.0f}%, MAPE {cv['mape']:.1f}%, tau {cv['kendall_tau']:.3f}; "
         f"{d['build_seconds']:.0f} s"
+    )
+    print(f"search with: latency=predictor latency.predictor_path={out}")
+    return 0
+
+
+def _refit(args, base: Predictor, evaluator: OrtLatency, archs, out: Path) -> int:
+    t0 = time.perf_counter()
+    try:
+        refit = refit_predictor(base, evaluator, archs)
+    except ValueError as e:
+        print(f"config error: --refit={args.refit}: {e}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - t0
+    refit.data["build_seconds"] = seconds
+    refit.save(out)
+    cal = refit.data["calibration"]
+    loo = ", ".join(f"{k} {v:.1f}%" for k, v in cal["leave_one_out_mape"].items())
+    how = (
+        f"split (per-operator x{cal['node_scale']:.3f}, work x{cal['work_scale']:.3f})"
+        if cal["kind"] == "split"
+        else f"{cal['kind']} (x{cal['slope']:.3f} + {cal['intercept_ms']:.4f} ms)"
+    )
+    print(
+        f"wrote {out}: {args.refit} re-fitted from {len(archs)} networks timed in "
+        f"{seconds:.0f} s: {how}; leave-one-out MAPE {loo}"
     )
     print(f"search with: latency=predictor latency.predictor_path={out}")
     return 0

@@ -484,3 +484,48 @@ def test_graph_optimization_level_is_a_timing_setting(tmp_path):
             LatencySettings(kind="predictor", predictor_path=str(path), graph_optimization="basic"),
             **net,
         )
+
+
+def _latency_table_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "latency_table.py"
+    spec = importlib.util.spec_from_file_location("script_latency_table_refit", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_latency_table_script_refits_a_predictor_to_the_configs_set_up(tmp_path, capsys):
+    script = _latency_table_script()
+    a, y = synthetic(40, 7)
+    base = tmp_path / "base16.json"
+    fit_predictor(setup_dict(), a, y).save(base)
+    out = tmp_path / "refit8.json"
+    quick = [
+        "data.image_size=8",
+        "model.width_mult=0.25",
+        "latency.warmup=1",
+        "latency.min_runs=5",
+        "latency.max_runs=20",
+        "latency.time_cap_s=0.03",
+        f"latency.cache={tmp_path / 'cache.sqlite'}",
+    ]
+    rc = script.main(
+        ["--predictor", "--refit", str(base), "--networks", "4", "--out", str(out)] + quick
+    )
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "re-fitted from 4 networks" in text
+    refit = load_predictor(out, input_size=8, width_mult=0.25)
+    cal = refit.data["calibration"]
+    assert len(cal["archs"]) == 4 and all(m > 0 for m in cal["measured_ms"])
+    assert "calibration" in cal["leave_one_out_mape"]
+    assert refit.predict(archs(1, 12)[0]) > 0
+    # bad input: a clear error before anything is timed
+    assert script.main(["--predictor", "--refit", str(tmp_path / "none.json")] + quick) == 2
+    assert "--refit=" in capsys.readouterr().err
+    rc = script.main(["--predictor", "--refit", str(base), "--networks", "2"] + quick)
+    assert rc == 2 and "at least 3" in capsys.readouterr().err
+    rc = script.main(["--predictor", "--refit", str(base), "--out", str(base)] + quick)
+    assert rc == 2 and "overwrite" in capsys.readouterr().err
