@@ -264,6 +264,7 @@ def main() -> None:
             score_cpu_seconds_mean=statistics.mean(cpu),
             settings=dataclasses.asdict(score),
             scores=dict(zip(hashes, scores, strict=True)),
+            losses=dict(zip(hashes, (-v for v in losses), strict=True)),
         )
         print(
             f"{mode}: tau {per_mode[mode]['kendall_tau']:.3f} "
@@ -331,7 +332,8 @@ def main() -> None:
         "spearman": chosen["spearman"],
         "bn": best,
         "per_bn_mode": {
-            m: {k: v for k, v in d.items() if k != "scores"} for m, d in per_mode.items()
+            m: {k: v for k, v in d.items() if k not in ("scores", "losses")}
+            for m, d in per_mode.items()
         },
         "truth_seeds": noise["truth_seeds"],
         "noise_ceiling_tau": ceiling,
@@ -362,6 +364,7 @@ def main() -> None:
             h: {
                 "supernet": chosen["scores"][h],
                 **{f"supernet_{m}": d["scores"][h] for m, d in per_mode.items()},
+                **{f"supernet_{m}_loss": d["losses"][h] for m, d in per_mode.items()},
                 "standalone": noise["mean"][h],
                 "standalone_seeds": [
                     rows[h]["val_accuracy"] for rows in by_seed.values() if h in rows
