@@ -231,17 +231,18 @@ SCALE_KEYS = ("node_scale", "work_scale", "slope", "intercept_ms")
 
 def few_shot(
     out: Path,
-    base_size: str,
+    base_sizes: Sequence[str],
     overrides: list[str],
     n_fit: int,
     n_check: int,
     n_noise: int = 0,
     common: Sequence[str] = (),
 ) -> dict:
-    """Re-fit the ``base_size`` predictor to another set-up from ``n_fit`` networks timed
-    there; checked on ``n_check`` other networks timed there, the first ``n_noise`` of them
-    timed a second time for the noise floor. ``common``: overrides of every set-up (e.g.
-    ``latency.repeats=3``), for the re-fit's timings too."""
+    """Re-fit the ``base_sizes`` predictors (the one that re-fits best, by leave-one-out) to
+    another set-up from ``n_fit`` networks timed there; checked on ``n_check`` other
+    networks timed there, the first ``n_noise`` of them timed a second time for the noise
+    floor. ``common``: overrides of every set-up (e.g. ``latency.repeats=3``), for the
+    re-fit's timings too."""
     cfg, settings, setup = compose_setup([*common, *overrides])
     tag = "fewshot_" + "_".join(
         o.replace("=", "-").replace("/", "-") for o in [*overrides, *common]
@@ -251,18 +252,25 @@ def few_shot(
     fit_archs = [space.sample(rng) for _ in range(n_fit)]
     check_archs = heldout_archs(str(setup["input_size"]), n_check)
     check = time_pass(out / f"{tag}.json", "check", check_archs, settings, setup)
-    base = Predictor.load(out / f"predictor_{base_size}.json")
+    bases = [Predictor.load(out / f"predictor_{size}.json") for size in base_sizes]
     ev = measured_ort_latency(settings, **setup)
     t0 = time.perf_counter()
-    refit = refit_predictor(base, ev, fit_archs)
+    refit = refit_predictor(bases, ev, fit_archs)
     seconds = time.perf_counter() - t0
-    refit.save(out / f"{tag}_predictor.json")
+    suffix = "" if list(base_sizes) == ["16"] else "_from" + "-".join(base_sizes)
+    refit.save(out / f"{tag}{suffix}_predictor.json")
     measured = [r["median_ms"] for r in check]
-    unrefit = Predictor({**base.data, "setup": refit.setup}, None)
     cal = refit.data["calibration"]
+    loo = [min(b["leave_one_out_mape"].values()) for b in cal["bases"]]
+    chosen = bases[loo.index(min(loo))]  # as refit_predictor chose
+    unrefit = Predictor({**chosen.data, "setup": refit.setup}, None)
     predicted = [refit.predict_detail(a) for a in check_archs]
     row = {
-        "from": base_size,
+        "from": list(base_sizes),
+        "chosen_base": chosen.setup["input_shape"],
+        "bases_leave_one_out_mape": {
+            str(b["input_shape"][2]): b["leave_one_out_mape"] for b in cal["bases"]
+        },
         "to": " ".join(overrides),
         "overrides": list(common),
         "setup": {
@@ -273,9 +281,7 @@ def few_shot(
         "refit_seconds": seconds,
         "calibration": cal["kind"],
         "leave_one_out_mape": cal["leave_one_out_mape"],
-        "scales": {
-            k: cal[k] for k in ("node_scale", "work_scale", "slope", "intercept_ms") if k in cal
-        },
+        "scales": {k: cal[k] for k in SCALE_KEYS if k in cal},
         "n_check": len(check),
         "check_in_range": sum(p.in_range for p in predicted),
         "refit": scores([p.ms for p in predicted], measured),
@@ -339,6 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--few-shot", type=int, default=10, help="networks timed for a re-fit")
     p.add_argument("--few-shot-check", type=int, default=60)
     p.add_argument(
+        "--few-shot-from",
+        nargs="+",
+        default=["16"],
+        choices=list(SIZES),
+        help="predictors (built in --out) a re-fit may start from; the one whose re-fit "
+        "predicts left-out networks best is kept",
+    )
+    p.add_argument(
         "--few-shot-noise",
         type=int,
         default=60,
@@ -394,9 +408,12 @@ def main(argv: list[str] | None = None) -> int:
             }
     if "few-shot" in stages:
         result["few_shot"] = {
-            FEW_SHOT_NAMES.get(item, item.replace(" ", "_")): few_shot(
+            FEW_SHOT_NAMES.get(item, item.replace(" ", "_"))
+            + (
+                "" if args.few_shot_from == ["16"] else "_from_" + "_".join(args.few_shot_from)
+            ): few_shot(
                 out,
-                "16",
+                args.few_shot_from,
                 item.split(),
                 args.few_shot,
                 args.few_shot_check,

@@ -5,6 +5,8 @@ config describes.
     python scripts/latency_table.py --predictor --out pred.json experiment=cifar10_proxy
     python scripts/latency_table.py --predictor --refit pred.json --out pred2.json \\
         experiment=cifar10_proxy latency.threads=2          # re-fit from 10 networks
+    python scripts/latency_table.py --predictor --refit p16.json p32.json p224.json \\
+        --out p28.json experiment=fashion_mnist_proxy       # the base that re-fits best
     python scripts/search.py experiment=cifar10_proxy latency=predictor \\
         latency.predictor_path=pred.json
     python scripts/latency_table.py --out tables/fmnist.json experiment=fashion_mnist_proxy
@@ -80,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--refit",
         metavar="BASE",
+        nargs="+",
         help="--predictor: re-fit the predictor BASE (built on this machine for another "
         "set-up: input size, threads, graph optimisation) to this config's set-up from "
-        "--networks newly timed networks, instead of building one",
+        "--networks newly timed networks, instead of building one; given several, the one "
+        "whose re-fit predicts left-out networks best is kept",
     )
     p.add_argument(
         "--max-minutes", type=float, default=18.0, help="--predictor: stop timing networks after"
@@ -160,14 +164,14 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
         print(f"config error: --networks={networks}; at least {least}", file=sys.stderr)
         return 2
     out = Path(args.out or f"outputs/latency_table/{cfg.data.name}/latency_predictor.json")
-    base = None
-    if args.refit:
+    bases = []
+    for path in args.refit or ():
         try:
-            base = Predictor.load(args.refit)
+            bases.append(Predictor.load(path))
         except (OSError, ValueError, KeyError) as e:
-            print(f"config error: --refit={args.refit}: {e}", file=sys.stderr)
+            print(f"config error: --refit={path}: {e}", file=sys.stderr)
             return 2
-        if Path(args.refit).resolve() == out.resolve():
+        if Path(path).resolve() == out.resolve():
             print(f"config error: --out={out} would overwrite --refit's base", file=sys.stderr)
             return 2
     rng = random.Random(args.seed)
@@ -176,8 +180,8 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
         return 0
     evaluator = measured_ort_latency(settings, **setup)
     evaluator.nominal()
-    if base is not None:
-        return _refit(args, base, evaluator, archs, out)
+    if bases:
+        return _refit(bases, evaluator, archs, out)
 
     def progress(done: int, total: int, seconds: float) -> None:
         if done % 25 == 0 or done == total:
@@ -197,12 +201,12 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
     return 0
 
 
-def _refit(args, base: Predictor, evaluator: OrtLatency, archs, out: Path) -> int:
+def _refit(bases: list[Predictor], evaluator: OrtLatency, archs, out: Path) -> int:
     t0 = time.perf_counter()
     try:
-        refit = refit_predictor(base, evaluator, archs)
+        refit = refit_predictor(bases, evaluator, archs)
     except ValueError as e:
-        print(f"config error: --refit={args.refit}: {e}", file=sys.stderr)
+        print(f"config error: --refit: {e}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - t0
     refit.data["build_seconds"] = seconds
@@ -214,8 +218,12 @@ def _refit(args, base: Predictor, evaluator: OrtLatency, archs, out: Path) -> in
         if cal["kind"] == "split"
         else f"{cal['kind']} (x{cal['slope']:.3f} + {cal['intercept_ms']:.4f} ms)"
     )
+    for b in cal["bases"] if len(bases) > 1 else ():
+        errors = ", ".join(f"{k} {v:.1f}%" for k, v in b["leave_one_out_mape"].items())
+        print(f"  base {b['path']}: leave-one-out MAPE {errors}")
+    chosen = refit.data["calibration"]["from_setup"]["input_shape"]
     print(
-        f"wrote {out}: {args.refit} re-fitted from {len(archs)} networks timed in "
+        f"wrote {out}: the {chosen} predictor re-fitted from {len(archs)} networks timed in "
         f"{seconds:.0f} s: {how}; leave-one-out MAPE {loo}"
     )
     print(f"search with: latency=predictor latency.predictor_path={out}")

@@ -281,6 +281,29 @@ def test_split_refit_scales_the_per_operator_and_the_work_parts_apart():
     assert scores(whole, measured)["mape"] > 2 * s["mape"]
 
 
+def test_refit_from_several_bases_keeps_the_one_that_predicts_left_out_networks():
+    net28 = NetSetup(28, 1, 10, 0.5, 1)
+    a, y = synthetic(120, 7)
+    base16 = fit_predictor(setup_dict(), a, y)
+    a28, y28 = synthetic(120, 7, net=net28)
+    base28 = fit_predictor(setup_dict(net28), a28, y28)  # built at the new size itself
+    ev = FakeEvaluator(net28, 1.4)
+    refit = refit_predictor([base16, base28], ev, archs(10, 8))
+    assert ev.timed == 10  # timed once for both bases
+    cal = refit.data["calibration"]
+    assert cal["from_setup"]["input_shape"] == [1, 1, 28, 28]
+    loo = [min(b["leave_one_out_mape"].values()) for b in cal["bases"]]
+    assert [b["input_shape"] for b in cal["bases"]] == [[1, 1, 16, 16], [1, 1, 28, 28]]
+    assert loo[1] < loo[0]
+    held = archs(60, 9)
+    measured = [1.4 * truth(ev.feats(x)) for x in held]
+    best = scores([refit.predict(x) for x in held], measured)
+    alone = refit_predictor(base16, FakeEvaluator(net28, 1.4), archs(10, 8))
+    assert best["mape"] < scores([alone.predict(x) for x in held], measured)["mape"]
+    with pytest.raises(ValueError, match="at least one base"):
+        refit_predictor([], ev, archs(10, 8))
+
+
 def test_choose_refit_falls_back_to_a_calibration():
     parts = np.array([[0.1, 0.5], [0.2, 0.4], [0.3, 0.9]])
     # three networks: too few for two scales
@@ -516,12 +539,22 @@ def test_latency_table_script_refits_a_predictor_to_the_configs_set_up(tmp_path,
     )
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "re-fitted from 4 networks" in text
+    assert "re-fitted from 4 networks" in text and "base " not in text
     refit = load_predictor(out, input_size=8, width_mult=0.25)
     cal = refit.data["calibration"]
     assert len(cal["archs"]) == 4 and all(m > 0 for m in cal["measured_ms"])
     assert "calibration" in cal["leave_one_out_mape"]
     assert refit.predict(archs(1, 12)[0]) > 0
+    # two bases: timed once, each base's leave-one-out error printed, the better one kept
+    other = tmp_path / "base8.json"
+    net8 = NetSetup(8, 1, 10, 0.25, 1)
+    fit_predictor(setup_dict(net8), *synthetic(40, 7, net=net8)).save(other)
+    out2 = tmp_path / "refit8b.json"
+    args = ["--predictor", "--refit", str(base), str(other), "--networks", "4", "--out", str(out2)]
+    assert script.main(args + quick) == 0
+    text = capsys.readouterr().out
+    assert f"base {base}:" in text and f"base {other}:" in text
+    assert len(load_predictor(out2).data["calibration"]["bases"]) == 2
     # bad input: a clear error before anything is timed
     assert script.main(["--predictor", "--refit", str(tmp_path / "none.json")] + quick) == 2
     assert "--refit=" in capsys.readouterr().err

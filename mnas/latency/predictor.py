@@ -346,7 +346,7 @@ def fit_predictor(
 
 
 def refit_predictor(
-    base: Predictor,
+    base: Predictor | Sequence[Predictor],
     evaluator: OrtLatency,
     archs: Sequence[Architecture],
     same_machine: bool = True,
@@ -362,25 +362,53 @@ def refit_predictor(
       ``node_scale * node + work_scale * work``, both scales > 0 — what changes when the
       maps grow (work) or threads are added (work shrinks, a node's overhead grows).
 
-    The re-fit's range (what :attr:`Prediction.in_range` checks) is that of ``base``'s
+    Given several bases (e.g. this machine's 16x16, 32x32 and 224x224 predictors), the
+    networks are timed once and the base whose re-fit has the lowest leave-one-out error is
+    kept (a 32x32 model orders 28x28 networks better than a 16x16 one); every base's error
+    is recorded (``calibration.bases``).
+
+    The re-fit's range (what :attr:`Prediction.in_range` checks) is that of the base's
     training networks and the timed ones, counted at the new set-up: the architectures the
     model has seen, not the old set-up's feature values, which every network of a larger
     input would exceed.
 
     Raises:
-        ValueError: if ``base`` was built on another kind of machine (``same_machine``:
-            mixing machines' timings in one predictor is refused), or with < 3 networks.
+        ValueError: if a base was built on another kind of machine (``same_machine``:
+            mixing machines' timings in one predictor is refused), with < 3 networks, or
+            with no base.
     """
-    if same_machine and base.setup.get("machine") != machine_fingerprint():
-        raise ValueError(
-            f"predictor {base.path} was built on machine {base.setup.get('machine')} "
-            f"({base.data.get('machine_description', {}).get('cpu', '?')}); this is "
-            f"{machine_fingerprint()} ({machine_description()['cpu']}): re-fit it there"
-        )
+    bases = [base] if isinstance(base, Predictor) else list(base)
+    if not bases:
+        raise ValueError("re-fitting needs at least one base predictor")
+    for b in bases:
+        if same_machine and b.setup.get("machine") != machine_fingerprint():
+            raise ValueError(
+                f"predictor {b.path} was built on machine {b.setup.get('machine')} "
+                f"({b.data.get('machine_description', {}).get('cpu', '?')}); this is "
+                f"{machine_fingerprint()} ({machine_description()['cpu']}): re-fit it there"
+            )
     if len(archs) < 3:
         raise ValueError(f"re-fitting needs at least 3 timed networks, got {len(archs)}")
     setup = timing_setup(evaluator)
     measured = [evaluator.measure_afresh(a).median_ms for a in archs]
+    fits = [_refit_one(b, setup, archs, measured) for b in bases]
+    best = min(fits, key=lambda f: min(f.data["calibration"]["leave_one_out_mape"].values()))
+    best.data["calibration"]["bases"] = [
+        {
+            "path": b.path,
+            "input_shape": b.setup.get("input_shape"),
+            "threads": b.setup.get("threads"),
+            "leave_one_out_mape": f.data["calibration"]["leave_one_out_mape"],
+        }
+        for b, f in zip(bases, fits, strict=True)
+    ]
+    return best
+
+
+def _refit_one(
+    base: Predictor, setup: dict, archs: Sequence[Architecture], measured: Sequence[float]
+) -> Predictor:
+    """:func:`refit_predictor` of one base to networks already timed."""
     data = {**base.data, "setup": setup, "calibration": None}
     moved = Predictor(data, base.path)
     space = MnasSpace()
