@@ -534,27 +534,21 @@ def test_latency_table_script_refits_a_predictor_to_the_configs_set_up(tmp_path,
         "latency.time_cap_s=0.03",
         f"latency.cache={tmp_path / 'cache.sqlite'}",
     ]
-    rc = script.main(
-        ["--predictor", "--refit", str(base), "--networks", "4", "--out", str(out)] + quick
-    )
-    text = capsys.readouterr().out
-    assert rc == 0, text
-    assert "re-fitted from 4 networks" in text and "base " not in text
-    refit = load_predictor(out, input_size=8, width_mult=0.25)
-    cal = refit.data["calibration"]
-    assert len(cal["archs"]) == 4 and all(m > 0 for m in cal["measured_ms"])
-    assert "calibration" in cal["leave_one_out_mape"]
-    assert refit.predict(archs(1, 12)[0]) > 0
     # two bases: timed once, each base's leave-one-out error printed, the better one kept
     other = tmp_path / "base8.json"
     net8 = NetSetup(8, 1, 10, 0.25, 1)
     fit_predictor(setup_dict(net8), *synthetic(40, 7, net=net8)).save(other)
-    out2 = tmp_path / "refit8b.json"
-    args = ["--predictor", "--refit", str(base), str(other), "--networks", "4", "--out", str(out2)]
-    assert script.main(args + quick) == 0
+    args = ["--predictor", "--refit", str(base), str(other), "--networks", "4", "--out", str(out)]
+    rc = script.main(args + quick)
     text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "re-fitted from 4 networks" in text
     assert f"base {base}:" in text and f"base {other}:" in text
-    assert len(load_predictor(out2).data["calibration"]["bases"]) == 2
+    refit = load_predictor(out, input_size=8, width_mult=0.25)
+    cal = refit.data["calibration"]
+    assert len(cal["archs"]) == 4 and all(m > 0 for m in cal["measured_ms"])
+    assert "calibration" in cal["leave_one_out_mape"] and len(cal["bases"]) == 2
+    assert refit.predict(archs(1, 12)[0]) > 0
     # bad input: a clear error before anything is timed
     assert script.main(["--predictor", "--refit", str(tmp_path / "none.json")] + quick) == 2
     assert "--refit=" in capsys.readouterr().err
