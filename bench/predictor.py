@@ -261,8 +261,7 @@ def few_shot(
     refit.save(out / f"{tag}{suffix}_predictor.json")
     measured = [r["median_ms"] for r in check]
     cal = refit.data["calibration"]
-    loo = [min(b["leave_one_out_mape"].values()) for b in cal["bases"]]
-    chosen = bases[loo.index(min(loo))]  # as refit_predictor chose
+    chosen = bases[[b["chosen"] for b in cal["bases"]].index(True)]
     unrefit = Predictor({**chosen.data, "setup": refit.setup}, None)
     predicted = [refit.predict_detail(a) for a in check_archs]
     row = {

@@ -294,7 +294,7 @@ def test_refit_from_several_bases_keeps_the_one_that_predicts_left_out_networks(
     assert cal["from_setup"]["input_shape"] == [1, 1, 28, 28]
     loo = [min(b["leave_one_out_mape"].values()) for b in cal["bases"]]
     assert [b["input_shape"] for b in cal["bases"]] == [[1, 1, 16, 16], [1, 1, 28, 28]]
-    assert loo[1] < loo[0]
+    assert loo[1] < loo[0] and [b["chosen"] for b in cal["bases"]] == [False, True]
     held = archs(60, 9)
     measured = [1.4 * truth(ev.feats(x)) for x in held]
     best = scores([refit.predict(x) for x in held], measured)

@@ -399,6 +399,7 @@ def refit_predictor(
             "input_shape": b.setup.get("input_shape"),
             "threads": b.setup.get("threads"),
             "leave_one_out_mape": f.data["calibration"]["leave_one_out_mape"],
+            "chosen": f is best,
         }
         for b, f in zip(bases, fits, strict=True)
     ]
