@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
-    networks = args.networks or (10 if args.refit else 200)
+    networks = args.networks if args.networks is not None else (10 if args.refit else 200)
     least = 3 if args.refit else 10
     if networks < least:
         print(f"config error: --networks={networks}; at least {least}", file=sys.stderr)
