@@ -229,6 +229,11 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
 SCALE_KEYS = ("node_scale", "work_scale", "slope", "intercept_ms")
 
 
+def bases_suffix(base_sizes: Sequence[str]) -> str:
+    """What names a re-fit from other bases than the 16x16 predictor alone (files, keys)."""
+    return "" if list(base_sizes) == ["16"] else "_from_" + "_".join(base_sizes)
+
+
 def few_shot(
     out: Path,
     base_sizes: Sequence[str],
@@ -257,8 +262,7 @@ def few_shot(
     t0 = time.perf_counter()
     refit = refit_predictor(bases, ev, fit_archs)
     seconds = time.perf_counter() - t0
-    suffix = "" if list(base_sizes) == ["16"] else "_from" + "-".join(base_sizes)
-    refit.save(out / f"{tag}{suffix}_predictor.json")
+    refit.save(out / f"{tag}{bases_suffix(base_sizes)}_predictor.json")
     measured = [r["median_ms"] for r in check]
     cal = refit.data["calibration"]
     chosen = bases[[b["chosen"] for b in cal["bases"]].index(True)]
@@ -408,9 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     if "few-shot" in stages:
         result["few_shot"] = {
             FEW_SHOT_NAMES.get(item, item.replace(" ", "_"))
-            + (
-                "" if args.few_shot_from == ["16"] else "_from_" + "_".join(args.few_shot_from)
-            ): few_shot(
+            + bases_suffix(args.few_shot_from): few_shot(
                 out,
                 args.few_shot_from,
                 item.split(),
