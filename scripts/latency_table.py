@@ -221,7 +221,7 @@ def _refit(bases: list[Predictor], evaluator: OrtLatency, archs, out: Path) -> i
     for b in cal["bases"] if len(bases) > 1 else ():
         errors = ", ".join(f"{k} {v:.1f}%" for k, v in b["leave_one_out_mape"].items())
         print(f"  base {b['path']}: leave-one-out MAPE {errors}")
-    chosen = refit.data["calibration"]["from_setup"]["input_shape"]
+    chosen = cal["from_setup"]["input_shape"]
     print(
         f"wrote {out}: the {chosen} predictor re-fitted from {len(archs)} networks timed in "
         f"{seconds:.0f} s: {how}; leave-one-out MAPE {loo}"

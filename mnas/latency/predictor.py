@@ -212,7 +212,7 @@ class Predictor:
             x = self.features(arch)
             lin = model.linear(x)
             checked = [lin, *(_AGG @ x).tolist()]
-            node = float(x @ self._node_weights)
+            node = float(x @ self._node_weights) if self.split else 0.0
         else:
             total = self._rows.take(rows, axis=0).sum(axis=0)
             x = total[: self._n]
