@@ -179,3 +179,50 @@ def test_truth_jobs_keep_whole_rounds_of_seeds():
     shuffled = list(archs)
     random.Random(7).shuffle(shuffled)
     assert truth.job_order(archs, set(), 0, 1, 7) == [(a, 0) for a in shuffled]
+
+
+def test_truth_structure_finds_the_decision_the_truth_rewards():
+    ts = load_bench("truth_structure")
+    from mnas.space import make_space
+
+    space = make_space("mnas_mbconv")
+    rng = random.Random(0)
+    layers = [j for j, d in enumerate(space.decisions) if d.name == "layers"]
+    rows, scores = [], {}
+    for i in range(100):
+        tokens = [rng.randrange(len(d.choices)) for d in space.decisions]
+        depth = sum(tokens[j] for j in layers)  # the truth: fewer layers, better
+        h = f"a{i}"
+        for seed in (0, 1):
+            noise = rng.gauss(0, 0.002)
+            rows.append(
+                {
+                    "hash": h,
+                    "seed": seed,
+                    "tokens": tokens,
+                    "val_accuracy": 0.9 - 0.01 * depth + noise,
+                    "macs": 100 + depth,
+                    "params": 5,
+                }
+            )
+        scores[h] = {"supernet": float(tokens[0]), "standalone": 0.5, "label": "x"}
+    got = ts.analyse(rows, space, scores, sizes=[70], repeats=10)
+    assert got["n_archs"] == 100 and got["truth_seeds"] == [0, 1]
+    # the trained rows' sizes, then the numeric score columns but the stand-alone ones
+    assert got["score_columns"] == ["macs", "params", "supernet"]
+    summed = got["decisions"]["summed_over_blocks"]
+    assert "skip" not in summed  # one choice only
+    assert summed["layers"]["truth"] < -0.8 and summed["layers"]["macs"] > 0.8
+    assert summed["layers"]["params"] == 0.0  # a constant ranks nothing
+    assert abs(summed["kernel"]["truth"]) < 0.3
+    first = got["decisions"]["per_block"][0]
+    assert first["block"] == 0 and first["decision"] == "conv_op"
+    assert first["supernet"] == pytest.approx(1.0)
+    sur = got["token_surrogate"]["by_training_size"]["70"]
+    # a perfect score (the depth) reaches about 0.8 against this noise
+    assert sur["mean of seeds [0, 1]"]["tau"] > 0.55 and sur["seed 0"]["tau"] > 0.55
+    noise = [{**r, "val_accuracy": rng.random()} for r in rows]  # a truth without structure
+    sur = ts.analyse(noise, space, None, sizes=[70], repeats=10)["token_surrogate"]
+    assert abs(sur["by_training_size"]["70"]["seed 0"]["tau"]) < 0.15
+    with pytest.raises(ValueError, match="surrogate size 99"):
+        ts.analyse(rows, space, None, sizes=[99], repeats=1)
