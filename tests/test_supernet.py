@@ -33,6 +33,7 @@ from mnas.space import MnasSpace, make_space, parse_blocks
 from mnas.training.bn import recalibrate_bn
 from mnas.training.supernet import (
     PathSampler,
+    PathTrainer,
     ScoreConfig,
     SupernetTrainConfig,
     probe_subnets,
@@ -373,6 +374,8 @@ def test_supernet_search_reports_both_scores_and_resumes(tmp_path, monkeypatch):
         ("evaluator.supernet.val_images=-1", "val_images"),
         ("evaluator.supernet.standalone_top_k=-2", "standalone_top_k"),
         ("evaluator.supernet.epochs=0", "epochs"),
+        ("evaluator.supernet.joint_steps=-1", "joint_steps=-1"),
+        ("evaluator.supernet.joint_lr=0", "joint_lr=0"),
     ],
 )
 def test_bad_supernet_config_fails_before_work(tmp_path, override, message):
@@ -518,3 +521,103 @@ def test_fashion_mnist_supernet_experiment_is_the_measured_recipe():
         False,
     )
     assert cfg.data.name == "fashion_mnist" and cfg.data.train_size == 10000
+
+
+def test_joint_steps_train_the_given_path_and_resume_exactly():
+    data = get_dataset(DIGITS)
+    cfg = dataclasses.replace(QUICK, batch_size=32)
+    path = SPACE.decode(SPACE.sample(random.Random(3)).tokens)
+    net = supernet()
+    trainer = PathTrainer(net, data, cfg, lr=0.05)
+    losses = [trainer.train([path], 10) for _ in range(4)]
+    assert losses[-1] < 0.8 * losses[0]  # the path learns
+    assert trainer.steps == 40 and not net.training
+    assert not any(p.requires_grad for p in net.parameters())  # frozen again for scoring
+    # 3 + 3 steps in one trainer = 3 steps, a checkpoint, a new trainer, 3 steps
+    a, b = supernet(), supernet()
+    ta = PathTrainer(a, data, cfg, lr=0.05)
+    ta.train([path], 3)
+    state = ta.state_dict()
+    ta.train([path], 3)
+    PathTrainer(b, data, cfg, lr=0.05).train([path], 3)
+    tb = PathTrainer(b, data, cfg, lr=0.05)
+    tb.load_state_dict(state)
+    tb.train([path], 3)
+    assert tb.steps == ta.steps == 6
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    with pytest.raises(ValueError, match="joint_lr=0"):
+        PathTrainer(net, data, cfg, lr=0)
+
+
+def test_joint_search_trains_between_batches_and_resumes(tmp_path, monkeypatch):
+    cfg = make_cfg(
+        "steps=1",
+        "batch_size=3",
+        "tensorboard=false",
+        "evaluator.supernet.joint_steps=2",
+        "evaluator.supernet.standalone_top_k=0",
+    )
+    search = build_search(cfg, tmp_path)
+    assert search.run().evaluated == 3
+    search.evaluator.close()
+    saved = torch.load(tmp_path / SUPERNET_CHECKPOINT, weights_only=False)
+    assert saved["joint"]["steps"] == 6 and saved["identity"]["joint"] == {"steps": 2, "lr": 0.005}
+    rows = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["supernet_joint_steps"] for r in rows] == [6, 6, 6]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("supernet trained again on resume")
+
+    monkeypatch.setattr("mnas.evaluate.supernet.train_supernet", no_training)
+    resumed = build_search(load_resume_config(tmp_path, ["steps=2"]), tmp_path)
+    resumed.run()
+    resumed.evaluator.close()
+    rows = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    new = len(rows) - 3
+    assert new >= 1 and rows[-1]["supernet_joint_steps"] == 6 + 2 * new  # went on from 6
+    # a frozen search, or one with other joint settings, refuses the jointly trained supernet
+    for other in (0, 3):
+        elsewhere = tmp_path / f"other{other}"
+        elsewhere.mkdir()
+        (elsewhere / SUPERNET_CHECKPOINT).write_bytes((tmp_path / SUPERNET_CHECKPOINT).read_bytes())
+        cfg = make_cfg(
+            "evaluator.supernet.standalone_top_k=0", f"evaluator.supernet.joint_steps={other}"
+        )
+        with pytest.raises(ValueError, match="other joint settings"):
+            _ = build_search(cfg, elsewhere).evaluator.net
+
+
+def test_a_frozen_supernet_starts_a_joint_search(tmp_path, monkeypatch):
+    frozen = SupernetSettings(QUICK, SCORE)
+    net, record = load_or_train(tmp_path / SUPERNET_CHECKPOINT, SPACE, MODEL, DIGITS, frozen)
+    monkeypatch.setattr(
+        "mnas.evaluate.supernet.train_supernet", lambda *a, **k: pytest.fail("trained again")
+    )
+    joint = dataclasses.replace(frozen, joint_steps=1)
+    again, record2 = load_or_train(tmp_path / SUPERNET_CHECKPOINT, SPACE, MODEL, DIGITS, joint)
+    assert record2 == record
+    for a, b in zip(net.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_joint_training_that_diverges_fails_the_batch_not_the_search(tmp_path, monkeypatch):
+    latency = make_latency_evaluator(
+        LatencySettings(kind="macs", cache=None),
+        input_size=8,
+        in_channels=1,
+        num_classes=10,
+        width_mult=0.25,
+        stem_stride=1,
+    )
+    settings = SupernetSettings(QUICK, SCORE, joint_steps=1)
+    ev = SupernetEvaluator(latency, SPACE, MODEL, DIGITS, settings, tmp_path, input_size=8)
+
+    def diverge(self, paths, steps):
+        raise ValueError("joint supernet training diverged at step 0 (loss nan)")
+
+    monkeypatch.setattr(PathTrainer, "train", diverge)
+    archs = [SPACE.sample(random.Random(i)) for i in range(2)]
+    results = ev.evaluate(archs, lambda r: None)
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert all("supernet: joint supernet training diverged" in r.reason for r in results)

@@ -53,8 +53,9 @@ def supernet_settings(cfg: DictConfig, seed: int, amp: str = "auto"):
     score_keys = ("bn", "bn_batches", "bn_batch_size", "val_images", "eval_batch_size")
     score = ScoreConfig(**{k: c.pop(k) for k in score_keys}, seed=seed, amp=amp)
     sharing, top_k = c.pop("kernel_sharing"), c.pop("standalone_top_k")
+    joint_steps, joint_lr = c.pop("joint_steps"), c.pop("joint_lr")
     train = SupernetTrainConfig(**c, seed=seed, amp=amp)
-    return SupernetSettings(train, score, sharing, top_k)
+    return SupernetSettings(train, score, sharing, top_k, joint_steps, joint_lr)
 
 
 def ppo_config(cfg: DictConfig) -> PPOConfig:

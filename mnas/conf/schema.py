@@ -202,6 +202,8 @@ class SupernetConf:
     eval_batch_size: int = 500  # images per scoring forward pass
     threads: int | None = None  # torch threads while training (None: leave as is)
     standalone_top_k: int = 3  # front points re-trained stand-alone and re-timed at the end
+    joint_steps: int = 0  # 0: frozen after training; k: TuNAS-style, k SGD steps per new child
+    joint_lr: float = 0.005  # constant learning rate of the joint steps
 
 
 @dataclass

@@ -1,12 +1,17 @@
-"""The supernet evaluator: children timed, then scored with a frozen weight-sharing supernet.
+"""The supernet evaluator: children timed, then scored with a weight-sharing supernet.
 
 Train-then-search: the supernet (:mod:`mnas.nn.supernet`) is trained once at the search's
 set-up (or loaded from the run directory's ``supernet.pt``), then frozen; each child is
 timed like a trained child (one at a time, on the CPU) and scored with the supernet's
 weights (:func:`mnas.training.supernet.score_subnet`). Scores are cached by architecture
-hash. :meth:`SupernetEvaluator.standalone` trains chosen architectures from scratch with
-the trained evaluator's own :func:`~mnas.evaluate.trained.train_child` and times them again,
-so that the end of a search reports both scores.
+hash. With ``joint_steps > 0`` (TuNAS-style joint search) the trained supernet keeps
+learning during the search: before a batch of children is scored, each child's own path
+takes ``joint_steps`` SGD steps (:class:`~mnas.training.supernet.PathTrainer`), the
+scores of earlier batches are forgotten, and ``supernet.pt`` is rewritten with the weights,
+the optimizer and the step count, so a resumed search goes on from there.
+:meth:`SupernetEvaluator.standalone` trains chosen architectures from scratch with the
+trained evaluator's own :func:`~mnas.evaluate.trained.train_child` and times them again, so
+that the end of a search reports both scores.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from mnas.nn.stats import model_stats
 from mnas.nn.supernet import KERNEL_SHARING, Supernet
 from mnas.space import Architecture, MnasSpace
 from mnas.training.supernet import (
+    PathTrainer,
     ScoreConfig,
     SupernetTrainConfig,
     probe_subnets,
@@ -55,6 +61,11 @@ class SupernetSettings:
     kernel_sharing: str = "crop"
     standalone_top_k: int = 3
     """Front points trained stand-alone (and timed again) at the end of a search."""
+    joint_steps: int = 0
+    """0: the supernet is frozen after training (train-then-search); k > 0: TuNAS-style
+    joint search, k SGD steps on each new child's path before its batch is scored."""
+    joint_lr: float = 0.005
+    """Constant learning rate of the joint steps."""
 
     def __post_init__(self) -> None:
         if self.kernel_sharing not in KERNEL_SHARING:
@@ -64,15 +75,24 @@ class SupernetSettings:
         k = self.standalone_top_k
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"standalone_top_k={k!r} must be an integer >= 0")
+        j = self.joint_steps
+        if isinstance(j, bool) or not isinstance(j, int) or j < 0:
+            raise ValueError(f"joint_steps={j!r} must be an integer >= 0")
+        if not (math.isfinite(self.joint_lr) and self.joint_lr > 0):
+            raise ValueError(f"joint_lr={self.joint_lr!r} must be a finite number > 0")
 
     def identity(self, model: ModelSpec, data: DataSpec) -> dict:
-        """What a saved supernet must match to be reused (scoring may change freely)."""
-        return {
+        """What a saved supernet must match to be reused (scoring may change freely; a
+        jointly trained one also records its joint settings)."""
+        out = {
             "train": dataclasses.asdict(dataclasses.replace(self.train, threads=None)),
             "kernel_sharing": self.kernel_sharing,
             "model": dataclasses.asdict(model),
             "data": _data_identity(dataclasses.asdict(data)),
         }
+        if self.joint_steps:
+            out["joint"] = {"steps": self.joint_steps, "lr": self.joint_lr}
+        return out
 
 
 def _data_identity(data: dict) -> dict:
@@ -90,8 +110,9 @@ def load_or_train(
     device: str = "cpu",
 ) -> tuple[Supernet, dict]:
     """The supernet saved at ``path`` if it was made with the same settings, else a new one
-    trained now and saved there (atomically). Returns it (frozen, in ``eval()``) and its
-    training record (steps, loss, seconds, cpu_seconds).
+    trained now and saved there (atomically). A supernet that a joint search has trained
+    (``joint_steps``) matches only the same joint settings; one that none has, any. Returns
+    it (frozen, in ``eval()``) and its training record (steps, loss, seconds, cpu_seconds).
 
     Raises:
         ValueError: ``path`` holds a supernet made with other settings (naming them), or
@@ -118,8 +139,17 @@ def load_or_train(
         saved_identity = {"space": "mnas", **saved["identity"]}
         # supernets saved before the data's location left the identity recorded it
         saved_identity["data"] = _data_identity(saved_identity.get("data", {}))
-        if saved_identity != identity:
-            diff = sorted(k for k in identity if saved_identity.get(k) != identity[k])
+        if "joint" not in saved:
+            # never trained jointly: the training before any joint step is the same whatever
+            # the joint settings, so a frozen supernet may start a joint search
+            saved_identity.pop("joint", None)
+            wanted = {k: v for k, v in identity.items() if k != "joint"}
+        else:
+            wanted = identity
+        if saved_identity != wanted:
+            diff = sorted(
+                k for k in {*wanted, *saved_identity} if saved_identity.get(k) != wanted.get(k)
+            )
             raise ValueError(
                 f"{path} holds a supernet trained with other {', '.join(diff)} settings; "
                 "remove it or use the settings it was trained with"
@@ -137,14 +167,25 @@ def load_or_train(
             )
         record = dataclasses.asdict(result)
         record["device"] = device
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"identity": identity, "state": net.state_dict(), "record": record}, tmp)
-        os.replace(tmp, path)
+        save_supernet(path, identity, net, record)
         log.info("supernet trained and saved to %s", path)
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
     return net, record
+
+
+def save_supernet(
+    path: Path, identity: dict, net: Supernet, record: dict, joint: dict | None = None
+) -> None:
+    """Write a supernet checkpoint atomically (temporary file + rename); ``joint``: the
+    joint search's :meth:`PathTrainer.state_dict`."""
+    tmp = path.with_name(path.name + ".tmp")
+    saved = {"identity": identity, "state": net.state_dict(), "record": record}
+    if joint is not None:
+        saved["joint"] = joint
+    torch.save(saved, tmp)
+    os.replace(tmp, path)
 
 
 class SupernetEvaluator:
@@ -189,6 +230,7 @@ class SupernetEvaluator:
         self.cache: dict[str, tuple[float, int, int]] = {}
         self._net: Supernet | None = None
         self.record: dict = {}
+        self.trainer: PathTrainer | None = None
 
     @property
     def net(self) -> Supernet:
@@ -196,8 +238,41 @@ class SupernetEvaluator:
             self._net, self.record = load_or_train(
                 self.path, self.space, self.model, self.data, self.settings, self.device
             )
+            if self.settings.joint_steps:
+                self.trainer = PathTrainer(
+                    self._net, get_dataset(self.data), self.settings.train, self.settings.joint_lr
+                )
+                saved = torch.load(self.path, map_location="cpu", weights_only=False)
+                if "joint" in saved:
+                    self.trainer.load_state_dict(saved["joint"])
+                    log.info("joint supernet resumed after %d steps", self.trainer.steps)
             self._probe()
         return self._net
+
+    def _train_jointly(self, archs: Sequence[Architecture]) -> None:
+        """The joint search's weight updates on ``archs``' paths, then the checkpoint."""
+        net = self.net
+        assert self.trainer is not None
+        start = time.perf_counter()
+        loss = self.trainer.train(
+            [self.space.decode(a.tokens) for a in archs], self.settings.joint_steps
+        )
+        self.cache.clear()  # earlier scores belong to earlier weights
+        self.record["joint_steps_done"] = self.trainer.steps
+        self.record["joint_last_loss"] = loss
+        identity = {
+            **self.settings.identity(self.model, self.data),
+            "space": self.space.name,
+        }
+        save_supernet(self.path, identity, net, self.record, self.trainer.state_dict())
+        log.info(
+            "joint supernet: %d steps on %d paths, loss %.3f, %.1f s (%d steps in all)",
+            self.settings.joint_steps * len(archs),
+            len(archs),
+            loss,
+            time.perf_counter() - start,
+            self.trainer.steps,
+        )
 
     def _probe(self) -> None:
         """Score a few random sub-networks once and warn if they are at chance: the scores
@@ -243,6 +318,14 @@ class SupernetEvaluator:
         self, archs: Sequence[Architecture], on_result: Callable[[EvalResult], None]
     ) -> list[EvalResult]:
         timed = self.time_children(archs)
+        joint_error = None
+        if self.settings.joint_steps:
+            ok = [a for a, (_, _, _, err) in zip(archs, timed, strict=True) if not err]
+            if ok:
+                try:
+                    self._train_jointly(ok)
+                except ValueError as e:  # diverged: recorded per child, the search goes on
+                    joint_error = e
         out = []
         for arch, (stats, median, secs, err) in zip(archs, timed, strict=True):
             start = time.perf_counter()
@@ -250,6 +333,8 @@ class SupernetEvaluator:
                 res = latency_failure(arch, stats, err, secs)
             else:
                 try:
+                    if joint_error is not None:
+                        raise joint_error
                     acc, params, macs = self.score(arch)
                     res = EvalResult(
                         arch,
@@ -262,7 +347,7 @@ class SupernetEvaluator:
                         "",
                         time.perf_counter() - start,
                         secs,
-                        extra={"accuracy_source": "supernet"},
+                        extra=self._extra(),
                     )
                 except ValueError as e:
                     res = EvalResult(
@@ -277,6 +362,11 @@ class SupernetEvaluator:
             out.append(res)
             on_result(res)
         return out
+
+    def _extra(self) -> dict:
+        if self.trainer is None:
+            return {"accuracy_source": "supernet"}
+        return {"accuracy_source": "supernet", "supernet_joint_steps": self.trainer.steps}
 
     def standalone(
         self, archs: Sequence[Architecture], on_result: Callable[[EvalResult], None]

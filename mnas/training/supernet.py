@@ -27,6 +27,8 @@ validation subset.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 import random
@@ -292,6 +294,92 @@ def train_supernet(
         result.loss,
     )
     return result
+
+
+class PathTrainer:
+    """SGD steps on given sub-networks of a trained supernet: the weight updates of a
+    TuNAS-style joint search, where the controller's own samples train the shared weights
+    between its updates (``evaluator.supernet.joint_steps``).
+
+    Each step trains one path on a random batch of the training split (own generator, seeded
+    by ``config.seed``) at the constant learning rate ``lr``, with ``config``'s momentum and
+    weight decay; the optimizer's momentum and the generator survive between calls and in
+    :meth:`state_dict` (the search's resume).
+    """
+
+    def __init__(
+        self, net: Supernet, data: DatasetSplits, config: SupernetTrainConfig, lr: float
+    ) -> None:
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"joint_lr={lr!r} must be a finite number > 0")
+        self.net = net
+        self.config = config
+        self.device = device_of(net)
+        self.data = place_data(data, self.device)
+        self.norm = Normalizer(data.mean, data.std, self.device)
+        self.opt = _optimizer(net, dataclasses.replace(config, lr=lr))
+        self.gen = torch.Generator().manual_seed(config.seed + 1)
+        self.steps = 0
+
+    def train(self, paths: Sequence[Sequence[BlockSpec]], steps_per_path: int) -> float:
+        """``steps_per_path`` steps on each of ``paths`` in turn; returns the mean loss and
+        leaves the supernet frozen in ``eval()`` as scoring expects.
+
+        Raises:
+            ValueError: on a non-finite loss (the weights are left as they were before
+                that step).
+        """
+        net, data, cfg = self.net, self.data, self.config
+        n = len(data.train_y)
+        batch = min(cfg.batch_size, n)
+        dtype = autocast_dtype(cfg.amp, self.device)
+        losses = []
+        for p in net.parameters():
+            p.requires_grad_(True)
+        net.train()
+        try:
+            with _threads(cfg.threads):
+                for specs in paths:
+                    choice = net.choices(specs)
+                    for _ in range(steps_per_path):
+                        idx = torch.randint(n, (batch,), generator=self.gen)
+                        x = self.norm(
+                            to_device(data.train_x[idx.to(data.train_x.device)], self.device)
+                        )
+                        y = to_device(data.train_y[idx.to(data.train_y.device)], self.device)
+                        self.opt.zero_grad(set_to_none=True)
+                        with autocast(self.device, dtype):
+                            logits = net.forward_choices(x, choice).float()
+                        loss = F.cross_entropy(logits, y)
+                        if not math.isfinite(loss.item()):
+                            raise ValueError(
+                                f"joint supernet training diverged at step {self.steps} "
+                                f"(loss {loss.item()}); lower evaluator.supernet.joint_lr"
+                            )
+                        loss.backward()
+                        self.opt.step()
+                        self.steps += 1
+                        losses.append(loss.item())
+        finally:
+            net.eval()
+            for p in net.parameters():
+                p.requires_grad_(False)
+        return sum(losses) / len(losses) if losses else math.nan
+
+    def state_dict(self) -> dict:
+        """A copy (later steps leave it alone) of what resuming needs."""
+        return copy.deepcopy(
+            {
+                "steps": self.steps,
+                "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(),
+            }
+        )
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
 
 
 def _smallest_open(space: MnasSpace, closed: Sequence[int | None]) -> tuple[int, ...]:
