@@ -58,7 +58,14 @@ from mnas.evaluate.trained import TrainTask, train_child
 from mnas.nn.zero_cost import naswot, synflow
 from mnas.space import Architecture, make_space, parse_blocks
 from mnas.training.batches import Normalizer
-from mnas.training.supernet import CHEAP_SCORE, ScoreConfig, SupernetTrainConfig, score_subnet
+from mnas.training.supernet import (
+    CHEAP_SCORE,
+    PathSampler,
+    PathTrainer,
+    ScoreConfig,
+    SupernetTrainConfig,
+    score_subnet,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -115,6 +122,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--val-images", type=int, default=ScoreConfig.val_images)
     p.add_argument("--bn-batches", type=int, default=ScoreConfig.bn_batches)
     p.add_argument("--bn-batch-size", type=int, default=ScoreConfig.bn_batch_size)
+    p.add_argument(
+        "--joint-steps",
+        type=int,
+        default=0,
+        help="the joint settings of a supernet a joint search trained (evaluator.supernet."
+        "joint_steps): copy the run's supernet.pt to <out>/supernet_<dataset>.pt to rank it",
+    )
+    p.add_argument("--joint-lr", type=float, default=SupernetSettings.joint_lr)
+    p.add_argument(
+        "--random-steps",
+        type=int,
+        default=0,
+        help="a control for a joint search: train the loaded supernet this many more SGD steps "
+        "on random (fair) paths at --joint-lr before scoring (in memory; not saved)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the search config")
@@ -210,9 +232,18 @@ def main() -> None:
             seed=args.seed,
         ),
         kernel_sharing=args.kernel_sharing,
+        joint_steps=args.joint_steps,
+        joint_lr=args.joint_lr,
     )
     ckpt = args.out / f"supernet_{args.dataset}{suffix}.pt"
     net, record = load_or_train(ckpt, space, model, data, settings, args.device)
+    if args.random_steps:
+        sampler = PathSampler(space, "fair", args.seed + 2)
+        trainer = PathTrainer(net, splits, settings.train, args.joint_lr)
+        record["random_steps"] = args.random_steps
+        record["random_steps_loss"] = trainer.train(
+            [space.decode(t) for t in sampler.sample(args.random_steps)], 1
+        )
     print(
         f"supernet: {record['steps']} steps, {record['seconds']:.0f} s wall, "
         f"{record['cpu_seconds']:.0f} CPU s, final loss {record['loss']:.3f}"
