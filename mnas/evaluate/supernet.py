@@ -101,6 +101,13 @@ def _data_identity(data: dict) -> dict:
     return {k: v for k, v in data.items() if k not in ("root", "download")}
 
 
+def checkpoint_identity(
+    settings: SupernetSettings, model: ModelSpec, data: DataSpec, space: MnasSpace
+) -> dict:
+    """What ``supernet.pt`` records of how its supernet was made."""
+    return {**settings.identity(model, data), "space": space.name}
+
+
 def load_or_train(
     path: str | Path,
     space: MnasSpace,
@@ -132,7 +139,7 @@ def load_or_train(
             model.bn_momentum,
             kernel_sharing=settings.kernel_sharing,
         )
-    identity = {**settings.identity(model, data), "space": space.name}
+    identity = checkpoint_identity(settings, model, data, space)
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=False)
         # supernets saved before spaces other than "mnas" existed did not record it
@@ -190,7 +197,8 @@ def save_supernet(
 
 class SupernetEvaluator:
     """Latency phase (as :class:`~mnas.evaluate.trained.TrainedEvaluator`), then each child
-    scored with a frozen supernet.
+    scored with the supernet: frozen, or with ``settings.joint_steps`` trained on each
+    batch's paths first (joint search).
 
     Args:
         latency: latency evaluator of the search (``measure(arch) -> LatencyStats``).
@@ -260,10 +268,7 @@ class SupernetEvaluator:
         self.cache.clear()  # earlier scores belong to earlier weights
         self.record["joint_steps_done"] = self.trainer.steps
         self.record["joint_last_loss"] = loss
-        identity = {
-            **self.settings.identity(self.model, self.data),
-            "space": self.space.name,
-        }
+        identity = checkpoint_identity(self.settings, self.model, self.data, self.space)
         save_supernet(self.path, identity, net, self.record, self.trainer.state_dict())
         log.info(
             "joint supernet: %d steps on %d paths, loss %.3f, %.1f s (%d steps in all)",
