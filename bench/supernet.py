@@ -244,6 +244,7 @@ def main() -> None:
         record["random_steps_loss"] = trainer.train(
             [space.decode(t) for t in sampler.sample(args.random_steps)], 1
         )
+        record["random_steps_cpu_seconds"] = trainer.cpu_seconds
     print(
         f"supernet: {record['steps']} steps, {record['seconds']:.0f} s wall, "
         f"{record['cpu_seconds']:.0f} CPU s, final loss {record['loss']:.3f}"
@@ -333,7 +334,12 @@ def main() -> None:
     }
 
     ceiling = noise["noise_ceiling_tau"]
-    train_cpu = record["cpu_seconds"]
+    # the supernet's training, with what a joint search or --random-steps added to it
+    train_cpu = (
+        record["cpu_seconds"]
+        + record.get("joint_cpu_seconds", 0.0)
+        + record.get("random_steps_cpu_seconds", 0.0)
+    )
     score_cpu = chosen["score_cpu_seconds_mean"]
     n = len(hashes)
 

@@ -562,6 +562,8 @@ def test_joint_search_trains_between_batches_and_resumes(tmp_path, monkeypatch):
     assert search.run().evaluated == 3
     search.evaluator.close()
     saved = torch.load(tmp_path / SUPERNET_CHECKPOINT, weights_only=False)
+    assert saved["joint"]["cpu_seconds"] > 0  # its cost, for the bench's throughput
+    assert saved["record"]["joint_cpu_seconds"] == saved["joint"]["cpu_seconds"]
     assert saved["joint"]["steps"] == 6 and saved["identity"]["joint"] == {"steps": 2, "lr": 0.005}
     rows = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["supernet_joint_steps"] for r in rows] == [6, 6, 6]

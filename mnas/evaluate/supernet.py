@@ -268,6 +268,7 @@ class SupernetEvaluator:
         self.cache.clear()  # earlier scores belong to earlier weights
         self.record["joint_steps_done"] = self.trainer.steps
         self.record["joint_last_loss"] = loss
+        self.record["joint_cpu_seconds"] = self.trainer.cpu_seconds
         identity = checkpoint_identity(self.settings, self.model, self.data, self.space)
         save_supernet(self.path, identity, net, self.record, self.trainer.state_dict())
         log.info(

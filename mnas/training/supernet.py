@@ -320,6 +320,8 @@ class PathTrainer:
         self.opt = _optimizer(net, dataclasses.replace(config, lr=lr))
         self.gen = torch.Generator().manual_seed(config.seed + 1)
         self.steps = 0
+        self.cpu_seconds = 0.0
+        """Process CPU time of every step so far (the joint search's training cost)."""
 
     def train(self, paths: Sequence[Sequence[BlockSpec]], steps_per_path: int) -> float:
         """``steps_per_path`` steps on each of ``paths`` in turn; returns the mean loss and
@@ -334,6 +336,7 @@ class PathTrainer:
         batch = min(cfg.batch_size, n)
         dtype = autocast_dtype(cfg.amp, self.device)
         losses = []
+        cpu_start = time.process_time()
         for p in net.parameters():
             p.requires_grad_(True)
         net.train()
@@ -364,6 +367,7 @@ class PathTrainer:
             net.eval()
             for p in net.parameters():
                 p.requires_grad_(False)
+            self.cpu_seconds += time.process_time() - cpu_start
         return sum(losses) / len(losses) if losses else math.nan
 
     def state_dict(self) -> dict:
@@ -371,6 +375,7 @@ class PathTrainer:
         return copy.deepcopy(
             {
                 "steps": self.steps,
+                "cpu_seconds": self.cpu_seconds,
                 "optimizer": self.opt.state_dict(),
                 "generator": self.gen.get_state(),
             }
@@ -378,6 +383,7 @@ class PathTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = int(state["steps"])
+        self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
         self.opt.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
 
