@@ -53,6 +53,18 @@ QUICK = SupernetTrainConfig(
 SCORE = ScoreConfig(bn_batches=1, bn_batch_size=32, val_images=64, eval_batch_size=64)
 
 
+def macs_latency():
+    """The latency of the tests' set-up (8 px, width 0.25) as MACs: no timing."""
+    return make_latency_evaluator(
+        LatencySettings(kind="macs", cache=None),
+        input_size=8,
+        in_channels=1,
+        num_classes=10,
+        width_mult=0.25,
+        stem_stride=1,
+    )
+
+
 def supernet(**kwargs) -> Supernet:
     torch.manual_seed(0)
     args = dict(num_classes=10, in_channels=1, width_mult=0.25, stem_stride=1, dropout=0.0)
@@ -267,14 +279,7 @@ def test_checkpoint_is_reused_and_must_match(tmp_path, monkeypatch):
 
 
 def test_evaluator_scores_times_and_caches(tmp_path, monkeypatch):
-    latency = make_latency_evaluator(
-        LatencySettings(kind="macs", cache=None),
-        input_size=8,
-        in_channels=1,
-        num_classes=10,
-        width_mult=0.25,
-        stem_stride=1,
-    )
+    latency = macs_latency()
     ev = SupernetEvaluator(
         latency, SPACE, MODEL, DIGITS, SupernetSettings(QUICK, SCORE), tmp_path, input_size=8
     )
@@ -604,14 +609,7 @@ def test_a_frozen_supernet_starts_a_joint_search(tmp_path, monkeypatch):
 
 
 def test_joint_training_that_diverges_fails_the_batch_not_the_search(tmp_path, monkeypatch):
-    latency = make_latency_evaluator(
-        LatencySettings(kind="macs", cache=None),
-        input_size=8,
-        in_channels=1,
-        num_classes=10,
-        width_mult=0.25,
-        stem_stride=1,
-    )
+    latency = macs_latency()
     settings = SupernetSettings(QUICK, SCORE, joint_steps=1)
     ev = SupernetEvaluator(latency, SPACE, MODEL, DIGITS, settings, tmp_path, input_size=8)
 

@@ -250,8 +250,8 @@ class SupernetEvaluator:
                 self.trainer = PathTrainer(
                     self._net, get_dataset(self.data), self.settings.train, self.settings.joint_lr
                 )
-                saved = torch.load(self.path, map_location="cpu", weights_only=False)
-                if "joint" in saved:
+                if self.record.get("joint_steps_done"):  # a joint search's checkpoint
+                    saved = torch.load(self.path, map_location="cpu", weights_only=False)
                     self.trainer.load_state_dict(saved["joint"])
                     log.info("joint supernet resumed after %d steps", self.trainer.steps)
             self._probe()
