@@ -621,3 +621,18 @@ def test_joint_training_that_diverges_fails_the_batch_not_the_search(tmp_path, m
     results = ev.evaluate(archs, lambda r: None)
     assert [r.status for r in results] == ["failed", "failed"]
     assert all("supernet: joint supernet training diverged" in r.reason for r in results)
+
+
+def test_fp16_joint_steps_keep_their_loss_scaler():
+    data = get_dataset(DIGITS)
+    cfg = dataclasses.replace(QUICK, amp="fp16")  # what "auto" picks on a GPU without bf16
+    path = SPACE.decode(SPACE.sample(random.Random(3)).tokens)
+    trainer = PathTrainer(supernet(), data, cfg, lr=0.01)
+    assert trainer.scaler.is_enabled()
+    assert math.isfinite(trainer.train([path], 2))
+    state = trainer.state_dict()
+    assert state["scaler"]["scale"] > 0
+    again = PathTrainer(supernet(), data, cfg, lr=0.01)
+    again.load_state_dict(state)
+    assert again.scaler.get_scale() == trainer.scaler.get_scale() and again.steps == 2
+    assert not PathTrainer(supernet(), data, QUICK, lr=0.01).scaler.is_enabled()  # fp32 on CPU

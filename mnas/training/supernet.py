@@ -319,6 +319,9 @@ class PathTrainer:
         self.norm = Normalizer(data.mean, data.std, self.device)
         self.opt = _optimizer(net, dataclasses.replace(config, lr=lr))
         self.gen = torch.Generator().manual_seed(config.seed + 1)
+        self.dtype = autocast_dtype(config.amp, self.device)
+        # fp16 (a GPU without bf16) trains with a loss scaler, as train_supernet does
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype is torch.float16)
         self.steps = 0
         self.cpu_seconds = 0.0
         """Process CPU time of every step so far (the joint search's training cost)."""
@@ -334,7 +337,6 @@ class PathTrainer:
         net, data, cfg = self.net, self.data, self.config
         n = len(data.train_y)
         batch = min(cfg.batch_size, n)
-        dtype = autocast_dtype(cfg.amp, self.device)
         losses = []
         cpu_start = time.process_time()
         for p in net.parameters():
@@ -351,7 +353,7 @@ class PathTrainer:
                         )
                         y = to_device(data.train_y[idx.to(data.train_y.device)], self.device)
                         self.opt.zero_grad(set_to_none=True)
-                        with autocast(self.device, dtype):
+                        with autocast(self.device, self.dtype):
                             logits = net.forward_choices(x, choice).float()
                         loss = F.cross_entropy(logits, y)
                         if not math.isfinite(loss.item()):
@@ -359,8 +361,9 @@ class PathTrainer:
                                 f"joint supernet training diverged at step {self.steps} "
                                 f"(loss {loss.item()}); lower evaluator.supernet.joint_lr"
                             )
-                        loss.backward()
-                        self.opt.step()
+                        self.scaler.scale(loss).backward()
+                        self.scaler.step(self.opt)
+                        self.scaler.update()
                         self.steps += 1
                         losses.append(loss.item())
         finally:
@@ -378,6 +381,7 @@ class PathTrainer:
                 "cpu_seconds": self.cpu_seconds,
                 "optimizer": self.opt.state_dict(),
                 "generator": self.gen.get_state(),
+                "scaler": self.scaler.state_dict(),
             }
         )
 
@@ -386,6 +390,8 @@ class PathTrainer:
         self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
         self.opt.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def _smallest_open(space: MnasSpace, closed: Sequence[int | None]) -> tuple[int, ...]:
