@@ -348,10 +348,9 @@ class PathTrainer:
                     choice = net.choices(specs)
                     for _ in range(steps_per_path):
                         idx = torch.randint(n, (batch,), generator=self.gen)
-                        x = self.norm(
-                            to_device(data.train_x[idx.to(data.train_x.device)], self.device)
-                        )
-                        y = to_device(data.train_y[idx.to(data.train_y.device)], self.device)
+                        idx = idx.to(data.train_x.device)  # the split lies on one device
+                        x = self.norm(to_device(data.train_x[idx], self.device))
+                        y = to_device(data.train_y[idx], self.device)
                         self.opt.zero_grad(set_to_none=True)
                         with autocast(self.device, self.dtype):
                             logits = net.forward_choices(x, choice).float()
