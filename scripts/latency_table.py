@@ -47,6 +47,7 @@ from mnas.latency import (
     save_table,
     space_layer_configs,
 )
+from mnas.latency.fit import MODEL_KINDS
 from mnas.latency.predictor import Predictor, build_predictor, refit_predictor
 from mnas.space import MnasSpace
 
@@ -90,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--max-minutes", type=float, default=18.0, help="--predictor: stop timing networks after"
+    )
+    p.add_argument(
+        "--model",
+        choices=("auto", *MODEL_KINDS),
+        default="auto",
+        help="--predictor: the model to fit (default auto: the kind cross-validation "
+        "prefers; linear queries cost a half to a third of the forest kinds')",
     )
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -160,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
 def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
     networks = args.networks if args.networks is not None else (10 if args.refit else 200)
     least = 3 if args.refit else 10
+    if args.refit and args.model != "auto":
+        print(
+            f"config error: --model={args.model}: a re-fit keeps its base's model; "
+            "--model is for building a predictor",
+            file=sys.stderr,
+        )
+        return 2
     if networks < least:
         print(f"config error: --networks={networks}; at least {least}", file=sys.stderr)
         return 2
@@ -187,7 +202,7 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
         if done % 25 == 0 or done == total:
             print(f"  {done}/{total} networks timed, {seconds:.0f} s", flush=True)
 
-    predictor = build_predictor(evaluator, archs, args.max_minutes * 60, progress)
+    predictor = build_predictor(evaluator, archs, args.max_minutes * 60, progress, args.model)
     predictor.save(out)
     d = predictor.data
     cv = d["cross_validation"][d["model"]["kind"]]

@@ -88,11 +88,16 @@ def test_block_features_are_the_sum_over_the_network_layers():
     assert x[FEATURES.index("se_nodes")] == 2 and x[FEATURES.index("dw5_nodes")] == 2
 
 
-def test_forest_arrays_reproduce_scikit_learn():
+@pytest.mark.parametrize("depth", [3, 4])
+def test_forest_arrays_reproduce_scikit_learn(depth, monkeypatch):
+    # depth 3 (the default) packs a tree's seven decisions into one byte; depth 4 takes
+    # the general path
     from sklearn.ensemble import GradientBoostingRegressor
 
+    from mnas.latency import fit
     from mnas.latency.fit import TREES
 
+    monkeypatch.setitem(fit.TREES, "max_depth", depth)
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(80, 4))
     y = np.sin(4 * x[:, 0]) + x[:, 1] ** 2
@@ -112,6 +117,9 @@ def test_forest_arrays_reproduce_scikit_learn():
         ):
             edge[3 * k + j, f] = v
     assert np.allclose([forest(r) for r in edge], sk.predict(edge), atol=1e-9)
+    assert forest.feature.shape == (TREES["n_estimators"], 2**depth - 1)
+    # float32 inputs (what LatencyModel hands it) decide the same way
+    assert np.allclose([forest(r.astype(np.float32)) for r in edge], sk.predict(edge), atol=1e-9)
 
 
 def test_fit_predicts_held_out_networks_of_a_synthetic_machine():
@@ -215,6 +223,19 @@ class FakeEvaluator:
 
     reference = True
     graph_optimization = "all"
+
+
+def test_the_model_kind_can_be_asked_for_and_a_wrong_one_is_refused_before_timing():
+    a, y = synthetic(40, 3, noise=0.01)
+    pred = fit_predictor(setup_dict(), a, y, model="linear")
+    assert pred.model.kind == "linear" and set(pred.data["cross_validation"]) == {"linear"}
+    forest = fit_predictor(setup_dict(), a, y, model="linear+trees")
+    assert forest.model.kind == "linear+trees"
+    assert forest.predict(a[0]) != pred.predict(a[0])
+    ev = FakeEvaluator(NET16, 1.0)
+    with pytest.raises(ValueError, match=r"model='ridge'; allowed: auto, linear, linear\+trees"):
+        build_predictor(ev, archs(12, 4), model="ridge")
+    assert ev.timed == 0
 
 
 def test_few_shot_refit_to_another_input_size_from_ten_networks():
@@ -556,3 +577,15 @@ def test_latency_table_script_refits_a_predictor_to_the_configs_set_up(tmp_path,
     assert rc == 2 and "at least 3" in capsys.readouterr().err
     rc = script.main(["--predictor", "--refit", str(base), "--out", str(base)] + quick)
     assert rc == 2 and "overwrite" in capsys.readouterr().err
+    rc = script.main(["--predictor", "--refit", str(base), "--model", "linear"] + quick)
+    assert rc == 2 and "--model=linear: a re-fit keeps its base's model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        script.main(["--predictor", "--model", "ridge"] + quick)
+    assert "invalid choice: 'ridge'" in capsys.readouterr().err
+    # building with the model asked for
+    built = tmp_path / "linear8.json"
+    rc = script.main(
+        ["--predictor", "--networks", "10", "--model", "linear", "--out", str(built)] + quick
+    )
+    assert rc == 0
+    assert load_predictor(built, input_size=8, width_mult=0.25).model.kind == "linear"

@@ -51,6 +51,19 @@ class Forest:
             for _ in range(self.depth):
                 node = 2 * node + 1 + ((bits >> node) & 1)
             table[bits] = node - internal
+        if internal <= 8:
+            # Up to depth 3 a tree's comparisons fit one byte: padded to eight nodes (the
+            # padding never goes right), packed by np.packbits, and that byte indexes the
+            # tree's own row of 256 leaf values directly -- four numpy calls a query.
+            pad = 8 - internal
+            feature = np.pad(self.feature, ((0, 0), (0, pad)))
+            threshold = np.pad(self.threshold, ((0, 0), (0, pad)), constant_values=math.inf)
+            value = self.leaf[:, table[np.arange(256) & (2**internal - 1)]]
+            object.__setattr__(self, "_feature", feature.ravel())
+            object.__setattr__(self, "_threshold", threshold.ravel())
+            object.__setattr__(self, "_value", value.ravel())
+            object.__setattr__(self, "_base", np.arange(trees) * 256)
+            return
         object.__setattr__(self, "_feature", self.feature.ravel())
         object.__setattr__(self, "_threshold", self.threshold.ravel())
         object.__setattr__(self, "_powers", 1 << np.arange(internal))
@@ -59,8 +72,11 @@ class Forest:
         object.__setattr__(self, "_leaf_base", np.arange(trees) * (internal + 1))
 
     def __call__(self, x: np.ndarray) -> float:
-        # trees decide on float32 inputs, as scikit-learn's do
-        right = x.astype(np.float32)[self._feature] > self._threshold
+        # trees decide on float32 inputs, as scikit-learn's do (a no-op for float32 x)
+        right = x.astype(np.float32, copy=False)[self._feature] > self._threshold
+        if hasattr(self, "_value"):
+            code = np.packbits(right, bitorder="little")
+            return self.offset + self.scale * float(self._value[self._base + code].sum())
         bits = right.reshape(len(self._leaf_base), -1) @ self._powers
         return self.offset + self.scale * float(
             self._leaf[self._leaf_base + self._table[bits]].sum()
@@ -143,7 +159,10 @@ class LatencyModel:
         """The prediction, given ``lin = self.linear(x)`` already computed."""
         if self.kind == "linear":
             return lin
-        r = self.forest(np.concatenate((x, (math.log(lin),))))
+        z = np.empty(len(x) + 1, dtype=np.float32)  # the forest's inputs, in float32
+        z[:-1] = x
+        z[-1] = math.log(lin)
+        r = self.forest(z)
         return lin * math.exp(r) if self.kind == "linear+trees" else math.exp(r)
 
     def to_dict(self) -> dict:

@@ -34,7 +34,7 @@ from scipy.optimize import nnls
 
 from mnas.latency.calibration import Calibration, Floor, fit_calibration
 from mnas.latency.features import FEATURES, BlockFeatures, NetSetup
-from mnas.latency.fit import LatencyModel, scores, select_model
+from mnas.latency.fit import MODEL_KINDS, LatencyModel, scores, select_model
 from mnas.latency.ort import OrtLatency, describe_arch, machine_description, machine_fingerprint
 from mnas.latency.stats import LatencyError, LatencyStats
 from mnas.space import Architecture, MnasSpace
@@ -273,14 +273,16 @@ def build_predictor(
     archs: Sequence[Architecture],
     max_seconds: float | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    model: str = "auto",
 ) -> Predictor:
     """Time ``archs`` afresh with ``evaluator`` (until ``max_seconds``, if given) and fit a
-    predictor to them.
+    predictor to them (``model``: as :func:`fit_predictor`).
 
     Raises:
         LatencyError: if a network cannot be timed.
-        ValueError: if fewer than 10 networks were timed.
+        ValueError: if fewer than 10 networks were timed, or for an unknown ``model``.
     """
+    _model_kinds(model)  # refused before any timing
     t0 = time.perf_counter()
     timed: list[tuple[Architecture, float]] = []
     for i, arch in enumerate(archs):
@@ -295,6 +297,7 @@ def build_predictor(
         [a for a, _ in timed],
         [ms for _, ms in timed],
         timing_seconds=time.perf_counter() - t0,
+        model=model,
     )
     predictor.data["build_seconds"] = time.perf_counter() - t0
     return predictor
@@ -305,22 +308,26 @@ def fit_predictor(
     archs: Sequence[Architecture],
     measured_ms: Sequence[float],
     timing_seconds: float | None = None,
+    model: str = "auto",
 ) -> Predictor:
-    """A predictor for ``setup`` (:func:`timing_setup`) fitted to measured networks."""
+    """A predictor for ``setup`` (:func:`timing_setup`) fitted to measured networks.
+    ``model``: one of :data:`MODEL_KINDS` (the forest kinds cost two to three times a
+    linear query), or ``auto`` for the kind cross-validation prefers."""
+    kinds = _model_kinds(model)
     batch, chans, size, _ = setup["input_shape"]
     net = NetSetup(size, chans, setup["num_classes"], setup["width_mult"], setup["stem_stride"])
     feats = BlockFeatures(net, MnasSpace())
     x = np.array([feats(a) for a in archs])
     y = np.asarray(measured_ms, dtype=np.float64)
     t0 = time.perf_counter()
-    model, cv = select_model(x, y)
-    agg = np.array([_aggregates(r, model.linear(r)) for r in x])
+    fitted, cv = select_model(x, y, kinds)
+    agg = np.array([_aggregates(r, fitted.linear(r)) for r in x])
     data = {
         "format": PREDICTOR_FORMAT,
         "setup": setup,
         "machine_description": machine_description(),
         "features": list(FEATURES),
-        "model": model.to_dict(),
+        "model": fitted.to_dict(),
         "calibration": None,
         "range": {
             "names": list(AGGREGATES),
@@ -338,11 +345,19 @@ def fit_predictor(
     }
     log.info(
         "latency predictor: %s on %d networks; cross-validated %s",
-        model.kind,
+        fitted.kind,
         len(y),
-        cv[model.kind],
+        cv[fitted.kind],
     )
     return Predictor(data)
+
+
+def _model_kinds(model: str) -> tuple[str, ...]:
+    if model == "auto":
+        return MODEL_KINDS
+    if model not in MODEL_KINDS:
+        raise ValueError(f"model={model!r}; allowed: auto, {', '.join(MODEL_KINDS)}")
+    return (model,)
 
 
 def refit_predictor(
