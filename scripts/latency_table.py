@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", *MODEL_KINDS),
         default="auto",
         help="--predictor: the model to fit (default auto: the kind cross-validation "
-        "prefers; linear queries cost a half to a third of the forest kinds')",
+        "prefers; a linear query costs under half a forest kind's)",
     )
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -54,7 +54,7 @@ class Forest:
         if internal <= 8:
             # Up to depth 3 a tree's comparisons fit one byte: padded to eight nodes (the
             # padding never goes right), packed by np.packbits, and that byte indexes the
-            # tree's own row of 256 leaf values directly -- four numpy calls a query.
+            # tree's own row of 256 leaf values directly (no table, no multiplication).
             pad = 8 - internal
             feature = np.pad(self.feature, ((0, 0), (0, pad)))
             threshold = np.pad(self.threshold, ((0, 0), (0, pad)), constant_values=math.inf)

@@ -311,8 +311,8 @@ def fit_predictor(
     model: str = "auto",
 ) -> Predictor:
     """A predictor for ``setup`` (:func:`timing_setup`) fitted to measured networks.
-    ``model``: one of :data:`MODEL_KINDS` (the forest kinds cost two to three times a
-    linear query), or ``auto`` for the kind cross-validation prefers."""
+    ``model``: one of :data:`MODEL_KINDS` (a forest kind's query costs about twice a
+    linear one's), or ``auto`` for the kind cross-validation prefers."""
     kinds = _model_kinds(model)
     batch, chans, size, _ = setup["input_shape"]
     net = NetSetup(size, chans, setup["num_classes"], setup["width_mult"], setup["stem_stride"])
