@@ -233,8 +233,18 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
     return row
 
 
-# what a re-fit's calibration holds (``split``: two scales; else slope and intercept)
-SCALE_KEYS = ("node_scale", "work_scale", "slope", "intercept_ms")
+# what a re-fit's calibration holds (``split``: two scales; ``kind_scales``: one per
+# operator kind, the prior and the network's scale; else slope and intercept)
+SCALE_KEYS = (
+    "node_scale",
+    "work_scale",
+    "slope",
+    "intercept_ms",
+    "scales",
+    "prior",
+    "network_intercept_ms",
+    "network_scale",
+)
 
 
 def bases_suffix(base_sizes: Sequence[str]) -> str:

@@ -47,8 +47,9 @@ from mnas.latency import (
     save_table,
     space_layer_configs,
 )
-from mnas.latency.fit import MODEL_KINDS
-from mnas.latency.predictor import Predictor, build_predictor, refit_predictor
+from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS
+from mnas.latency.predictor import PROFILE_RUNS, Predictor, build_predictor
+from mnas.latency.refit import refit_predictor
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -97,7 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", *MODEL_KINDS),
         default="auto",
         help="--predictor: the model to fit (default auto: the kind cross-validation "
-        "prefers; a linear query costs under half a forest kind's)",
+        "prefers; a linear query costs under half a forest kind's; the blocks kinds are "
+        "fitted to the profiled networks' block times)",
+    )
+    p.add_argument(
+        "--profile-runs",
+        type=int,
+        default=PROFILE_RUNS,
+        help="--predictor: runs of ONNX Runtime's profiler per network, for the blocks "
+        f"models (default {PROFILE_RUNS}; 0: no profiles, no blocks models)",
     )
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -178,6 +187,13 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
     if networks < least:
         print(f"config error: --networks={networks}; at least {least}", file=sys.stderr)
         return 2
+    if args.profile_runs < 0 or (args.profile_runs == 0 and args.model in BLOCK_KINDS):
+        print(
+            f"config error: --profile-runs={args.profile_runs}; allowed: >= 0, and >= 1 "
+            f"for --model={args.model} (fitted to profiles)",
+            file=sys.stderr,
+        )
+        return 2
     out = Path(args.out or f"outputs/latency_table/{cfg.data.name}/latency_predictor.json")
     bases = []
     for path in args.refit or ():
@@ -202,7 +218,9 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
         if done % 25 == 0 or done == total:
             print(f"  {done}/{total} networks timed, {seconds:.0f} s", flush=True)
 
-    predictor = build_predictor(evaluator, archs, args.max_minutes * 60, progress, args.model)
+    predictor = build_predictor(
+        evaluator, archs, args.max_minutes * 60, progress, args.model, args.profile_runs
+    )
     predictor.save(out)
     d = predictor.data
     cv = d["cross_validation"][d["model"]["kind"]]
@@ -228,11 +246,13 @@ def _refit(bases: list[Predictor], evaluator: OrtLatency, archs, out: Path) -> i
     refit.save(out)
     cal = refit.data["calibration"]
     loo = ", ".join(f"{k} {v:.1f}%" for k, v in cal["leave_one_out_mape"].items())
-    how = (
-        f"split (per-operator x{cal['node_scale']:.3f}, work x{cal['work_scale']:.3f})"
-        if cal["kind"] == "split"
-        else f"{cal['kind']} (x{cal['slope']:.3f} + {cal['intercept_ms']:.4f} ms)"
-    )
+    if cal["kind"] == "split":
+        how = f"split (per-operator x{cal['node_scale']:.3f}, work x{cal['work_scale']:.3f})"
+    elif cal["kind"] == "kind_scales":
+        scales = ", ".join(f"{k} x{v:.2f}" for k, v in cal["scales"].items())
+        how = f"a scale per operator kind ({scales}; prior {cal['prior']})"
+    else:
+        how = f"{cal['kind']} (x{cal['slope']:.3f} + {cal['intercept_ms']:.4f} ms)"
     for b in cal["bases"] if len(bases) > 1 else ():
         errors = ", ".join(f"{k} {v:.1f}%" for k, v in b["leave_one_out_mape"].items())
         print(f"  base {b['path']}: leave-one-out MAPE {errors}")

@@ -28,8 +28,9 @@ from mnas.latency.calibration import fit_calibration
 from mnas.latency.features import FEATURES, BlockFeatures, NetSetup, network_features
 from mnas.latency.fit import LatencyModel, fit_forest, fit_linear, fit_model, scores
 from mnas.latency.ort import machine_fingerprint
-from mnas.latency.predictor import choose_refit, fit_split
-from mnas.space import Architecture, MnasSpace
+from mnas.latency.profile import NodeTime, Profile
+from mnas.latency.refit import choose_refit, fit_split
+from mnas.space import Architecture, MnasSpace, specs_of
 
 SPACE = MnasSpace()
 NET16 = NetSetup(16, 1, 10, 0.5, 1)
@@ -206,17 +207,36 @@ class _Stats:
 
 
 class FakeEvaluator:
-    """Times a network on the synthetic machine, ``factor`` times slower."""
+    """Times a network on the synthetic machine, ``factor`` times slower (and the features
+    of one operator kind ``kind_factor[kind]`` times dearer); its profile shares the
+    network's time among its blocks as :func:`truth` of their own features, each in the
+    block's first layer."""
 
-    def __init__(self, net: NetSetup, factor: float) -> None:
+    def __init__(self, net: NetSetup, factor: float, kind_factor: dict | None = None) -> None:
         self.net = net
         self.factor = factor
         self.feats = BlockFeatures(net, SPACE)
         self.timed = 0
+        self.profiled = 0
+        self.distort = np.array(
+            [(kind_factor or {}).get(f.rsplit("_", 1)[0], 1.0) for f in FEATURES]
+        )
 
     def measure_afresh(self, arch):
         self.timed += 1
-        return _Stats(self.factor * truth(self.feats(arch)))
+        return _Stats(self.factor * truth(self.distort * self.feats(arch)))
+
+    def profile(self, arch, runs):
+        self.profiled += 1
+        repeats = [s.repeats for s in specs_of(arch)]
+        first = [0, *np.cumsum(repeats)[:-1] + 1]
+        share = np.array([truth(self.distort * v) for v in self.feats.block_vectors(arch)])
+        ms = self.factor * truth(self.distort * self.feats(arch)) * share / share.sum()
+        nodes = [
+            NodeTime(f"/features/features.{layer}/Conv", "Conv", int(layer), 1000 * t)
+            for layer, t in zip(first, ms, strict=True)
+        ]
+        return Profile(nodes, sum(n.us for n in nodes))
 
     def setup(self):
         return setup_dict(self.net)
@@ -254,6 +274,40 @@ def test_few_shot_refit_to_another_input_size_from_ten_networks():
     assert s["mape"] < unrefit["mape"]
     with pytest.raises(ValueError, match="at least 3"):
         refit_predictor(base, ev, archs(2, 8))
+
+
+def test_refit_with_profiles_scales_each_operator_kind_apart():
+    # on the new set-up depthwise convolutions cost 3x what the base model learned, the
+    # rest 1.2x: one scale (or a node/work split) cannot follow that, a scale per kind can
+    a, y = synthetic(80, 7)
+    base = fit_predictor(setup_dict(), a, y, model="linear")
+    net28 = NetSetup(28, 1, 10, 0.5, 1)
+    dear = {"dw3": 3.0, "dw5": 3.0}
+    held = archs(60, 9)
+    ev = FakeEvaluator(net28, 1.2, dear)
+    measured = [ev.measure_afresh(x).median_ms for x in held]
+    ev = FakeEvaluator(net28, 1.2, dear)
+    refit = refit_predictor(base, ev, archs(10, 8))
+    assert ev.timed == 10 and ev.profiled == 10
+    cal = refit.data["calibration"]
+    assert cal["kind"] == "kind_scales"
+    assert {"calibration", "split", "kind_scales_0.0"} <= set(cal["leave_one_out_mape"])
+    # noise-free block times: the least shrinkage wins, and finds the dearer kinds
+    assert cal["prior"] == 0.0
+    assert cal["scales"]["dw3"] > 2 * cal["scales"]["pw"]
+    assert len(cal["block_ms"]) == 10
+    got = scores([refit.predict(x) for x in held], measured)
+    ev0 = FakeEvaluator(net28, 1.2, dear)
+    plain = refit_predictor(base, ev0, archs(10, 8), profile_runs=0)
+    assert ev0.profiled == 0 and plain.data["calibration"]["kind"] != "kind_scales"
+    before = scores([plain.predict(x) for x in held], measured)
+    assert got["within_10"] >= 0.9 and got["mape"] < 0.5 * before["mape"], (got, before)
+    # the re-fitted predictor is a linear model, saved and loaded as it predicts
+    again = Predictor(json.loads(json.dumps(refit.data)))
+    assert again.model.kind == "linear"
+    assert again.predict(held[0]) == pytest.approx(refit.predict(held[0]))
+    with pytest.raises(ValueError, match="profile_runs=-1"):
+        refit_predictor(base, ev, archs(10, 8), profile_runs=-1)
 
 
 def split_truth(x: np.ndarray, node_factor: float, work_factor: float) -> float:
@@ -589,3 +643,58 @@ def test_latency_table_script_refits_a_predictor_to_the_configs_set_up(tmp_path,
     )
     assert rc == 0
     assert load_predictor(built, input_size=8, width_mult=0.25).model.kind == "linear"
+
+
+def block_synthetic(n: int, seed: int, noise: float = 0.03):
+    """A made-up machine timed per block (as ONNX Runtime's profile gives it) and per
+    network: every block costs :func:`truth` of its own features; the whole run adds 8%
+    and 0.02 ms the profile does not see, and each timing its own noise."""
+    feats = BlockFeatures(NET16, SPACE)
+    rng = np.random.default_rng(seed)
+    a = archs(n, seed)
+    blocks = np.array([[truth(feats.matrix[r]) for r in feats.rows(x)] for x in a])
+    blocks *= 1 + noise * rng.standard_normal(blocks.shape)
+    y = (0.02 + 1.08 * blocks.sum(axis=1)) * (1 + 0.01 * rng.standard_normal(n))
+    return a, y.tolist(), blocks.tolist()
+
+
+def test_block_models_learn_from_every_block_of_few_networks():
+    a, y, blocks = block_synthetic(12, 5)
+    held, measured, _ = block_synthetic(80, 6)
+    got = {}
+    for kind in ("linear", "blocks"):
+        pred = fit_predictor(setup_dict(), a, y, model=kind, block_ms=blocks)
+        assert pred.model.kind == kind
+        got[kind] = scores([pred.predict(x) for x in held], measured)
+    # 84 block samples where the network model has 12
+    assert got["blocks"]["within_10"] >= 0.9, got
+    assert got["blocks"]["mape"] < 0.5 * got["linear"]["mape"], got
+    # auto compares all four kinds, and the file keeps the block times
+    pred = fit_predictor(setup_dict(), a, y, block_ms=blocks)
+    assert set(pred.data["cross_validation"]) == {"linear", "linear+trees", "trees", "blocks"}
+    assert np.allclose(pred.data["training"]["block_ms"], blocks)
+    # a block model's query sums precomputed block times: the same as from its blocks'
+    # features (as a network given by block strings is predicted), and as saved
+    blk = fit_predictor(setup_dict(), a, y, model="blocks", block_ms=blocks)
+    by_blocks = [Architecture.from_blocks(specs_of(x)) for x in held[:5]]
+    assert [blk.predict(x) for x in by_blocks] == pytest.approx([blk.predict(x) for x in held[:5]])
+    again = Predictor(json.loads(json.dumps(blk.data)))
+    assert again.predict(held[0]) == pytest.approx(blk.predict(held[0]))
+    assert min(blk.predict(x) for x in held) > 0
+
+
+def test_block_models_need_block_times():
+    a, y, blocks = block_synthetic(12, 5)
+    with pytest.raises(ValueError, match="model='blocks' is fitted to profiled block times"):
+        fit_predictor(setup_dict(), a, y, model="blocks")
+    with pytest.raises(ValueError, match=r"7 block times for each of the 12 .* shape \(12, 6\)"):
+        fit_predictor(setup_dict(), a, y, block_ms=[b[:6] for b in blocks])
+    with pytest.raises(ValueError, match="needs profiled block times"):
+        fit_model("blocks", np.zeros((3, len(FEATURES))), np.ones(3))
+    # without block times, auto fits the network kinds only
+    pred = fit_predictor(setup_dict(), a, y)
+    assert set(pred.data["cross_validation"]) == {"linear", "linear+trees", "trees"}
+    ev = FakeEvaluator(NET16, 1.0)
+    with pytest.raises(ValueError, match="profile_runs=0 has none"):
+        build_predictor(ev, archs(12, 4), model="blocks", profile_runs=0)
+    assert ev.timed == 0

@@ -48,8 +48,8 @@ from mnas.latency.predictor import (
     build_predictor,
     fit_predictor,
     load_predictor,
-    refit_predictor,
 )
+from mnas.latency.refit import refit_predictor
 from mnas.latency.settings import (
     KINDS,
     LatencyEvaluator,

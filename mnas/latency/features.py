@@ -188,6 +188,26 @@ class BlockFeatures:
             return network_features(self.setup.layers(specs_of(arch)))
         return self.matrix.take(rows, axis=0).sum(axis=0)
 
+    def block_vectors(self, arch: Architecture) -> np.ndarray:
+        """One feature vector per block (blocks x features; the stem counted with the
+        first block, the head with the last), for any architecture; they sum to
+        ``self(arch)``."""
+        rows = self.rows(arch)
+        if rows is not None:
+            return self.matrix.take(rows, axis=0)
+        specs = specs_of(arch)
+        layers = self.setup.layers(specs)
+        out, start = [], 1
+        for i, spec in enumerate(specs):
+            block = layers[start : start + spec.repeats]
+            start += spec.repeats
+            if i == 0:
+                block = [layers[0], *block]
+            if i == len(specs) - 1:
+                block = [*block, layers[-1]]
+            out.append(network_features(block))
+        return np.array(out)
+
     def _precompute(self) -> dict[tuple, np.ndarray]:
         s, space = self.setup, self.space
         stem_chs = _make_divisible(STEM_CHS * s.width_mult, 8)

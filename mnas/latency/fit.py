@@ -9,7 +9,14 @@ with the most predictions within +-5% (then the lowest MAPE) wins:
 - ``linear+trees``: the linear model times ``exp(r)``, where ``r`` is a small
   gradient-boosted forest on the network-level features and the linear prediction (what
   the sum misses: fusion, cache effects, tiny maps), fitted to ``log(measured / linear)``;
-- ``trees``: ``exp`` of a forest fitted to ``log(measured)`` alone.
+- ``trees``: ``exp`` of a forest fitted to ``log(measured)`` alone;
+- ``blocks`` (when the networks were profiled, :mod:`mnas.latency.profile`): a model of
+  every *block's* time inside its network (seven samples per network instead of one): the
+  linear form per block times ``exp`` of a forest on the block's features, its position
+  and its linear prediction (:class:`BlockPart`); the blocks' sum is then scaled to whole
+  networks (``a + c * sum``, both >= 0: what the profile does not see, the run's own
+  overhead and the profiler's). A block's prediction depends only on the block, so a
+  predictor computes it once for every block of the space and a query sums seven numbers.
 
 Forests are stored as plain arrays of complete binary trees (:class:`Forest`), so a saved
 model needs no pickle and one prediction is a handful of numpy operations.
@@ -19,13 +26,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import nnls
 
-MODEL_KINDS = ("linear", "linear+trees", "trees")
+MODEL_KINDS = ("linear", "linear+trees", "trees", "blocks")
+BLOCK_KINDS = ("blocks",)
+"""The kinds fitted to profiled block times (they need them)."""
 TREES = dict(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8, random_state=0)
+# the block forest learns from seven samples per network: deeper, and more trees
+BLOCK_TREES = dict(n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.8, random_state=0)
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,18 @@ class Forest:
             self._leaf[self._leaf_base + self._table[bits]].sum()
         )
 
+    def batch(self, x: np.ndarray) -> np.ndarray:
+        """The forest's value for every row of ``x`` (what :meth:`__call__` gives each)."""
+        x = np.asarray(x).astype(np.float32, copy=False)
+        trees, internal = self.feature.shape
+        rows = np.arange(len(x))[:, None]
+        node = np.zeros((len(x), trees), dtype=np.intp)
+        t = np.arange(trees)
+        for _ in range(self.depth):
+            right = x[rows, self.feature[t, node]] > self.threshold[t, node]
+            node = 2 * node + 1 + right
+        return self.offset + self.scale * self.leaf[t, node - internal].sum(axis=1)
+
     def to_dict(self) -> dict:
         return {
             "depth": self.depth,
@@ -105,12 +128,14 @@ class Forest:
         )
 
 
-def fit_forest(x: np.ndarray, y: np.ndarray) -> Forest:
-    """A scikit-learn gradient-boosted forest fitted to ``y``, as a :class:`Forest`."""
+def fit_forest(x: np.ndarray, y: np.ndarray, params: dict | None = None) -> Forest:
+    """A scikit-learn gradient-boosted forest fitted to ``y``, as a :class:`Forest`
+    (``params``: scikit-learn's, :data:`TREES` by default)."""
     from sklearn.ensemble import GradientBoostingRegressor
 
-    gbr = GradientBoostingRegressor(**TREES).fit(x, y)
-    depth = TREES["max_depth"]
+    params = TREES if params is None else params
+    gbr = GradientBoostingRegressor(**params).fit(x, y)
+    depth = params["max_depth"]
     internal, leaves = 2**depth - 1, 2**depth
     n = len(gbr.estimators_)
     feature = np.zeros((n, internal), dtype=np.intp)
@@ -148,22 +173,33 @@ class LatencyModel:
     intercept: float
     weights: np.ndarray
     forest: Forest | None = None
+    blocks: BlockPart | None = None
 
     def linear(self, x: np.ndarray) -> float:
         return self.intercept + float(x @ self.weights)
 
     def __call__(self, x: np.ndarray) -> float:
+        """The prediction from network features ``x``; a ``blocks`` model needs
+        :meth:`predict_blocks`."""
+        if self.blocks is not None:
+            raise ValueError("a blocks model predicts from block features (predict_blocks)")
         return self.from_linear(x, self.linear(x))
+
+    def predict_blocks(self, block_x: np.ndarray) -> float:
+        """The prediction from one feature vector per block (blocks x features)."""
+        if self.blocks is None:
+            return self(block_x.sum(axis=0))
+        return self.blocks.network(float(self.blocks.block_ms(block_x).sum()))
 
     def from_linear(self, x: np.ndarray, lin: float) -> float:
         """The prediction, given ``lin = self.linear(x)`` already computed."""
-        if self.kind == "linear":
+        if self.kind in ("linear", "blocks"):  # blocks: its linear part (range, parts)
             return lin
         z = np.empty(len(x) + 1, dtype=np.float32)  # the forest's inputs, in float32
         z[:-1] = x
         z[-1] = math.log(lin)
         r = self.forest(z)
-        return lin * math.exp(r) if self.kind == "linear+trees" else math.exp(r)
+        return math.exp(r) if self.kind == "trees" else lin * math.exp(r)
 
     def to_dict(self) -> dict:
         return {
@@ -171,12 +207,60 @@ class LatencyModel:
             "intercept": self.intercept,
             "weights": self.weights.tolist(),
             "forest": self.forest.to_dict() if self.forest is not None else None,
+            "blocks": self.blocks.to_dict() if self.blocks is not None else None,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> LatencyModel:
         forest = Forest.from_dict(d["forest"]) if d.get("forest") else None
-        return cls(d["kind"], float(d["intercept"]), np.asarray(d["weights"], float), forest)
+        blocks = BlockPart.from_dict(d["blocks"]) if d.get("blocks") else None
+        weights = np.asarray(d["weights"], float)
+        return cls(d["kind"], float(d["intercept"]), weights, forest, blocks)
+
+
+@dataclass(frozen=True)
+class BlockPart:
+    """The ``blocks`` model: a block's time is ``linear(f) * exp(forest(f, i, log
+    linear(f)))`` for its features ``f`` and position ``i``; a network's is ``a + c *`` the
+    sum over its blocks."""
+
+    intercept: float
+    weights: np.ndarray
+    forest: Forest
+    a: float
+    c: float
+
+    def block_ms(self, block_x: np.ndarray, position: np.ndarray | None = None) -> np.ndarray:
+        """Each row's block time (ms); ``position``: each row's block index (by default
+        the rows are one network's blocks, in order)."""
+        block_x = np.atleast_2d(block_x)
+        if position is None:
+            position = np.arange(len(block_x))
+        lin = self.intercept + block_x @ self.weights
+        z = np.column_stack([block_x, position, np.log(lin)])
+        return lin * np.exp(self.forest.batch(z))
+
+    def network(self, block_sum: float) -> float:
+        return self.a + self.c * block_sum
+
+    def to_dict(self) -> dict:
+        return {
+            "intercept": self.intercept,
+            "weights": self.weights.tolist(),
+            "forest": self.forest.to_dict(),
+            "a": self.a,
+            "c": self.c,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BlockPart:
+        return cls(
+            float(d["intercept"]),
+            np.asarray(d["weights"], float),
+            Forest.from_dict(d["forest"]),
+            float(d["a"]),
+            float(d["c"]),
+        )
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -194,17 +278,54 @@ def fit_linear(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     return intercept, coef[1:]
 
 
-def fit_model(kind: str, x: np.ndarray, y: np.ndarray) -> LatencyModel:
-    """One candidate (:data:`MODEL_KINDS`) fitted to features ``x`` and latencies ``y``."""
+def fit_blocks(block_x: np.ndarray, block_ms: np.ndarray, y: np.ndarray) -> LatencyModel:
+    """The ``blocks`` model (:class:`BlockPart`) fitted to every block's time (``block_x``:
+    networks x blocks x features, ``block_ms``: networks x blocks) and scaled to the whole
+    networks' ``y`` as ``a + c * sum`` (``a, c >= 0``, least relative squares). Its linear
+    part (for the range and a re-fit's parts) is the block linear form summed and scaled
+    the same way."""
+    n, blocks, f = block_x.shape
+    flat_x, flat_t = block_x.reshape(-1, f), block_ms.reshape(-1)
+    b_int, b_w = fit_linear(flat_x, flat_t)
+    lin = b_int + flat_x @ b_w
+    position = np.tile(np.arange(blocks), n)
+    z = np.column_stack([flat_x, position, np.log(lin)])
+    part = BlockPart(b_int, b_w, fit_forest(z, np.log(flat_t / lin), BLOCK_TREES), 0.0, 1.0)
+    s = part.block_ms(flat_x, position).reshape(n, blocks).sum(axis=1)
+    (a, c), _ = nnls(np.column_stack([np.ones(n), s]) / y[:, None], np.ones(n))
+    if not c > 0:  # the blocks say nothing about the networks: a scale of the mean
+        a, c = 0.0, float(np.mean(y / s))
+    part = replace(part, a=float(a), c=float(c))
+    intercept = a + c * blocks * b_int
+    return LatencyModel("blocks", float(intercept), c * b_w, blocks=part)
+
+
+def fit_model(
+    kind: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    blocks: tuple[np.ndarray, np.ndarray] | None = None,
+) -> LatencyModel:
+    """One candidate (:data:`MODEL_KINDS`) fitted to features ``x`` and latencies ``y``;
+    ``blocks`` also to ``blocks = (block_x, block_ms)`` (:func:`fit_blocks`; ``block_x``
+    sums over its blocks to ``x``).
+
+    Raises:
+        ValueError: for an unknown kind, or ``blocks`` without block times.
+    """
     if kind not in MODEL_KINDS:
         raise ValueError(f"model kind {kind!r}; allowed: {', '.join(MODEL_KINDS)}")
+    if kind in BLOCK_KINDS:
+        if blocks is None:
+            raise ValueError(f"model kind {kind!r} needs profiled block times")
+        return fit_blocks(blocks[0], blocks[1], y)
     intercept, weights = fit_linear(x, y)
     linear = LatencyModel("linear", intercept, weights)
     if kind == "linear":
         return linear
     lin = np.array([linear.linear(r) for r in x])
     z = np.column_stack([x, np.log(lin)])
-    target = np.log(y / lin) if kind == "linear+trees" else np.log(y)
+    target = np.log(y) if kind == "trees" else np.log(y / lin)
     return LatencyModel(kind, intercept, weights, fit_forest(z, target))
 
 
@@ -230,7 +351,13 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     return float(kendalltau(a, b).statistic)
 
 
-def cross_validate(kind: str, x: np.ndarray, y: np.ndarray, folds: int = 5) -> dict:
+def cross_validate(
+    kind: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    folds: int = 5,
+    blocks: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict:
     """:func:`scores` of ``kind`` on each network predicted by a model fitted without it
     (``folds``-fold, networks in a fixed shuffled order)."""
     order = np.random.default_rng(0).permutation(len(y))
@@ -238,26 +365,39 @@ def cross_validate(kind: str, x: np.ndarray, y: np.ndarray, folds: int = 5) -> d
     for f in range(folds):
         test = order[f::folds]
         train = np.setdiff1d(order, test)
-        model = fit_model(kind, x[train], y[train])
-        predicted[test] = [model(r) for r in x[test]]
+        part = None if blocks is None else (blocks[0][train], blocks[1][train])
+        model = fit_model(kind, x[train], y[train], part)
+        if model.blocks is not None:
+            predicted[test] = [model.predict_blocks(b) for b in blocks[0][test]]
+        else:
+            predicted[test] = [model(r) for r in x[test]]
     return scores(predicted, y)
 
 
 def select_model(
-    x: np.ndarray, y: np.ndarray, kinds: Sequence[str] = MODEL_KINDS
+    x: np.ndarray,
+    y: np.ndarray,
+    kinds: Sequence[str] = MODEL_KINDS,
+    blocks: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[LatencyModel, dict]:
     """The candidate with the most cross-validated predictions within +-5% (then the lowest
-    MAPE), refitted on all networks, and every candidate's cross-validated scores.
+    MAPE), refitted on all networks, and every candidate's cross-validated scores. Without
+    ``blocks`` (profiled block times) the :data:`BLOCK_KINDS` are left out.
 
     Raises:
-        ValueError: with fewer than 10 networks, or a latency <= 0.
+        ValueError: with fewer than 10 networks, a latency <= 0, or only block kinds and
+            no block times.
     """
+    if blocks is None:
+        kinds = [k for k in kinds if k not in BLOCK_KINDS]
+        if not kinds:
+            raise ValueError("the block models need profiled block times; none were given")
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if len(y) < 10 or x.shape[0] != len(y):
         raise ValueError(f"need >= 10 networks with features, got {len(y)} ({x.shape[0]} rows)")
     if np.any(y <= 0):
         raise ValueError(f"measured latencies must be > 0, got {y.min()}")
-    cv = {k: cross_validate(k, x, y) for k in kinds}
+    cv = {k: cross_validate(k, x, y, blocks=blocks) for k in kinds}
     best = max(kinds, key=lambda k: (cv[k]["within_5"], -cv[k]["mape"]))
-    return fit_model(best, x, y), cv
+    return fit_model(best, x, y, blocks), cv

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from mnas.latency.cache import LatencyCache, Nominal, cache_key
+from mnas.latency.profile import Profile, profile_session
 from mnas.latency.stats import LatencyError, LatencyStats, stats_from_samples
 from mnas.latency.timing import (
     TimingPlan,
@@ -176,13 +177,19 @@ def make_session(
     """An ONNX Runtime CPU session: ``threads`` intra-op threads, one inter-op thread,
     sequential execution, graph optimisations at ``graph_optimization``
     (:data:`GRAPH_OPTIMIZATION`; all of them by default)."""
+    so = session_options(threads, graph_optimization)
+    return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def session_options(threads: int = 1, graph_optimization: str = "all") -> ort.SessionOptions:
+    """The options of :func:`make_session`."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = GRAPH_OPTIMIZATION[check_graph_optimization(graph_optimization)]
     so.log_severity_level = 3
-    return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+    return so
 
 
 def describe_arch(arch: Architecture) -> str:
@@ -482,6 +489,23 @@ class OrtLatency:
             LatencyError: naming ``name`` if the model cannot be exported or run.
         """
         return self._measure(lambda: model, name)
+
+    def profile(self, arch: Architecture, runs: int = 20) -> Profile:
+        """ONNX Runtime's per-node profile of ``arch`` (:mod:`mnas.latency.profile`) under
+        this evaluator's threads, optimisation level and pinning; not drift-corrected.
+
+        Raises:
+            LatencyError: naming the architecture if it cannot be built, exported or run.
+        """
+        try:
+            onnx_bytes = export_onnx(
+                self._build(arch), self.input_size, self.in_channels, self.batch_size
+            )
+            with self._pinned():
+                so = session_options(self.threads, self.graph_optimization)
+                return profile_session(so, onnx_bytes, self.input_shape, runs)
+        except Exception as e:
+            raise LatencyError(f"cannot profile {describe_arch(arch)}: {e}") from e
 
     def time_onnx(self, onnx_bytes: bytes, input_shape: tuple[int, ...]) -> list[float]:
         """Timed runs (ms) of an ONNX graph under this evaluator's threads, pinning, plan,

@@ -30,14 +30,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import onnxruntime as ort
-from scipy.optimize import nnls
 
-from mnas.latency.calibration import Calibration, Floor, fit_calibration
+from mnas.latency.calibration import Calibration
 from mnas.latency.features import FEATURES, BlockFeatures, NetSetup
-from mnas.latency.fit import MODEL_KINDS, LatencyModel, scores, select_model
+from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS, LatencyModel, select_model
 from mnas.latency.ort import OrtLatency, describe_arch, machine_description, machine_fingerprint
+from mnas.latency.profile import block_times
 from mnas.latency.stats import LatencyError, LatencyStats
-from mnas.space import Architecture, MnasSpace
+from mnas.space import Architecture, MnasSpace, specs_of
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ SETUP_KEYS = (
     "export_format",
 )
 OUT_OF_RANGE = ("warn", "refuse")
+PROFILE_RUNS = 20
+"""Runs of ONNX Runtime's profiler per training network (their per-node medians)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class Predictor:
         if c.get("kind") == "split":
             self.split = (float(c["node_scale"]), float(c["work_scale"]))
             self.calibration = Calibration()
+        elif c.get("kind") == "kind_scales":  # already in the re-fitted linear model
+            self.calibration = Calibration()
         else:
             self.calibration = Calibration(
                 c.get("kind", "identity"), c.get("intercept_ms", 0.0), c.get("slope", 1.0)
@@ -136,7 +140,12 @@ class Predictor:
         m = self.features.matrix
         w = self.model.weights
         self._node_weights = np.where(_NODE, w, 0.0)
-        self._rows = np.hstack((m, (m @ w)[:, None], m @ _AGG.T, (m @ self._node_weights)[:, None]))
+        columns = [m, (m @ w)[:, None], m @ _AGG.T, (m @ self._node_weights)[:, None]]
+        if self.model.blocks is not None:
+            # a blocks model's time of every block of the space, computed once
+            position = np.array([key[0] for key in self.features.index])
+            columns.append(self.model.blocks.block_ms(m, position)[:, None])
+        self._rows = np.hstack(columns)
         self._n = len(FEATURES)
         # (linear ms first, then the aggregates), widened by a relative 1e-9: a training
         # network on the boundary stays inside whatever order its rows are summed in
@@ -213,13 +222,20 @@ class Predictor:
             lin = model.linear(x)
             checked = [lin, *(_AGG @ x).tolist()]
             node = float(x @ self._node_weights) if self.split else 0.0
+            if model.blocks is not None:
+                ms = model.predict_blocks(self.features.block_vectors(arch))
+            else:
+                ms = model.from_linear(x, lin)
         else:
             total = self._rows.take(rows, axis=0).sum(axis=0)
             x = total[: self._n]
             checked = total[self._n :].tolist()
+            if model.blocks is not None:
+                ms = model.blocks.network(checked.pop())
             node = checked.pop()
             lin = checked[0] = model.intercept + checked[0]
-        ms = model.from_linear(x, lin)
+            if model.blocks is None:
+                ms = model.from_linear(x, lin)
         if self.split is None:
             ms = self.calibration.predict(ms)
         else:
@@ -243,7 +259,10 @@ class Predictor:
         x = self.features(arch)
         lin = self.model.linear(x)
         node = self.model.intercept + float(x @ self._node_weights)
-        ms = self.model.from_linear(x, lin)
+        if self.model.blocks is not None:
+            ms = self.model.predict_blocks(self.features.block_vectors(arch))
+        else:
+            ms = self.model.from_linear(x, lin)
         return ms * node / lin, ms * (lin - node) / lin
 
 
@@ -274,22 +293,35 @@ def build_predictor(
     max_seconds: float | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     model: str = "auto",
+    profile_runs: int = PROFILE_RUNS,
 ) -> Predictor:
-    """Time ``archs`` afresh with ``evaluator`` (until ``max_seconds``, if given) and fit a
-    predictor to them (``model``: as :func:`fit_predictor`).
+    """Time ``archs`` afresh with ``evaluator`` (until ``max_seconds``, if given), profile
+    each with ONNX Runtime's profiler over ``profile_runs`` runs (its blocks' times inside
+    the network, :mod:`mnas.latency.profile`; 0: not profiled, and no block model) and fit
+    a predictor to them (``model``: as :func:`fit_predictor`).
 
     Raises:
-        LatencyError: if a network cannot be timed.
-        ValueError: if fewer than 10 networks were timed, or for an unknown ``model``.
+        LatencyError: if a network cannot be timed or profiled.
+        ValueError: if fewer than 10 networks were timed, for an unknown ``model``, or a
+            block model without profiles.
     """
     _model_kinds(model)  # refused before any timing
+    if profile_runs < 0:
+        raise ValueError(f"profile_runs={profile_runs}; allowed: >= 0 (0: no profiles)")
+    if profile_runs == 0 and model in BLOCK_KINDS:
+        raise ValueError(f"model={model!r} is fitted to profiles; profile_runs=0 has none")
     t0 = time.perf_counter()
     timed: list[tuple[Architecture, float]] = []
+    blocks: list[list[float]] = []
     for i, arch in enumerate(archs):
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             log.info("predictor: time budget of %.0f s reached after %d networks", max_seconds, i)
             break
         timed.append((arch, evaluator.measure_afresh(arch).median_ms))
+        if profile_runs:
+            profile = evaluator.profile(arch, profile_runs)
+            repeats = [s.repeats for s in specs_of(arch)]
+            blocks.append([us / 1000 for us in block_times(profile, repeats)])
         if progress is not None:
             progress(i + 1, len(archs), time.perf_counter() - t0)
     predictor = fit_predictor(
@@ -298,6 +330,7 @@ def build_predictor(
         [ms for _, ms in timed],
         timing_seconds=time.perf_counter() - t0,
         model=model,
+        block_ms=blocks or None,
     )
     predictor.data["build_seconds"] = time.perf_counter() - t0
     return predictor
@@ -309,18 +342,38 @@ def fit_predictor(
     measured_ms: Sequence[float],
     timing_seconds: float | None = None,
     model: str = "auto",
+    block_ms: Sequence[Sequence[float]] | None = None,
 ) -> Predictor:
     """A predictor for ``setup`` (:func:`timing_setup`) fitted to measured networks.
     ``model``: one of :data:`MODEL_KINDS` (a forest kind's query costs about twice a
-    linear one's), or ``auto`` for the kind cross-validation prefers."""
+    linear one's), or ``auto`` for the kind cross-validation prefers. ``block_ms``: each
+    network's profiled time per block (ms; :func:`mnas.latency.profile.block_times`),
+    which the block kinds are fitted to (without it they are not candidates).
+
+    Raises:
+        ValueError: for an unknown ``model``, a block kind without ``block_ms``, or
+            ``block_ms`` that does not give seven blocks of each architecture of the space.
+    """
     kinds = _model_kinds(model)
     batch, chans, size, _ = setup["input_shape"]
     net = NetSetup(size, chans, setup["num_classes"], setup["width_mult"], setup["stem_stride"])
     feats = BlockFeatures(net, MnasSpace())
     x = np.array([feats(a) for a in archs])
     y = np.asarray(measured_ms, dtype=np.float64)
+    blocks = None
+    if block_ms is not None:
+        rows = [feats.rows(a) for a in archs]
+        t = np.asarray(block_ms, dtype=np.float64)
+        if any(r is None for r in rows) or t.shape != (len(archs), 7):
+            raise ValueError(
+                f"block_ms must hold 7 block times for each of the {len(archs)} "
+                f"architectures of the MnasNet space; got shape {t.shape}"
+            )
+        blocks = (feats.matrix[np.asarray(rows)], t)
+    elif model in BLOCK_KINDS:
+        raise ValueError(f"model={model!r} is fitted to profiled block times; none were given")
     t0 = time.perf_counter()
-    fitted, cv = select_model(x, y, kinds)
+    fitted, cv = select_model(x, y, kinds, blocks)
     agg = np.array([_aggregates(r, fitted.linear(r)) for r in x])
     data = {
         "format": PREDICTOR_FORMAT,
@@ -339,6 +392,7 @@ def fit_predictor(
             "archs": [a.key for a in archs],
             "tokens": [list(a.tokens) for a in archs],
             "measured_ms": y.tolist(),
+            "block_ms": None if blocks is None else blocks[1].tolist(),
         },
         "timing_seconds": timing_seconds,
         "fit_seconds": time.perf_counter() - t0,
@@ -358,161 +412,6 @@ def _model_kinds(model: str) -> tuple[str, ...]:
     if model not in MODEL_KINDS:
         raise ValueError(f"model={model!r}; allowed: auto, {', '.join(MODEL_KINDS)}")
     return (model,)
-
-
-def refit_predictor(
-    base: Predictor | Sequence[Predictor],
-    evaluator: OrtLatency,
-    archs: Sequence[Architecture],
-    same_machine: bool = True,
-) -> Predictor:
-    """``base`` re-fitted to the timing set-up of ``evaluator`` (another input size, thread
-    count, ...) from a few networks timed with it: ``base``'s model applied to the features
-    of the new set-up, then one of two re-fits, whichever predicts the left-out network
-    better over leave-one-out on the timed networks (:func:`choose_refit`):
-
-    - a calibration of the whole prediction: scaled, or scaled and shifted
-      (:func:`fit_calibration`, itself chosen by leave-one-out);
-    - ``split``: the model's per-operator (node) part and its work part scaled apart,
-      ``node_scale * node + work_scale * work``, both scales > 0 — what changes when the
-      maps grow (work) or threads are added (work shrinks, a node's overhead grows).
-
-    Given several bases (e.g. this machine's 16x16, 32x32 and 224x224 predictors), the
-    networks are timed once and the base whose re-fit has the lowest leave-one-out error is
-    kept (a 32x32 model orders 28x28 networks better than a 16x16 one); every base's error
-    is recorded (``calibration.bases``).
-
-    The re-fit's range (what :attr:`Prediction.in_range` checks) is that of the base's
-    training networks and the timed ones, counted at the new set-up: the architectures the
-    model has seen, not the old set-up's feature values, which every network of a larger
-    input would exceed.
-
-    Raises:
-        ValueError: if a base was built on another kind of machine (``same_machine``:
-            mixing machines' timings in one predictor is refused), with < 3 networks, or
-            with no base.
-    """
-    bases = [base] if isinstance(base, Predictor) else list(base)
-    if not bases:
-        raise ValueError("re-fitting needs at least one base predictor")
-    for b in bases:
-        if same_machine and b.setup.get("machine") != machine_fingerprint():
-            raise ValueError(
-                f"predictor {b.path} was built on machine {b.setup.get('machine')} "
-                f"({b.data.get('machine_description', {}).get('cpu', '?')}); this is "
-                f"{machine_fingerprint()} ({machine_description()['cpu']}): re-fit it there"
-            )
-    if len(archs) < 3:
-        raise ValueError(f"re-fitting needs at least 3 timed networks, got {len(archs)}")
-    setup = timing_setup(evaluator)
-    measured = [evaluator.measure_afresh(a).median_ms for a in archs]
-    fits = [_refit_one(b, setup, archs, measured) for b in bases]
-    best = min(fits, key=lambda f: min(f.data["calibration"]["leave_one_out_mape"].values()))
-    best.data["calibration"]["bases"] = [
-        {
-            "path": b.path,
-            "input_shape": b.setup.get("input_shape"),
-            "threads": b.setup.get("threads"),
-            "leave_one_out_mape": f.data["calibration"]["leave_one_out_mape"],
-            "chosen": f is best,
-        }
-        for b, f in zip(bases, fits, strict=True)
-    ]
-    return best
-
-
-def _refit_one(
-    base: Predictor, setup: dict, archs: Sequence[Architecture], measured: Sequence[float]
-) -> Predictor:
-    """:func:`refit_predictor` of one base to networks already timed."""
-    data = {**base.data, "setup": setup, "calibration": None}
-    moved = Predictor(data, base.path)
-    space = MnasSpace()
-    seen = [space.architecture(t) for t in base.data["training"]["tokens"]] + list(archs)
-    agg = np.array([_aggregates(x, moved.model.linear(x)) for x in map(moved.features, seen)])
-    data["range"] = {
-        "names": list(AGGREGATES),
-        "low": agg.min(0).tolist(),
-        "high": agg.max(0).tolist(),
-        "networks": "the base predictor's training networks and the re-fit's, at this set-up",
-    }
-    parts = np.array([moved.parts(a) for a in archs])
-    # the least a calibrated prediction may give at the bottom of the range
-    low = float(agg[:, AGGREGATES.index("linear_ms")].min())
-    floor = Floor(low, 0.0, low * 0.1)
-    choice = choose_refit(parts, measured, floor)
-    raw = parts.sum(axis=1)
-    common = {
-        "from_setup": base.setup,
-        "archs": [a.key for a in archs],
-        "measured_ms": measured,
-        "leave_one_out_mape": choice.loo_mape,
-    }
-    if choice.split is not None:
-        data["calibration"] = {
-            "kind": "split",
-            "node_scale": choice.split[0],
-            "work_scale": choice.split[1],
-            **common,
-            "in_sample": scores(list(parts @ np.asarray(choice.split)), measured),
-        }
-    else:
-        cal = choice.calibration
-        data["calibration"] = {
-            "kind": cal.kind,
-            "intercept_ms": cal.intercept_ms,
-            "slope": cal.slope,
-            **common,
-            "in_sample": scores([cal.predict(r) for r in raw], measured),
-        }
-    return Predictor(data)
-
-
-@dataclass(frozen=True)
-class Refit:
-    """What :func:`choose_refit` chose: a ``split`` (node and work scales) or else a
-    ``calibration`` of the whole prediction, and each candidate's leave-one-out MAPE (%)."""
-
-    calibration: Calibration
-    split: tuple[float, float] | None
-    loo_mape: dict
-
-
-def fit_split(parts: np.ndarray, measured: Sequence[float]) -> tuple[float, float] | None:
-    """Scales ``(node, work) >= 0`` minimising the squared relative error of
-    ``parts @ scales`` against ``measured`` (``parts``: one ``(node_ms, work_ms)`` row per
-    network); None unless both are > 0."""
-    y = np.asarray(measured, dtype=np.float64)
-    coef, _ = nnls(np.asarray(parts, dtype=np.float64) / y[:, None], np.ones(len(y)))
-    if not (coef[0] > 0 and coef[1] > 0):
-        return None
-    return float(coef[0]), float(coef[1])
-
-
-def choose_refit(parts: np.ndarray, measured: Sequence[float], floor: Floor | None) -> Refit:
-    """The re-fit of a moved predictor's ``(node_ms, work_ms)`` parts to ``measured``
-    that predicts each network best when fitted without it: :func:`fit_calibration` of the
-    summed parts (its own choice redone without the left-out network) or
-    :func:`fit_split` (a candidate from 4 networks on, and only if every fit is valid).
-    On a tie the calibration, the simpler, is kept."""
-    parts = np.asarray(parts, dtype=np.float64)
-    y = np.asarray(measured, dtype=np.float64)
-    raw = parts.sum(axis=1)
-    n = len(y)
-    cal_errors, split_errors = [], []
-    for i in range(n):
-        keep = np.arange(n) != i
-        cal = fit_calibration(raw[keep], y[keep], floor=floor)
-        cal_errors.append(abs(cal.predict(raw[i]) / y[i] - 1))
-        s = fit_split(parts[keep], y[keep]) if n >= 4 else None
-        split_errors.append(math.inf if s is None else abs(parts[i] @ s / y[i] - 1))
-    loo = {"calibration": 100 * float(np.mean(cal_errors))}
-    split = fit_split(parts, y) if n >= 4 else None
-    if split is not None and math.isfinite(max(split_errors)):
-        loo["split"] = 100 * float(np.mean(split_errors))
-    if "split" in loo and loo["split"] < loo["calibration"]:
-        return Refit(Calibration(), split, loo)
-    return Refit(fit_calibration(raw, y, floor=floor), None, loo)
 
 
 class PredictorLatency:
