@@ -47,7 +47,13 @@ from hydra import compose, initialize_config_dir
 from mnas.conf import register_configs
 from mnas.conf.arguments import latency_settings
 from mnas.conf.runner import latency_setup_from
-from mnas.latency import Predictor, machine_description, measured_ort_latency, refit_predictor
+from mnas.latency import (
+    Predictor,
+    fit_predictor,
+    machine_description,
+    measured_ort_latency,
+    refit_predictor,
+)
 from mnas.latency.features import FEATURES
 from mnas.latency.fit import scores
 from mnas.space import MnasSpace
@@ -183,6 +189,25 @@ def query_us(predictor: Predictor, archs, blocks: int = 5, reps: int = 4) -> dic
     }
 
 
+def by_kind(predictor: Predictor, archs, measured: list[float]) -> dict:
+    """Held-out :func:`scores` of every model kind the predictor's cross-validation
+    compared, each fitted to the same training networks (and block times)."""
+    train = predictor.data["training"]
+    space = MnasSpace()
+    fitted = [space.architecture(t) for t in train["tokens"]]
+    out = {}
+    for kind in predictor.data["cross_validation"]:
+        p = fit_predictor(
+            predictor.setup,
+            fitted,
+            train["measured_ms"],
+            model=kind,
+            block_ms=train.get("block_ms"),
+        )
+        out[kind] = scores([p.predict(a) for a in archs], measured)
+    return out
+
+
 def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
     data = _load(out / f"heldout_{size}.json")
     passes = data["passes"]
@@ -207,6 +232,7 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
         "vs_mean_of_passes": scores(pred[:k], (np.add(first[:k], second) / 2).tolist()),
         "out_of_range": sum(not p.in_range for p in predicted),
         "model": predictor.model.kind,
+        "by_kind": by_kind(predictor, archs, first),
         "training_networks": len(predictor.data["training"]["archs"]),
         "cross_validation": predictor.data["cross_validation"],
         "build_seconds": build_seconds,
@@ -331,6 +357,12 @@ def print_table(result: dict) -> None:
             f"{100 * nf['within_5']:>5.1f}% {nf['kendall_tau']:>6.3f} | "
             f"{r['model']:>12} {r['build_seconds']:>7.0f} {r['query_us']['repeated']:>8.1f}"
         )
+        for kind, k in r.get("by_kind", {}).items():
+            print(
+                f"      {kind:>12} fitted to the same networks: within +-10% "
+                f"{100 * k['within_10']:.1f}%, +-5% {100 * k['within_5']:.1f}%, tau "
+                f"{k['kendall_tau']:.3f}, MAPE {k['mape']:.1f}%"
+            )
         if "drift" in r:
             d = r["drift"]
             print(

@@ -26,7 +26,7 @@ from mnas.latency import (
 )
 from mnas.latency.calibration import fit_calibration
 from mnas.latency.features import FEATURES, BlockFeatures, NetSetup, network_features
-from mnas.latency.fit import LatencyModel, fit_forest, fit_linear, fit_model, scores
+from mnas.latency.fit import MODEL_KINDS, LatencyModel, fit_forest, fit_linear, fit_model, scores
 from mnas.latency.ort import machine_fingerprint
 from mnas.latency.profile import NodeTime, Profile
 from mnas.latency.refit import choose_refit, fit_split
@@ -683,6 +683,19 @@ def test_block_models_learn_from_every_block_of_few_networks():
     assert min(blk.predict(x) for x in held) > 0
 
 
+def test_predictor_bench_scores_every_kind_on_the_same_networks():
+    from bench_modules import load_bench
+
+    a, y, blocks = block_synthetic(15, 5)
+    held, measured, _ = block_synthetic(40, 6)
+    pred = fit_predictor(setup_dict(), a, y, model="blocks", block_ms=blocks)
+    pred.data["cross_validation"] = {"linear": {}, "blocks": {}}  # the kinds to refit
+    got = load_bench("predictor").by_kind(pred, held, measured)
+    assert set(got) == {"linear", "blocks"}
+    assert got["blocks"] == scores([pred.predict(x) for x in held], measured)
+    assert got["blocks"]["mape"] < got["linear"]["mape"]
+
+
 def test_block_models_need_block_times():
     a, y, blocks = block_synthetic(12, 5)
     with pytest.raises(ValueError, match="model='blocks' is fitted to profiled block times"):
@@ -698,3 +711,30 @@ def test_block_models_need_block_times():
     with pytest.raises(ValueError, match="profile_runs=0 has none"):
         build_predictor(ev, archs(12, 4), model="blocks", profile_runs=0)
     assert ev.timed == 0
+
+
+def test_predictor_blocks_bench_compares_kinds_and_refits(tmp_path, capsys):
+    from bench_modules import load_bench
+
+    bench = load_bench("predictor_blocks")
+    a, y, blocks = block_synthetic(24, 5)
+    setup = {"input_size": 16, "in_channels": 1, "num_classes": 10}
+    data = {
+        "setup": {**setup, "width_mult": 0.5, "stem_stride": 1},
+        "records": [
+            {"tokens": list(x.tokens), "median_ms": m, "blocks_us": [1000 * t for t in b]}
+            for x, m, b in zip(a, y, blocks, strict=True)
+        ],
+    }
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(data))
+    got = bench.compare(path, train=14, reps=1)
+    assert set(got["kinds"]) == {*MODEL_KINDS, "own profile, scaled"}
+    assert got["kinds"]["blocks"]["within_10"] >= 0.9
+    assert "blocks" in capsys.readouterr().out
+    base_a, base_y = synthetic(40, 7)
+    base = tmp_path / "base.json"
+    fit_predictor(setup_dict(), base_a, base_y, model="linear").save(base)
+    r = bench.refit(path, base, reps=2)
+    assert set(r["results"]) == {"without profiles", "with profiles"}
+    assert sum(r["results"]["with profiles"]["chosen"].values()) == 2
