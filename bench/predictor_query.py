@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mnas.latency import Predictor
-from mnas.latency.fit import MODEL_KINDS, fit_model
+from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS, fit_model
 from mnas.space import MnasSpace
 
 HERE = Path(__file__).resolve().parent
@@ -42,8 +42,14 @@ def with_model(predictor: Predictor, kind: str) -> Predictor:
         return predictor
     space = MnasSpace()
     training = predictor.data["training"]
-    x = np.array([predictor.features(space.architecture(t)) for t in training["tokens"]])
-    model = fit_model(kind, x, np.asarray(training["measured_ms"], dtype=np.float64))
+    archs = [space.architecture(t) for t in training["tokens"]]
+    x = np.array([predictor.features(a) for a in archs])
+    blocks = None
+    if training.get("block_ms"):
+        vectors = np.array([predictor.features.block_vectors(a) for a in archs])
+        blocks = (vectors, np.asarray(training["block_ms"], dtype=np.float64))
+    y = np.asarray(training["measured_ms"], dtype=np.float64)
+    model = fit_model(kind, x, y, blocks)
     return Predictor({**predictor.data, "model": model.to_dict()}, predictor.path)
 
 
@@ -62,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         size = str(base.setup["input_shape"][2])
         archs = bench.heldout_archs(size, args.n)
         for kind in MODEL_KINDS:
+            if kind in BLOCK_KINDS and not base.data["training"].get("block_ms"):
+                continue  # a predictor built without profiles
             q = bench.query_us(with_model(base, kind), archs)
             rows.append(
                 {

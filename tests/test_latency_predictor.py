@@ -694,6 +694,12 @@ def test_predictor_bench_scores_every_kind_on_the_same_networks():
     assert set(got) == {"linear", "blocks"}
     assert got["blocks"] == scores([pred.predict(x) for x in held], measured)
     assert got["blocks"]["mape"] < got["linear"]["mape"]
+    # bench/predictor_query.py times each kind fitted to the file's networks (and blocks)
+    query = load_bench("predictor_query")
+    linear = query.with_model(pred, "linear")
+    assert linear.model.kind == "linear" and linear.predict(held[0]) > 0
+    refitted = query.with_model(linear, "blocks")
+    assert refitted.predict(held[0]) == pytest.approx(pred.predict(held[0]))
 
 
 def test_block_models_need_block_times():

@@ -77,8 +77,8 @@ def profile_session(
 ) -> Profile:
     """Run the graph ``warmup + runs`` times with ONNX Runtime's profiler on and return the
     per-node medians of the last ``runs``. ``session_options`` are the evaluator's (threads,
-    optimisation level); profiling is switched on in a copy-free way: the options object
-    is modified and must not be reused for timing.
+    optimisation level); this switches profiling on in them, so they are not for timing
+    afterwards.
 
     Raises:
         ValueError: if ``runs`` or ``warmup`` is out of range.

@@ -230,8 +230,8 @@ def scaled_model(model: LatencyModel, scales: np.ndarray, a: float, c: float) ->
     scale (:func:`fit_kind_scales`), its intercept scaled by the last, then ``a + c * ...``."""
     weights = c * scales[_KIND_OF] * model.weights
     intercept = a + c * scales[-1] * model.intercept
-    if not intercept > 0:
-        intercept = float(np.min(model.intercept)) * 1e-3 or 1e-6
+    if not intercept > 0:  # keeps every prediction > 0 (all scales and weights are >= 0)
+        intercept = 1e-3 * max(model.intercept, 1e-3)
     return LatencyModel("linear", float(intercept), weights)
 
 
