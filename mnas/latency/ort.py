@@ -490,22 +490,17 @@ class OrtLatency:
         """
         return self._measure(lambda: model, name)
 
-    def profile(self, arch: Architecture, runs: int = 20) -> Profile:
-        """ONNX Runtime's per-node profile of ``arch`` (:mod:`mnas.latency.profile`) under
-        this evaluator's threads, optimisation level and pinning; not drift-corrected.
+    def measure_profiled(self, arch: Architecture, runs: int = 20) -> tuple[LatencyStats, Profile]:
+        """:meth:`measure_afresh`, and ONNX Runtime's per-node profile of the same export over
+        ``runs`` runs (:mod:`mnas.latency.profile`; same threads, optimisation level and
+        pinning, not drift-corrected).
 
         Raises:
             LatencyError: naming the architecture if it cannot be built, exported or run.
         """
-        try:
-            onnx_bytes = export_onnx(
-                self._build(arch), self.input_size, self.in_channels, self.batch_size
-            )
-            with self._pinned():
-                so = session_options(self.threads, self.graph_optimization)
-                return profile_session(so, onnx_bytes, self.input_shape, runs)
-        except Exception as e:
-            raise LatencyError(f"cannot profile {describe_arch(arch)}: {e}") from e
+        profiles: list[Profile] = []
+        stats = self._measure(lambda: self._build(arch), describe_arch(arch), profiles, runs)
+        return stats, profiles[0]
 
     def time_onnx(self, onnx_bytes: bytes, input_shape: tuple[int, ...]) -> list[float]:
         """Timed runs (ms) of an ONNX graph under this evaluator's threads, pinning, plan,
@@ -525,7 +520,13 @@ class OrtLatency:
         timings = time_runs(run, self.plan, self.reference_runner(), self.clock)
         return timings, nominal / float(np.median(timings.ref_samples))
 
-    def _measure(self, make_model: Callable[[], nn.Module], name: str) -> LatencyStats:
+    def _measure(
+        self,
+        make_model: Callable[[], nn.Module],
+        name: str,
+        profiles: list[Profile] | None = None,
+        profile_runs: int = 0,
+    ) -> LatencyStats:
         if self.reference:
             # before the clock starts: the reference's export is not this network's
             self.nominal()
@@ -550,6 +551,9 @@ class OrtLatency:
                     samples.extend(t * factor for t in timings.samples)
                     wall.extend(timings.wall)
                     factors.append(factor)
+                if profiles is not None:  # after the timing, on the same export
+                    so = session_options(self.threads, self.graph_optimization)
+                    profiles.append(profile_session(so, onnx_bytes, self.input_shape, profile_runs))
         except Exception as e:
             raise LatencyError(f"cannot time {name}: {type(e).__name__}: {e}") from e
         factor = float(np.median(factors))

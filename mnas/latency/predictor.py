@@ -317,11 +317,13 @@ def build_predictor(
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             log.info("predictor: time budget of %.0f s reached after %d networks", max_seconds, i)
             break
-        timed.append((arch, evaluator.measure_afresh(arch).median_ms))
         if profile_runs:
-            profile = evaluator.profile(arch, profile_runs)
+            stats, profile = evaluator.measure_profiled(arch, profile_runs)
             repeats = [s.repeats for s in specs_of(arch)]
             blocks.append([us / 1000 for us in block_times(profile, repeats)])
+        else:
+            stats = evaluator.measure_afresh(arch)
+        timed.append((arch, stats.median_ms))
         if progress is not None:
             progress(i + 1, len(archs), time.perf_counter() - t0)
     predictor = fit_predictor(

@@ -10,7 +10,7 @@ and are charged to the layer run just before them. Summed per block (the stem wi
 first block, the head with the last, as :class:`mnas.latency.features.BlockFeatures`
 counts them), one profiled network gives seven block timings *in context* — with the
 cache, layout and fusion of the whole network around them — which is what
-:func:`mnas.latency.blocks.fit_block_model` learns from.
+:func:`mnas.latency.fit.fit_blocks` learns from.
 """
 
 from __future__ import annotations

@@ -85,11 +85,13 @@ def refit_predictor(
     setup = timing_setup(evaluator)
     measured, block_ms = [], []
     for a in archs:
-        measured.append(evaluator.measure_afresh(a).median_ms)
         if profile_runs:
+            stats, profile = evaluator.measure_profiled(a, profile_runs)
             repeats = [s.repeats for s in specs_of(a)]
-            profile = evaluator.profile(a, profile_runs)
             block_ms.append([us / 1000 for us in block_times(profile, repeats)])
+        else:
+            stats = evaluator.measure_afresh(a)
+        measured.append(stats.median_ms)
     fits = [_refit_one(b, setup, archs, measured, block_ms or None) for b in bases]
     best = min(fits, key=lambda f: min(f.data["calibration"]["leave_one_out_mape"].values()))
     best.data["calibration"]["bases"] = [
