@@ -287,6 +287,18 @@ def timing_setup(evaluator: OrtLatency) -> dict:
     }
 
 
+def time_network(
+    evaluator: OrtLatency, arch: Architecture, profile_runs: int
+) -> tuple[float, list[float] | None]:
+    """``arch`` timed afresh (ms) and, with ``profile_runs`` > 0, its time per block (ms)
+    from ONNX Runtime's profile of the same export; None without."""
+    if not profile_runs:
+        return evaluator.measure_afresh(arch).median_ms, None
+    stats, profile = evaluator.measure_profiled(arch, profile_runs)
+    repeats = [s.repeats for s in specs_of(arch)]
+    return stats.median_ms, [us / 1000 for us in block_times(profile, repeats)]
+
+
 def build_predictor(
     evaluator: OrtLatency,
     archs: Sequence[Architecture],
@@ -317,13 +329,10 @@ def build_predictor(
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             log.info("predictor: time budget of %.0f s reached after %d networks", max_seconds, i)
             break
-        if profile_runs:
-            stats, profile = evaluator.measure_profiled(arch, profile_runs)
-            repeats = [s.repeats for s in specs_of(arch)]
-            blocks.append([us / 1000 for us in block_times(profile, repeats)])
-        else:
-            stats = evaluator.measure_afresh(arch)
-        timed.append((arch, stats.median_ms))
+        ms, block_ms = time_network(evaluator, arch, profile_runs)
+        timed.append((arch, ms))
+        if block_ms is not None:
+            blocks.append(block_ms)
         if progress is not None:
             progress(i + 1, len(archs), time.perf_counter() - t0)
     predictor = fit_predictor(

@@ -24,10 +24,10 @@ from mnas.latency.predictor import (
     PROFILE_RUNS,
     Predictor,
     _aggregates,
+    time_network,
     timing_setup,
 )
-from mnas.latency.profile import block_times
-from mnas.space import Architecture, MnasSpace, specs_of
+from mnas.space import Architecture, MnasSpace
 
 
 def refit_predictor(
@@ -85,13 +85,10 @@ def refit_predictor(
     setup = timing_setup(evaluator)
     measured, block_ms = [], []
     for a in archs:
-        if profile_runs:
-            stats, profile = evaluator.measure_profiled(a, profile_runs)
-            repeats = [s.repeats for s in specs_of(a)]
-            block_ms.append([us / 1000 for us in block_times(profile, repeats)])
-        else:
-            stats = evaluator.measure_afresh(a)
-        measured.append(stats.median_ms)
+        ms, blocks = time_network(evaluator, a, profile_runs)
+        measured.append(ms)
+        if blocks is not None:
+            block_ms.append(blocks)
     fits = [_refit_one(b, setup, archs, measured, block_ms or None) for b in bases]
     best = min(fits, key=lambda f: min(f.data["calibration"]["leave_one_out_mape"].values()))
     best.data["calibration"]["bases"] = [
