@@ -2,8 +2,9 @@
 
 Building (``scripts/latency_table.py --predictor`` or :func:`build_predictor`): random
 architectures of the space are timed with the search's own evaluator (drift-corrected,
-never from the cache), their operator features are counted (:mod:`mnas.latency.features`)
-and a model is chosen by cross-validation (:mod:`mnas.latency.fit`). The JSON file holds
+never from the cache) and profiled (their blocks' times, :mod:`mnas.latency.profile`), their
+operator features are counted (:mod:`mnas.latency.features`) and a model is chosen by
+cross-validation (:mod:`mnas.latency.fit`). The JSON file holds
 the model, the timing set-up it answers for, the range it was fitted on and the training
 data.
 

@@ -1,9 +1,10 @@
 """Re-fitting a latency predictor to a changed timing set-up from a few networks (issue 19).
 
 Another input size, thread count or optimisation level changes what every network costs;
-:func:`refit_predictor` times a few networks there and re-fits a built predictor's model to
-them (a calibration of its whole prediction, or its per-operator and work parts scaled
-apart), choosing by leave-one-out.
+:func:`refit_predictor` times (and profiles) a few networks there and re-fits a built
+predictor's model to them (a calibration of its whole prediction, its per-operator and work
+parts scaled apart, or each operator kind scaled apart on the profiled blocks), choosing by
+leave-one-out.
 """
 
 from __future__ import annotations
