@@ -90,6 +90,7 @@ def heldout_archs(size: str, n: int) -> list:
 FEW_SHOT_NAMES = {
     "experiment=fashion_mnist_proxy": "input_size_28",
     "latency.threads=2": "threads_2",
+    "experiment=cifar10_proxy model=imagenet data.image_size=192": "input_size_192",
 }
 
 
@@ -483,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = result["sizes"].values()
         result["build_seconds"] = max(r["build_seconds"] for r in sizes)
         result["query_us"] = max(r["query_us"]["repeated"] for r in sizes)
+        if "few_shot" not in result:  # keep the re-fits an earlier run wrote here
+            earlier = _load(out / "predictor.json").get("few_shot")
+            if earlier:
+                result["few_shot"] = earlier
         _save(out / "predictor.json", result)
         print_table(result)
         print(f"wrote {out / 'predictor.json'}")

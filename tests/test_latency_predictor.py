@@ -26,7 +26,15 @@ from mnas.latency import (
 )
 from mnas.latency.calibration import fit_calibration
 from mnas.latency.features import FEATURES, BlockFeatures, NetSetup, network_features
-from mnas.latency.fit import MODEL_KINDS, LatencyModel, fit_forest, fit_linear, fit_model, scores
+from mnas.latency.fit import (
+    MODEL_KINDS,
+    LatencyModel,
+    fit_forest,
+    fit_linear,
+    fit_model,
+    scaled_to_networks,
+    scores,
+)
 from mnas.latency.ort import machine_fingerprint
 from mnas.latency.profile import NodeTime, Profile
 from mnas.latency.refit import choose_refit, fit_split
@@ -684,6 +692,53 @@ def test_block_models_learn_from_every_block_of_few_networks():
     again = Predictor(json.loads(json.dumps(blk.data)))
     assert again.predict(held[0]) == pytest.approx(blk.predict(held[0]))
     assert min(blk.predict(x) for x in held) > 0
+
+
+def test_block_times_are_scaled_to_their_network_before_fitting():
+    # the profile is another run than the timing: each network's block times carry a
+    # scale of their own (here 0.75-1.25x), which the blocks model must not learn
+    a, y, blocks = block_synthetic(40, 5)
+    rng = np.random.default_rng(3)
+    off = np.asarray(blocks) * rng.uniform(0.75, 1.25, size=(len(a), 1))
+    scaled = scaled_to_networks(off, np.asarray(y))
+    assert scaled.sum(axis=1) == pytest.approx(y)
+    assert scaled / scaled.sum(axis=1, keepdims=True) == pytest.approx(
+        off / off.sum(axis=1, keepdims=True)
+    )
+    held, measured, _ = block_synthetic(80, 6)
+    pred = fit_predictor(setup_dict(), a, y, model="blocks", block_ms=off.tolist())
+    got = scores([pred.predict(x) for x in held], measured)
+    assert got["within_10"] >= 0.95 and got["mape"] < 4, got
+    bad = np.ones((2, 7))
+    bad[1] = 0
+    with pytest.raises(ValueError, match="network 1's profiled block times sum to 0"):
+        scaled_to_networks(bad, np.ones(2))
+
+
+def test_a_blocks_predictor_refitted_with_profiles_keeps_its_forest():
+    # a blocks base re-fitted to a set-up where depthwise work costs 3x: each kind's part
+    # of the block linear form is scaled, the forest's factor on every block kept
+    a, y, blocks = block_synthetic(40, 5)
+    base = fit_predictor(setup_dict(), a, y, model="blocks", block_ms=blocks)
+    dear = {"dw3": 3.0, "dw5": 3.0}
+    held = archs(60, 9)
+    measured = [FakeEvaluator(NET16, 1.2, dear).measure_afresh(x).median_ms for x in held]
+    ev = FakeEvaluator(NET16, 1.2, dear)
+    refit = refit_predictor(base, ev, archs(10, 8))
+    cal = refit.data["calibration"]
+    assert cal["kind"] == "kind_scales" and cal["from_model"] == "blocks"
+    assert cal["scales"]["dw3"] > 2 * cal["scales"]["pw"]
+    assert refit.model.kind == "blocks" and refit.model.blocks.scaled is not None
+    assert np.array_equal(refit.model.blocks.forest.leaf, base.model.blocks.forest.leaf)
+    got = scores([refit.predict(x) for x in held], measured)
+    plain = refit_predictor(base, FakeEvaluator(NET16, 1.2, dear), archs(10, 8), profile_runs=0)
+    before = scores([plain.predict(x) for x in held], measured)
+    assert got["within_10"] >= 0.9 and got["mape"] < 0.5 * before["mape"], (got, before)
+    # saved and loaded, it predicts the same; never <= 0
+    again = Predictor(json.loads(json.dumps(refit.data)))
+    first = held[:5]
+    assert [again.predict(x) for x in first] == pytest.approx([refit.predict(x) for x in first])
+    assert min(refit.predict(x) for x in held) > 0
 
 
 def test_predictor_bench_scores_every_kind_on_the_same_networks():

@@ -222,23 +222,39 @@ class LatencyModel:
 class BlockPart:
     """The ``blocks`` model: a block's time is ``linear(f) * exp(forest(f, i, log
     linear(f)))`` for its features ``f`` and position ``i``; a network's is ``a + c *`` the
-    sum over its blocks."""
+    sum over its blocks.
+
+    ``scaled``: a re-fit's ``(intercept, weights)`` of the block's linear form (each
+    operator kind's part scaled apart, :func:`mnas.latency.refit.fit_kind_scales`), which
+    then takes the fitted form's place as the factor of ``exp(forest)``; the forest still
+    reads the fitted form, so what it learnt of the blocks is kept."""
 
     intercept: float
     weights: np.ndarray
     forest: Forest
     a: float
     c: float
+    scaled: tuple[float, np.ndarray] | None = None
 
-    def block_ms(self, block_x: np.ndarray, position: np.ndarray | None = None) -> np.ndarray:
-        """Each row's block time (ms); ``position``: each row's block index (by default
-        the rows are one network's blocks, in order)."""
+    def multiplier(self, block_x: np.ndarray, position: np.ndarray | None = None) -> np.ndarray:
+        """Each row's ``exp(forest)``, the factor of its linear form (``position``: each
+        row's block index; by default the rows are one network's blocks, in order)."""
         block_x = np.atleast_2d(block_x)
         if position is None:
             position = np.arange(len(block_x))
         lin = self.intercept + block_x @ self.weights
         z = np.column_stack([block_x, position, np.log(lin)])
-        return lin * np.exp(self.forest.batch(z))
+        return np.exp(self.forest.batch(z))
+
+    def linear_form(self) -> tuple[float, np.ndarray]:
+        """The ``(intercept, weights)`` that :meth:`multiplier` multiplies."""
+        return (self.intercept, self.weights) if self.scaled is None else self.scaled
+
+    def block_ms(self, block_x: np.ndarray, position: np.ndarray | None = None) -> np.ndarray:
+        """Each row's block time (ms); ``position`` as for :meth:`multiplier`."""
+        block_x = np.atleast_2d(block_x)
+        intercept, weights = self.linear_form()
+        return (intercept + block_x @ weights) * self.multiplier(block_x, position)
 
     def network(self, block_sum: float) -> float:
         return self.a + self.c * block_sum
@@ -250,16 +266,23 @@ class BlockPart:
             "forest": self.forest.to_dict(),
             "a": self.a,
             "c": self.c,
+            "scaled": None
+            if self.scaled is None
+            else {"intercept": self.scaled[0], "weights": self.scaled[1].tolist()},
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> BlockPart:
+        scaled = d.get("scaled")
         return cls(
             float(d["intercept"]),
             np.asarray(d["weights"], float),
             Forest.from_dict(d["forest"]),
             float(d["a"]),
             float(d["c"]),
+            None
+            if scaled is None
+            else (float(scaled["intercept"]), np.asarray(scaled["weights"], float)),
         )
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import nnls
 
 from mnas.latency.calibration import Calibration, Floor, fit_calibration
 from mnas.latency.features import FEATURES, KINDS
-from mnas.latency.fit import LatencyModel, scores
+from mnas.latency.fit import LatencyModel, scaled_to_networks, scores
 from mnas.latency.ort import OrtLatency, machine_description, machine_fingerprint
 from mnas.latency.predictor import (
     AGGREGATES,
@@ -142,7 +142,7 @@ def _refit_one(
         model = scaled_model(moved.model, scales, a, c)
         data["model"] = model.to_dict()
         agg = np.array([_aggregates(x, model.linear(x)) for x in map(moved.features, seen)])
-        in_sample = [model.linear(moved.features(x)) for x in archs]
+        in_sample = [model.predict_blocks(moved.features.block_vectors(x)) for x in archs]
         data["calibration"] = {
             "kind": "kind_scales",
             "scales": dict(zip([*KINDS, "intercept"], scales.tolist(), strict=True)),
@@ -189,13 +189,20 @@ _KIND_OF = np.array([KINDS.index(f.rsplit("_", 1)[0]) for f in FEATURES])
 def kind_contributions(model: LatencyModel, block_x: np.ndarray) -> np.ndarray:
     """The linear part of ``model`` on each block (blocks x features) split by operator
     kind: blocks x (:data:`KINDS` + 1), the last column each block's share of the
-    intercept."""
+    intercept. Of a ``blocks`` model: its block linear form split so, each block's times
+    its ``exp(forest)`` (the columns sum to the block's time)."""
+    if model.blocks is not None:
+        intercept, weights = model.blocks.linear_form()
+        factor = model.blocks.multiplier(block_x)
+    else:
+        intercept, weights = model.intercept / len(block_x), model.weights
+        factor = np.ones(len(block_x))
     out = np.zeros((len(block_x), len(KINDS) + 1))
     for k in range(len(KINDS)):
         mask = _KIND_OF == k
-        out[:, k] = block_x[:, mask] @ model.weights[mask]
-    out[:, -1] = model.intercept / len(block_x)
-    return out
+        out[:, k] = block_x[:, mask] @ weights[mask]
+    out[:, -1] = intercept
+    return out * factor[:, None]
 
 
 def fit_kind_scales(
@@ -207,7 +214,7 @@ def fit_kind_scales(
     ``a, c >= 0`` that turn the blocks' sum into the networks' ``y``: ``(scales, a, c)``,
     or None where nothing fits (no positive network scale)."""
     flat = contrib.reshape(-1, contrib.shape[-1])
-    t = block_ms.reshape(-1)
+    t = scaled_to_networks(block_ms, y).reshape(-1)
     total = flat.sum(axis=1)
     common = float(np.sum(t * total) / np.sum(total**2))
     if not common > 0:
@@ -227,7 +234,23 @@ def fit_kind_scales(
 
 def scaled_model(model: LatencyModel, scales: np.ndarray, a: float, c: float) -> LatencyModel:
     """The linear model whose every operator kind's weights are ``model``'s times its
-    scale (:func:`fit_kind_scales`), its intercept scaled by the last, then ``a + c * ...``."""
+    scale (:func:`fit_kind_scales`), its intercept scaled by the last, then ``a + c * ...``;
+    of a ``blocks`` model, the blocks model whose block linear form is scaled so (its
+    forest kept), the blocks' sum then ``a + c * ...``."""
+    if model.blocks is not None:
+        part = model.blocks
+        intercept, weights = part.linear_form()
+        weights = scales[_KIND_OF] * weights
+        intercept = scales[-1] * intercept
+        if not intercept > 0:  # keeps every block > 0
+            intercept = 1e-3 * max(part.intercept, 1e-3)
+        blocks = MnasSpace().num_blocks
+        return LatencyModel(
+            "blocks",
+            a + c * blocks * intercept,
+            c * weights,
+            blocks=replace(part, a=a, c=c, scaled=(float(intercept), weights)),
+        )
     weights = c * scales[_KIND_OF] * model.weights
     intercept = a + c * scales[-1] * model.intercept
     if not intercept > 0:  # keeps every prediction > 0 (all scales and weights are >= 0)
