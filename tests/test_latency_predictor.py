@@ -37,7 +37,7 @@ from mnas.latency.fit import (
 )
 from mnas.latency.ort import machine_fingerprint
 from mnas.latency.profile import NodeTime, Profile
-from mnas.latency.refit import choose_refit, fit_split
+from mnas.latency.refit import choose_refit, covered, fit_split
 from mnas.space import Architecture, MnasSpace, specs_of
 
 SPACE = MnasSpace()
@@ -388,6 +388,27 @@ def test_refit_from_several_bases_keeps_the_one_that_predicts_left_out_networks(
     assert best["mape"] < scores([alone.predict(x) for x in held], measured)["mape"]
     with pytest.raises(ValueError, match="at least one base"):
         refit_predictor([], ev, archs(10, 8))
+
+
+def test_refit_from_several_bases_keeps_a_base_whose_range_holds_the_networks():
+    # a 2-thread-like change at 16x16: the 16x16 base's range holds the timed networks, a
+    # 64x64 base's does not (it would extrapolate), whatever ten networks' leave-one-out says
+    # (here the 16x16 base was fitted to noisy timings, and re-fits worse on them)
+    a, y = synthetic(80, 7, noise=0.08)
+    base16 = fit_predictor(setup_dict(), a, y)
+    net64 = NetSetup(64, 1, 10, 0.5, 1)
+    a64, y64 = synthetic(80, 7, net=net64)
+    base64 = fit_predictor(setup_dict(net64), a64, y64)
+    fit = archs(10, 8)
+    inside = covered(base16, setup_dict(), fit)
+    assert inside >= 8 and covered(base64, setup_dict(), fit) == 0
+    refit = refit_predictor([base64, base16], FakeEvaluator(NET16, 1.3), fit)
+    bases = refit.data["calibration"]["bases"]
+    assert [b["timed_in_range"] for b in bases] == [0, inside]
+    loo = [min(b["leave_one_out_mape"].values()) for b in bases]
+    assert loo[0] < loo[1]
+    assert [b["chosen"] for b in bases] == [False, True]
+    assert refit.data["calibration"]["from_setup"]["input_shape"] == [1, 1, 16, 16]
 
 
 def test_choose_refit_falls_back_to_a_calibration():

@@ -55,9 +55,10 @@ def refit_predictor(
       re-fitted predictor is then that linear model.
 
     Given several bases (e.g. this machine's 16x16, 32x32 and 224x224 predictors), the
-    networks are timed once and the base whose re-fit has the lowest leave-one-out error is
-    kept (a 32x32 model orders 28x28 networks better than a 16x16 one); every base's error
-    is recorded (``calibration.bases``).
+    networks are timed once and, among the bases whose fitted range holds the most of the
+    timed networks (:func:`covered`), the one whose re-fit has the lowest leave-one-out
+    error is kept (a 32x32 model orders 28x28 networks better than a 16x16 one); every
+    base's error and count is recorded (``calibration.bases``).
 
     The re-fit's range (what :attr:`Prediction.in_range` checks) is that of the base's
     training networks and the timed ones, counted at the new set-up: the architectures the
@@ -91,18 +92,30 @@ def refit_predictor(
         if blocks is not None:
             block_ms.append(blocks)
     fits = [_refit_one(b, setup, archs, measured, block_ms or None) for b in bases]
-    best = min(fits, key=lambda f: min(f.data["calibration"]["leave_one_out_mape"].values()))
+    covers = [covered(b, setup, archs) for b in bases]
+    eligible = [f for f, c in zip(fits, covers, strict=True) if c == max(covers)]
+    best = min(eligible, key=lambda f: min(f.data["calibration"]["leave_one_out_mape"].values()))
     best.data["calibration"]["bases"] = [
         {
             "path": b.path,
             "input_shape": b.setup.get("input_shape"),
             "threads": b.setup.get("threads"),
             "leave_one_out_mape": f.data["calibration"]["leave_one_out_mape"],
+            "timed_in_range": c,
             "chosen": f is best,
         }
-        for b, f in zip(bases, fits, strict=True)
+        for b, f, c in zip(bases, fits, covers, strict=True)
     ]
     return best
+
+
+def covered(base: Predictor, setup: dict, archs: Sequence[Architecture]) -> int:
+    """How many of ``archs``, counted at the new ``setup``, lie inside the range ``base``
+    was fitted on (:attr:`Prediction.in_range`): a base is re-fitted by scaling what it
+    predicts, and outside its range it extrapolates — a 224x224 model applied to 16x16
+    networks is off by 4x before any re-fit, and ten networks' leave-one-out cannot tell."""
+    moved = Predictor({**base.data, "setup": setup, "calibration": None}, base.path)
+    return sum(moved.predict_detail(a).in_range for a in archs)
 
 
 def _refit_one(
