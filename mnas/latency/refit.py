@@ -92,7 +92,7 @@ def refit_predictor(
         if blocks is not None:
             block_ms.append(blocks)
     fits = [_refit_one(b, setup, archs, measured, block_ms or None) for b in bases]
-    covers = [covered(b, setup, archs) for b in bases]
+    covers = [f.data["calibration"]["timed_in_range"] for f in fits]
     eligible = [f for f, c in zip(fits, covers, strict=True) if c == max(covers)]
     best = min(eligible, key=lambda f: min(f.data["calibration"]["leave_one_out_mape"].values()))
     best.data["calibration"]["bases"] = [
@@ -109,12 +109,12 @@ def refit_predictor(
     return best
 
 
-def covered(base: Predictor, setup: dict, archs: Sequence[Architecture]) -> int:
-    """How many of ``archs``, counted at the new ``setup``, lie inside the range ``base``
-    was fitted on (:attr:`Prediction.in_range`): a base is re-fitted by scaling what it
-    predicts, and outside its range it extrapolates — a 224x224 model applied to 16x16
-    networks is off by 4x before any re-fit, and ten networks' leave-one-out cannot tell."""
-    moved = Predictor({**base.data, "setup": setup, "calibration": None}, base.path)
+def covered(moved: Predictor, archs: Sequence[Architecture]) -> int:
+    """How many of ``archs`` lie inside the range a base was fitted on, counted at the new
+    set-up (``moved``: the base with the new set-up; :attr:`Prediction.in_range`): a base
+    is re-fitted by scaling what it predicts, and outside its range it extrapolates — a
+    224x224 model applied to 16x16 networks is off by 4x before any re-fit, and ten
+    networks' leave-one-out cannot tell."""
     return sum(moved.predict_detail(a).in_range for a in archs)
 
 
@@ -149,6 +149,7 @@ def _refit_one(
         "measured_ms": measured,
         "block_ms": None if block_ms is None else [list(b) for b in block_ms],
         "leave_one_out_mape": choice.loo_mape,
+        "timed_in_range": covered(moved, archs),
     }
     if choice.kind_scales is not None:
         scales, a, c = choice.kind_scales
