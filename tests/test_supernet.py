@@ -27,6 +27,7 @@ from mnas.evaluate.trained import ModelSpec
 from mnas.latency import LatencySettings, make_latency_evaluator
 from mnas.nn.builder import build_model
 from mnas.nn.fuse import fold_batchnorm
+from mnas.nn.stats import model_stats
 from mnas.nn.supernet import Supernet, largest_specs, smallest_specs
 from mnas.nn.zero_cost import naswot, synflow
 from mnas.space import MnasSpace, make_space, parse_blocks
@@ -284,15 +285,31 @@ def test_evaluator_scores_times_and_caches(tmp_path, monkeypatch):
         latency, SPACE, MODEL, DIGITS, SupernetSettings(QUICK, SCORE), tmp_path, input_size=8
     )
     archs = [SPACE.sample(random.Random(i)) for i in range(3)]
+    extracted = []
+    real_extract = Supernet.extract
+
+    def counted(self, specs):
+        extracted.append(specs)
+        return real_extract(self, specs)
+
+    monkeypatch.setattr(Supernet, "extract", counted)
+    assert ev.net is not None  # trained and probed first
+    extracted.clear()
     seen = []
     results = ev.evaluate(archs, seen.append)
     assert [r.arch for r in results] == archs and seen == results
+    # one extraction per child gives both its size and its score
+    assert extracted == [SPACE.decode(a.tokens) for a in archs]
     for r in results:
         assert r.status == OK and 0 <= r.accuracy <= 1 and r.latency_ms > 0
         assert r.params > 0 and r.macs > 0 and r.extra == {"accuracy_source": "supernet"}
+        specs = SPACE.decode(r.arch.tokens)
+        assert r.accuracy == score_subnet(ev.net, specs, get_dataset(DIGITS), SCORE)[0]
+        size = model_stats(build_model(specs, 10, 1, 0.25, 1, dropout=0.0), 8, 1)
+        assert (r.params, r.macs) == (size.params, size.macs)
     calls = []
     monkeypatch.setattr(
-        "mnas.evaluate.supernet.score_subnet", lambda *a: calls.append(a) or (0.5, 1.0)
+        "mnas.evaluate.supernet.score_network", lambda *a: calls.append(a) or (0.5, 1.0)
     )
     again = ev.evaluate(archs[:1], lambda r: None)
     assert calls == [] and again[0].accuracy == results[0].accuracy

@@ -16,6 +16,7 @@ that the end of a search reports both scores.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -38,7 +39,7 @@ from mnas.training.supernet import (
     ScoreConfig,
     SupernetTrainConfig,
     probe_subnets,
-    score_subnet,
+    score_network,
     train_supernet,
 )
 
@@ -314,9 +315,15 @@ class SupernetEvaluator:
         """(accuracy, params, MACs) of ``arch`` with the supernet's weights; cached."""
         if arch.hash not in self.cache:
             net = self.net
-            specs = self.space.decode(arch.tokens)
-            acc, _ = score_subnet(net, specs, get_dataset(self.data), self.settings.score)
-            stats = model_stats(net.extract(specs).cpu(), self.input_size, self.model.in_channels)
+            sub = net.extract(self.space.decode(arch.tokens))
+            # counted before scoring folds its BN layers away (on the CPU, in place)
+            on_cpu = next(sub.parameters()).device.type == "cpu"
+            stats = model_stats(
+                sub if on_cpu else copy.deepcopy(sub).cpu(),
+                self.input_size,
+                self.model.in_channels,
+            )
+            acc, _ = score_network(sub, get_dataset(self.data), self.settings.score)
             self.cache[arch.hash] = (acc, stats.params, stats.macs)
         return self.cache[arch.hash]
 

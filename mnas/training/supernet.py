@@ -470,9 +470,15 @@ def score_subnet(
     before the validation pass, which goes :data:`CPU_CHUNK` images at a time: the same
     scores (to float rounding), 2.9x less CPU time on 120 Fashion-MNIST children
     (docs/supernet.md)."""
-    device = device_of(net)
+    return score_network(net.extract(specs), data, config)
+
+
+def score_network(sub: nn.Module, data: DatasetSplits, config: ScoreConfig) -> tuple[float, float]:
+    """``(accuracy, loss)`` of an extracted sub-network (:meth:`Supernet.extract`), scored as
+    :func:`score_subnet` scores it; its BN statistics are re-estimated (and on the CPU folded
+    into its convolutions: ``sub`` is changed)."""
+    device = device_of(sub)
     data = place_data(data, device)
-    sub = net.extract(specs)
     on_cpu = device.type == "cpu"
     if on_cpu:
         sub = sub.to(memory_format=torch.channels_last)
