@@ -74,6 +74,48 @@ CORES = 2
 SETTINGS = ("recalibrate", "batch", "cheap")  # scoring settings (--bn, --settings)
 
 
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """The supernet's training settings (they name its checkpoint's identity: a saved
+    supernet made with others is refused), shared by the benches that load one."""
+    p.add_argument("--epochs", type=float, default=SupernetTrainConfig.epochs)
+    p.add_argument("--subnets", type=int, default=SupernetTrainConfig.subnets_per_step)
+    p.add_argument("--sampling", default=SupernetTrainConfig.sampling)
+    p.add_argument("--schedule", default=SupernetTrainConfig.schedule)
+    p.add_argument("--lr", type=float, default=SupernetTrainConfig.lr)
+    p.add_argument("--no-sandwich", action="store_true")
+    p.add_argument("--kernel-sharing", default="crop")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=SupernetTrainConfig.seed,
+        help="the supernet's training seed (initial weights, paths, batches): two seeds of "
+        "one recipe show how much of a supernet's order is its own training draw",
+    )
+    p.add_argument("--joint-lr", type=float, default=SupernetSettings.joint_lr)
+    p.add_argument("--threads", type=int, default=1)
+
+
+def settings_from(args: argparse.Namespace) -> SupernetSettings:
+    """:class:`SupernetSettings` of :func:`add_training_args`' arguments (``joint_steps``
+    where the parser has it)."""
+    return SupernetSettings(
+        train=SupernetTrainConfig(
+            epochs=args.epochs,
+            subnets_per_step=args.subnets,
+            sampling=args.sampling,
+            schedule=args.schedule,
+            lr=args.lr,
+            sandwich=not args.no_sandwich,
+            distill=not args.no_sandwich,
+            threads=args.threads,
+            seed=args.seed,
+        ),
+        kernel_sharing=args.kernel_sharing,
+        joint_steps=getattr(args, "joint_steps", 0),
+        joint_lr=args.joint_lr,
+    )
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=sorted(EXPERIMENTS), default="fashion_mnist")
@@ -89,20 +131,7 @@ def parse_args() -> argparse.Namespace:
         "against it too (other_truths in the JSON)",
     )
     p.add_argument("--train-only", action="store_true", help="train (or load) and stop")
-    p.add_argument("--epochs", type=float, default=SupernetTrainConfig.epochs)
-    p.add_argument("--subnets", type=int, default=SupernetTrainConfig.subnets_per_step)
-    p.add_argument("--sampling", default=SupernetTrainConfig.sampling)
-    p.add_argument("--schedule", default=SupernetTrainConfig.schedule)
-    p.add_argument("--lr", type=float, default=SupernetTrainConfig.lr)
-    p.add_argument("--no-sandwich", action="store_true")
-    p.add_argument("--kernel-sharing", default="crop")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=SupernetTrainConfig.seed,
-        help="the supernet's training seed (initial weights, paths, batches): two seeds of "
-        "one recipe show how much of a supernet's order is its own training draw",
-    )
+    add_training_args(p)
     p.add_argument(
         "--limit",
         type=int,
@@ -129,7 +158,6 @@ def parse_args() -> argparse.Namespace:
         help="the joint settings of a supernet a joint search trained (evaluator.supernet."
         "joint_steps): copy the run's supernet.pt to <out>/supernet_<dataset>.pt to rank it",
     )
-    p.add_argument("--joint-lr", type=float, default=SupernetSettings.joint_lr)
     p.add_argument(
         "--random-steps",
         type=int,
@@ -137,7 +165,6 @@ def parse_args() -> argparse.Namespace:
         help="a control for a joint search: train the loaded supernet this many more SGD steps "
         "on random (fair) paths at --joint-lr before scoring (in memory; not saved)",
     )
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the search config")
     args = p.parse_args()
@@ -219,22 +246,7 @@ def main() -> None:
     truth_path = args.truth or ROOT / "bench" / "data" / f"standalone_{args.dataset}{suffix}.json"
     if args.make_truth:
         make_truth(args, cfg, data, model, truth_path)
-    settings = SupernetSettings(
-        train=SupernetTrainConfig(
-            epochs=args.epochs,
-            subnets_per_step=args.subnets,
-            sampling=args.sampling,
-            schedule=args.schedule,
-            lr=args.lr,
-            sandwich=not args.no_sandwich,
-            distill=not args.no_sandwich,
-            threads=args.threads,
-            seed=args.seed,
-        ),
-        kernel_sharing=args.kernel_sharing,
-        joint_steps=args.joint_steps,
-        joint_lr=args.joint_lr,
-    )
+    settings = settings_from(args)
     ckpt = args.out / f"supernet_{args.dataset}{suffix}.pt"
     net, record = load_or_train(ckpt, space, model, data, settings, args.device)
     if args.random_steps:

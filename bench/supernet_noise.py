@@ -41,15 +41,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from supernet import EXPERIMENTS, rows_by_seed, seed_noise, setup  # noqa: E402
+from supernet import (  # noqa: E402
+    EXPERIMENTS,
+    add_training_args,
+    rows_by_seed,
+    seed_noise,
+    settings_from,
+    setup,
+)
 
 from mnas.conf.arguments import name_of  # noqa: E402
-from mnas.evaluate.supernet import SupernetSettings, load_or_train  # noqa: E402
+from mnas.evaluate.supernet import load_or_train  # noqa: E402
 from mnas.nn.fuse import fold_batchnorm  # noqa: E402
 from mnas.space import make_space, parse_blocks  # noqa: E402
 from mnas.training.batches import Normalizer  # noqa: E402
 from mnas.training.bn import recalibrate_bn  # noqa: E402
-from mnas.training.supernet import SupernetTrainConfig  # noqa: E402
 
 SIZES = (125, 250, 500, 1000)  # validation images per score (of the first half)
 CHUNK = 50
@@ -64,12 +70,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--probes", type=int, default=32)
     p.add_argument("--part", default="0/1", help="score only every k-th architecture: i/k")
     p.add_argument("--report-only", action="store_true")
-    p.add_argument("--epochs", type=float, default=4)
-    p.add_argument("--subnets", type=int, default=1)
-    p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument("--no-sandwich", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
+    add_training_args(p)
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the search config")
     args = p.parse_args()
     try:
@@ -79,6 +80,8 @@ def parse_args() -> argparse.Namespace:
         p.error(f"--bn {args.bn!r} / --part {args.part!r}: expected e.g. 256x2,64x2 and 0/2")
     if not 0 <= i < k:
         p.error(f"--part {args.part!r}: need 0 <= i < k")
+    if args.probes < 2:
+        p.error(f"--probes {args.probes}: need >= 2 (they pick the informative images)")
     args.part = (i, k)
     return args
 
@@ -175,7 +178,7 @@ def report(args, truth_keys: list[str], truth: np.ndarray, probe_keys: list[str]
     for bn, (c, loss, pc, cpu) in per_bn.items():
         p = pc[:, first].mean(0)
         informative = first[np.argsort(-p * (1 - p), kind="stable")]
-        for n in (*SIZES, half):
+        for n in [n for n in SIZES if n < half] + [half]:
             for how, idx in (("first", first[:n]), ("informative", informative[:n])):
                 if n == half and how == "informative":
                     continue  # the same images
@@ -223,19 +226,8 @@ def main() -> None:
         if a.hash not in seed0:
             probes["probe_" + a.hash] = space.decode(a.tokens)
     if not args.report_only:
-        settings = SupernetSettings(
-            train=SupernetTrainConfig(
-                epochs=args.epochs,
-                subnets_per_step=args.subnets,
-                lr=args.lr,
-                sandwich=not args.no_sandwich,
-                distill=not args.no_sandwich,
-                threads=args.threads,
-                seed=args.seed,
-            )
-        )
         ckpt = args.out / f"supernet_{args.dataset}{suffix}.pt"
-        net, _ = load_or_train(ckpt, space, model, data, settings, "cpu")
+        net, _ = load_or_train(ckpt, space, model, data, settings_from(args), "cpu")
         items = {h: parse_blocks(seed0[h]["blocks"]) for h in truth_keys} | probes
         for bn in args.bn:
             collect(args, net, splits, items, bn)

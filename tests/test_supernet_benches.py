@@ -226,3 +226,48 @@ def test_truth_structure_finds_the_decision_the_truth_rewards():
     assert abs(sur["by_training_size"]["70"]["seed 0"]["tau"]) < 0.15
     with pytest.raises(ValueError, match="surrogate size 99"):
         ts.analyse(rows, space, None, sizes=[99], repeats=1)
+
+
+def _per_image(correct) -> dict:
+    import numpy as np
+
+    c = np.asarray(correct, dtype=bool)
+    return {
+        "correct": np.packbits(c).tobytes().hex(),
+        "n": int(c.size),
+        "loss": [0.1 if v else 2.0 for v in c],
+        "cpu_seconds": 1.0,
+    }
+
+
+def test_noise_bench_ranks_a_setting_against_the_other_half(tmp_path):
+    """Six architectures differ only on 50 images of each half that the probes dispute:
+    scored on those (informative) images of the first half they rank exactly as on the
+    second half; on the first 125 images, which every network gets right, not at all."""
+    noise = load_bench("supernet_noise")
+    n = 400
+    rows = {}
+    for j in range(6):
+        c = [True] * n
+        for start in (150, 350):  # arch j misses the first 10 j disputed images of a half
+            for i in range(start, start + 10 * j):
+                c[i] = False
+        rows[f"a{j}"] = _per_image(c)
+    for k in range(4):  # probes: half of them right on the disputed images
+        rows[f"probe_{k}"] = _per_image([k % 2 == 0 or not (150 <= i < 200) for i in range(n)])
+    (tmp_path / "perimage_8x1.json").write_text(json.dumps(rows))
+    args = type("A", (), {"out": tmp_path, "bn": [(8, 1)]})()
+    keys = [f"a{j}" for j in range(6)]
+    out = noise.report(args, keys, [0.1 * j for j in range(6)], [f"probe_{k}" for k in range(4)])
+    by = {(r["images"], r["n"], r["score"]): r for r in out["rows"]}
+    assert {k[1] for k in by} == {125, 200}  # sizes below the half, and the whole half
+    assert by[("informative", 125, "acc")]["tau_vs_reference_acc"] == 1.0
+    assert by[("informative", 125, "-loss")]["tau_vs_reference_loss"] == 1.0
+    assert by[("first", 200, "acc")]["tau_vs_reference_acc"] == 1.0
+    assert math.isnan(by[("first", 125, "acc")]["tau_vs_reference_acc"])  # all tied
+    # the truth here prefers the architectures the supernet scores lowest
+    assert by[("informative", 125, "acc")]["tau_vs_truth"] == -1.0
+    assert out["reference_vs_truth"]["accuracy"] == -1.0
+    (tmp_path / "perimage_8x1.json").write_text(json.dumps({"a0": rows["a0"]}))
+    with pytest.raises(SystemExit, match="not scored yet"):
+        noise.report(args, keys, [0.0] * 6, ["probe_0"])
