@@ -256,6 +256,10 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
             "median_ratio": float(np.median(np.divide(later, first[:m]))),
             "vs_pass1": scores(later, first[:m]),
             "predictor_vs_drift_pass": scores(pred[:m], later),
+            # two timings hours apart, averaged: less noise than either
+            "predictor_vs_mean_of_pass1_and_drift": scores(
+                pred[:m], (np.add(first[:m], later) / 2).tolist()
+            ),
         }
     return row
 
@@ -371,6 +375,17 @@ def print_table(result: dict) -> None:
                 f"median diff {d['median_diff_pct']:.1f}%, median ratio "
                 f"{d['median_ratio']:.3f}, tau {d['vs_pass1']['kendall_tau']:.3f}"
             )
+            for what, key in (
+                ("that later pass", "predictor_vs_drift_pass"),
+                ("the mean of both passes", "predictor_vs_mean_of_pass1_and_drift"),
+            ):
+                k = d.get(key)
+                if k:
+                    print(
+                        f"      the predictor against {what}: within +-10% "
+                        f"{100 * k['within_10']:.1f}%, +-5% {100 * k['within_5']:.1f}%, "
+                        f"tau {k['kendall_tau']:.3f}, MAPE {k['mape']:.1f}%"
+                    )
     for name, f in result.get("few_shot", {}).items():
         print(
             f"few-shot {name} ({f['to']}), {f['timed_networks']} networks: within +-10% "

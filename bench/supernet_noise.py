@@ -52,13 +52,11 @@ from supernet import (  # noqa: E402
 
 from mnas.conf.arguments import name_of  # noqa: E402
 from mnas.evaluate.supernet import load_or_train  # noqa: E402
-from mnas.nn.fuse import fold_batchnorm  # noqa: E402
 from mnas.space import make_space, parse_blocks  # noqa: E402
 from mnas.training.batches import Normalizer  # noqa: E402
-from mnas.training.bn import recalibrate_bn  # noqa: E402
+from mnas.training.supernet import ScoreConfig, recalibrated  # noqa: E402
 
 SIZES = (125, 250, 500, 1000)  # validation images per score (of the first half)
-CHUNK = 50
 
 
 def parse_args() -> argparse.Namespace:
@@ -90,24 +88,14 @@ def per_image(net, sub_specs, splits, bn: tuple[int, int]) -> dict:
     """Correctness (packed bits, hex) and loss of one sub-network on every validation image,
     its BN statistics re-estimated as the search does (same images for every child)."""
     start = time.process_time()
-    sub = net.extract(sub_specs).to(memory_format=torch.channels_last)
-    recalibrate_bn(
-        sub,
-        splits.train_x,
-        splits.mean,
-        splits.std,
-        batch_size=bn[0],
-        num_batches=bn[1],
-        generator=torch.Generator().manual_seed(0),
-    )
-    sub.eval()
-    fold_batchnorm(sub)
+    config = ScoreConfig(bn_batch_size=bn[0], bn_batches=bn[1])
+    sub, chunk = recalibrated(net.extract(sub_specs), splits, config)
     norm = Normalizer(splits.mean, splits.std, torch.device("cpu"))
     correct, losses = [], []
     with torch.no_grad():
-        for s in range(0, len(splits.val_y), CHUNK):
-            logits = sub(norm(splits.val_x[s : s + CHUNK])).float()
-            y = splits.val_y[s : s + CHUNK]
+        for s in range(0, len(splits.val_y), chunk):
+            logits = sub(norm(splits.val_x[s : s + chunk])).float()
+            y = splits.val_y[s : s + chunk]
             correct.append((logits.argmax(1) == y).numpy())
             losses.append(F.cross_entropy(logits, y, reduction="none").numpy())
     c = np.concatenate(correct)

@@ -34,6 +34,7 @@ from mnas.evaluate.trained import ModelSpec, TrainedEvaluator, latency_failure, 
 from mnas.nn.stats import model_stats
 from mnas.nn.supernet import KERNEL_SHARING, Supernet
 from mnas.space import Architecture, MnasSpace
+from mnas.training.batches import device_of
 from mnas.training.supernet import (
     PathTrainer,
     ScoreConfig,
@@ -317,7 +318,7 @@ class SupernetEvaluator:
             net = self.net
             sub = net.extract(self.space.decode(arch.tokens))
             # counted before scoring folds its BN layers away (on the CPU, in place)
-            on_cpu = next(sub.parameters()).device.type == "cpu"
+            on_cpu = device_of(sub).type == "cpu"
             stats = model_stats(
                 sub if on_cpu else copy.deepcopy(sub).cpu(),
                 self.input_size,

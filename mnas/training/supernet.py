@@ -477,34 +477,44 @@ def score_network(sub: nn.Module, data: DatasetSplits, config: ScoreConfig) -> t
     """``(accuracy, loss)`` of an extracted sub-network (:meth:`Supernet.extract`), scored as
     :func:`score_subnet` scores it; its BN statistics are re-estimated (and on the CPU folded
     into its convolutions: ``sub`` is changed)."""
-    device = device_of(sub)
-    data = place_data(data, device)
-    on_cpu = device.type == "cpu"
-    if on_cpu:
-        sub = sub.to(memory_format=torch.channels_last)
+    data = place_data(data, device_of(sub))
     val_x, val_y = data.val_x, data.val_y
     if config.val_images:
         val_x, val_y = val_x[: config.val_images], val_y[: config.val_images]
     if len(val_y) == 0:
         raise ValueError(f"{data.name} has no validation images to score sub-networks on")
     if config.bn == "recalibrate":
-        recalibrate_bn(
-            sub,
-            data.train_x,
-            data.mean,
-            data.std,
-            batch_size=config.bn_batch_size,
-            num_batches=config.bn_batches,
-            generator=torch.Generator().manual_seed(config.seed),
-            amp=config.amp,
-        )
-        chunk = config.eval_batch_size
-        if on_cpu:
-            sub.eval()
-            fold_batchnorm(sub)
-            chunk = min(chunk, CPU_CHUNK)
+        sub, chunk = recalibrated(sub, data, config)
         return evaluate(sub, val_x, val_y, data.mean, data.std, chunk, config.amp)
+    if device_of(sub).type == "cpu":
+        sub = sub.to(memory_format=torch.channels_last)
     return _evaluate_batch_stats(sub, val_x, val_y, data, config)
+
+
+def recalibrated(sub: nn.Module, data: DatasetSplits, config: ScoreConfig) -> tuple[nn.Module, int]:
+    """``sub`` (changed in place) ready for ``bn=recalibrate`` scoring, and the images per
+    forward pass to score it with: BN statistics re-estimated on ``config``'s training
+    batches (``data`` on ``sub``'s device); on the CPU in channels-last layout with the BN
+    layers then folded into the convolutions, :data:`CPU_CHUNK` images at a time."""
+    on_cpu = device_of(sub).type == "cpu"
+    if on_cpu:
+        sub = sub.to(memory_format=torch.channels_last)
+    recalibrate_bn(
+        sub,
+        data.train_x,
+        data.mean,
+        data.std,
+        batch_size=config.bn_batch_size,
+        num_batches=config.bn_batches,
+        generator=torch.Generator().manual_seed(config.seed),
+        amp=config.amp,
+    )
+    chunk = config.eval_batch_size
+    if on_cpu:
+        sub.eval()
+        fold_batchnorm(sub)
+        chunk = min(chunk, CPU_CHUNK)
+    return sub, chunk
 
 
 @torch.no_grad()
