@@ -56,7 +56,7 @@ from mnas.data import get_dataset
 from mnas.evaluate.supernet import SupernetSettings, load_or_train
 from mnas.evaluate.trained import TrainTask, train_child
 from mnas.nn.zero_cost import naswot, synflow
-from mnas.space import Architecture, make_space, parse_blocks
+from mnas.space import Architecture, MnasSpace, make_space, parse_blocks
 from mnas.training.batches import Normalizer
 from mnas.training.supernet import (
     CHEAP_SCORE,
@@ -72,6 +72,15 @@ CONF = ROOT / "conf"
 EXPERIMENTS = {"fashion_mnist": "fashion_mnist_proxy", "digits": "digits_quick"}
 CORES = 2
 SETTINGS = ("recalibrate", "batch", "cheap")  # scoring settings (--bn, --settings)
+
+
+def space_and_truth(args: argparse.Namespace, cfg) -> tuple[MnasSpace, str, Path]:
+    """The set-up's space, the suffix of its files (``""`` for the full space, ``"_mbconv"``
+    for ``mnas_mbconv``) and its stand-alone truth (``--truth``, or the default file)."""
+    space = make_space(name_of(cfg.space.name))
+    suffix = "" if space.name == "mnas" else "_" + space.name.removeprefix("mnas_")
+    truth = args.truth or ROOT / "bench" / "data" / f"standalone_{args.dataset}{suffix}.json"
+    return space, suffix, truth
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
@@ -241,9 +250,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg, data, splits, model = setup(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    space = make_space(name_of(cfg.space.name))
-    suffix = "" if space.name == "mnas" else "_" + space.name.removeprefix("mnas_")
-    truth_path = args.truth or ROOT / "bench" / "data" / f"standalone_{args.dataset}{suffix}.json"
+    space, suffix, truth_path = space_and_truth(args, cfg)
     if args.make_truth:
         make_truth(args, cfg, data, model, truth_path)
     settings = settings_from(args)

@@ -48,11 +48,11 @@ from supernet import (  # noqa: E402
     seed_noise,
     settings_from,
     setup,
+    space_and_truth,
 )
 
-from mnas.conf.arguments import name_of  # noqa: E402
 from mnas.evaluate.supernet import load_or_train  # noqa: E402
-from mnas.space import make_space, parse_blocks  # noqa: E402
+from mnas.space import parse_blocks  # noqa: E402
 from mnas.training.batches import Normalizer  # noqa: E402
 from mnas.training.supernet import ScoreConfig, recalibrated  # noqa: E402
 
@@ -199,9 +199,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg, data, splits, model = setup(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    space = make_space(name_of(cfg.space.name))
-    suffix = "" if space.name == "mnas" else "_" + space.name.removeprefix("mnas_")
-    truth_path = args.truth or ROOT / "bench" / "data" / f"standalone_{args.dataset}{suffix}.json"
+    space, suffix, truth_path = space_and_truth(args, cfg)
     by_seed = rows_by_seed(json.loads(truth_path.read_text())["rows"])
     seed0 = by_seed[min(by_seed)]
     truth_keys = sorted(seed0)
