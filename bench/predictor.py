@@ -209,6 +209,28 @@ def by_kind(predictor: Predictor, archs, measured: list[float]) -> dict:
     return out
 
 
+def drift_row(pred: list[float], pass1: list[dict], drift: list[dict]) -> dict:
+    """How the held-out networks' later timing (``drift``, the first ``len(drift)`` of them)
+    differs from their first (``pass1``), and how the predictions ``pred`` agree with the
+    later timing and with the mean of both."""
+    m = len(drift)
+    first = [r["median_ms"] for r in pass1[:m]]
+    later = [r["median_ms"] for r in drift]
+    hours = (np.median([r["t"] for r in drift]) - np.median([r["t"] for r in pass1[:m]])) / 3600
+    return {
+        "n": m,
+        "hours_after_pass1": float(hours),
+        "median_diff_pct": float(np.median(np.abs(np.divide(later, first) - 1)) * 100),
+        "median_ratio": float(np.median(np.divide(later, first))),
+        "vs_pass1": scores(later, first),
+        "predictor_vs_drift_pass": scores(pred[:m], later),
+        # two timings hours apart, averaged: less noise than either
+        "predictor_vs_mean_of_pass1_and_drift": scores(
+            pred[:m], (np.add(first, later) / 2).tolist()
+        ),
+    }
+
+
 def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
     data = _load(out / f"heldout_{size}.json")
     passes = data["passes"]
@@ -244,23 +266,7 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
     }
     drift = passes.get("drift", [])
     if len(drift) >= n // 2:
-        m = len(drift)
-        later = [r["median_ms"] for r in drift]
-        hours = (
-            np.median([r["t"] for r in drift]) - np.median([r["t"] for r in passes["pass1"][:m]])
-        ) / 3600
-        row["drift"] = {
-            "n": m,
-            "hours_after_pass1": float(hours),
-            "median_diff_pct": float(np.median(np.abs(np.divide(later, first[:m]) - 1)) * 100),
-            "median_ratio": float(np.median(np.divide(later, first[:m]))),
-            "vs_pass1": scores(later, first[:m]),
-            "predictor_vs_drift_pass": scores(pred[:m], later),
-            # two timings hours apart, averaged: less noise than either
-            "predictor_vs_mean_of_pass1_and_drift": scores(
-                pred[:m], (np.add(first[:m], later) / 2).tolist()
-            ),
-        }
+        row["drift"] = drift_row(pred, passes["pass1"], drift)
     return row
 
 

@@ -824,3 +824,20 @@ def test_predictor_blocks_bench_compares_kinds_and_refits(tmp_path, capsys):
     r = bench.refit(path, base, reps=2)
     assert set(r["results"]) == {"without profiles", "with profiles"}
     assert sum(r["results"]["with profiles"]["chosen"].values()) == 2
+
+
+def test_predictor_bench_scores_a_later_timing_and_the_mean_of_both():
+    from bench_modules import load_bench
+
+    drift_row = load_bench("predictor").drift_row
+    pass1 = [{"median_ms": 1.0, "t": 0.0} for _ in range(10)]
+    later = [{"median_ms": 1.2, "t": 7200.0} for _ in range(8)]  # 20% slower, 2 h on
+    row = drift_row([1.1] * 10, pass1, later)
+    assert row["n"] == 8 and row["hours_after_pass1"] == pytest.approx(2.0)
+    assert row["median_ratio"] == pytest.approx(1.2)
+    assert row["median_diff_pct"] == pytest.approx(20.0)
+    assert row["vs_pass1"]["within_10"] == 0.0
+    assert row["predictor_vs_drift_pass"]["within_10"] == 1.0  # 1.1 / 1.2: 8.3% under
+    assert row["predictor_vs_drift_pass"]["within_5"] == 0.0
+    mean = row["predictor_vs_mean_of_pass1_and_drift"]  # the mean of 1.0 and 1.2
+    assert mean["n"] == 8 and mean["within_5"] == 1.0 and mean["mape"] == pytest.approx(0.0)
