@@ -475,8 +475,9 @@ def score_subnet(
 
 def score_network(sub: nn.Module, data: DatasetSplits, config: ScoreConfig) -> tuple[float, float]:
     """``(accuracy, loss)`` of an extracted sub-network (:meth:`Supernet.extract`), scored as
-    :func:`score_subnet` scores it; its BN statistics are re-estimated (and on the CPU folded
-    into its convolutions: ``sub`` is changed)."""
+    :func:`score_subnet` scores it. ``sub`` is changed: with ``bn=recalibrate`` its BN
+    statistics are re-estimated (and on the CPU folded into its convolutions,
+    :func:`recalibrated`); on the CPU it is put in channels-last layout."""
     data = place_data(data, device_of(sub))
     val_x, val_y = data.val_x, data.val_y
     if config.val_images:
