@@ -24,6 +24,9 @@ model=imagenet data.image_size=224``) it
 Measurements are stored in ``DIR`` as they are made (``heldout_<size>.json``,
 ``table_<size>.json``); a later run reuses what is there, so the stages can run apart
 (``--stage drift`` adds a pass of the same held-out networks, to show drift over time).
+From every two passes it estimates what a noise-free predictor could reach against one
+timing (``ceiling``: the goal's figures have no meaning above it), and with three passes it
+scores the predictor against their mean.
 Writes ``DIR/predictor.json`` and prints the same as a table. Pin it to one core
 (``taskset -c 0``): timing on one core with one ORT thread is what the predictor predicts.
 """
@@ -55,7 +58,7 @@ from mnas.latency import (
     refit_predictor,
 )
 from mnas.latency.features import FEATURES
-from mnas.latency.fit import scores
+from mnas.latency.fit import kendall_tau, scores
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -231,6 +234,50 @@ def drift_row(pred: list[float], pass1: list[dict], drift: list[dict]) -> dict:
     }
 
 
+def timing_ceiling(first: Sequence[float], second: Sequence[float]) -> dict:
+    """What a noise-free predictor could reach against *one* timing, estimated from two
+    timings of the same networks.
+
+    Model: each timing is the network's latency times ``exp(e)``, ``e`` independent, with
+    one distribution symmetric about 0 for every timing. The log ratio of two timings is then
+    ``e1 - e2``; divided by sqrt(2) it has the variance of one ``e`` (its shape is closer to
+    a normal one than ``e``'s, so heavy tails make the true ceiling lower, not higher). A
+    predictor that knew every latency exactly would be off a timing by ``exp(-e)``: the
+    share within +-10% / +-5% is counted over both signs of each scaled log ratio. Kendall
+    tau from the normal model: the two timings correlate at ``r = sin(pi tau / 2)``, the
+    latency with one timing at ``sqrt(r)``."""
+    d = np.log(np.divide(first, second)) / np.sqrt(2)
+    rel = np.abs(np.exp(np.concatenate([d, -d])) - 1)
+    r = np.sin(np.pi * kendall_tau(first, second) / 2)
+    return {
+        "n": len(d),
+        "within_10": float(np.mean(rel <= 0.10)),
+        "within_5": float(np.mean(rel <= 0.05)),
+        "kendall_tau": float(2 / np.pi * np.arcsin(np.sqrt(max(r, 0.0)))),
+    }
+
+
+def passes_rows(pred: list[float], passes: dict[str, list[dict]]) -> dict:
+    """For every two timing passes of the held-out networks (on the networks both timed),
+    :func:`timing_ceiling`; and the predictions against the mean of all passes, on the
+    networks every pass timed."""
+    timed = {k: [r["median_ms"] for r in v] for k, v in passes.items() if v}
+    names = sorted(timed, key=list(passes).index)
+    rows: dict = {"ceiling": {}}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            m = min(len(timed[a]), len(timed[b]))
+            rows["ceiling"][f"{a}-{b}"] = timing_ceiling(timed[a][:m], timed[b][:m])
+    if len(names) > 2:
+        m = min(len(v) for v in timed.values())
+        mean = np.mean([timed[k][:m] for k in names], axis=0)
+        rows["predictor_vs_mean_of_all_passes"] = {
+            "passes": names,
+            **scores(pred[:m], mean.tolist()),
+        }
+    return rows
+
+
 def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
     data = _load(out / f"heldout_{size}.json")
     passes = data["passes"]
@@ -267,6 +314,7 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
     drift = passes.get("drift", [])
     if len(drift) >= n // 2:
         row["drift"] = drift_row(pred, passes["pass1"], drift)
+    row.update(passes_rows(pred, passes))
     return row
 
 
@@ -392,6 +440,19 @@ def print_table(result: dict) -> None:
                         f"{100 * k['within_10']:.1f}%, +-5% {100 * k['within_5']:.1f}%, "
                         f"tau {k['kendall_tau']:.3f}, MAPE {k['mape']:.1f}%"
                     )
+        for pair, c in r.get("ceiling", {}).items():
+            print(
+                f"      a noise-free predictor against one timing, from {pair}: within +-10% "
+                f"{100 * c['within_10']:.1f}%, +-5% {100 * c['within_5']:.1f}%, "
+                f"tau {c['kendall_tau']:.3f} (n={c['n']})"
+            )
+        k = r.get("predictor_vs_mean_of_all_passes")
+        if k:
+            print(
+                f"      the predictor against the mean of {len(k['passes'])} passes (n={k['n']}): "
+                f"within +-10% {100 * k['within_10']:.1f}%, +-5% {100 * k['within_5']:.1f}%, "
+                f"tau {k['kendall_tau']:.3f}, MAPE {k['mape']:.1f}%"
+            )
     for name, f in result.get("few_shot", {}).items():
         print(
             f"few-shot {name} ({f['to']}), {f['timed_networks']} networks: within +-10% "

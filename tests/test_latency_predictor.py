@@ -841,3 +841,55 @@ def test_predictor_bench_scores_a_later_timing_and_the_mean_of_both():
     assert row["predictor_vs_drift_pass"]["within_5"] == 0.0
     mean = row["predictor_vs_mean_of_pass1_and_drift"]  # the mean of 1.0 and 1.2
     assert mean["n"] == 8 and mean["within_5"] == 1.0 and mean["mape"] == pytest.approx(0.0)
+
+
+def test_predictor_bench_estimates_what_a_noise_free_predictor_reaches_against_one_timing():
+    from scipy.stats import kendalltau, norm
+
+    from bench_modules import load_bench
+
+    bench = load_bench("predictor")
+    rng = np.random.default_rng(0)
+    sigma = 0.05  # each timing off its network's latency by exp(N(0, 0.05^2))
+    true = np.exp(rng.uniform(-1.0, 1.0, 20000))
+    first = true * np.exp(sigma * rng.standard_normal(true.size))
+    second = true * np.exp(sigma * rng.standard_normal(true.size))
+    c = bench.timing_ceiling(first.tolist(), second.tolist())
+    # the exact predictor against one timing, counted directly, and the normal model's value
+    rel = np.abs(true / first - 1)
+    assert c["n"] == 20000
+    assert c["within_10"] == pytest.approx(np.mean(rel <= 0.10), abs=0.01)
+    assert c["within_10"] == pytest.approx(
+        norm.cdf(np.log(1.1) / sigma) - norm.cdf(np.log(0.9) / sigma), abs=0.01
+    )
+    assert c["within_5"] == pytest.approx(np.mean(rel <= 0.05), abs=0.01)
+    assert c["kendall_tau"] == pytest.approx(kendalltau(true, first).statistic, abs=0.01)
+    # the two timings agree less with each other than the exact predictor with either
+    assert bench.scores(first, second)["within_10"] < c["within_10"] - 0.05
+
+
+def test_predictor_bench_scores_against_the_mean_of_all_timing_passes():
+    from bench_modules import load_bench
+
+    bench = load_bench("predictor")
+    passes = {
+        "pass1": [{"median_ms": v} for v in (1.0, 2.0, 3.0, 4.0)],
+        "pass2": [{"median_ms": v} for v in (1.1, 2.2, 3.3)],
+        "drift": [{"median_ms": v} for v in (0.9, 1.8, 2.7, 3.6)],
+    }
+    rows = bench.passes_rows([1.0, 2.0, 3.0, 4.0], passes)
+    c = rows["ceiling"]
+    assert set(c) == {"pass1-pass2", "pass1-drift", "pass2-drift"}
+    assert c["pass1-pass2"]["n"] == 3 and c["pass1-drift"]["n"] == 4
+    # timings 10% / 11% apart: a noise-free predictor would be off each by ~7%
+    for pair in ("pass1-pass2", "pass1-drift"):
+        assert c[pair]["within_10"] == 1.0 and c[pair]["within_5"] == 0.0
+    assert c["pass2-drift"]["within_10"] == 0.0  # 22% apart: ~15% off
+    assert c["pass1-drift"]["kendall_tau"] == pytest.approx(1.0)
+    mean = rows["predictor_vs_mean_of_all_passes"]  # (1 + 1.1 + 0.9) / 3 = 1, ...
+    assert mean["n"] == 3 and mean["passes"] == ["pass1", "pass2", "drift"]
+    assert mean["mape"] == pytest.approx(0.0) and mean["within_5"] == 1.0
+    # two passes: no mean of all
+    assert "predictor_vs_mean_of_all_passes" not in bench.passes_rows(
+        [1.0], {"pass1": passes["pass1"], "pass2": passes["pass2"]}
+    )
