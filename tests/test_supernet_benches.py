@@ -271,3 +271,43 @@ def test_noise_bench_ranks_a_setting_against_the_other_half(tmp_path):
     (tmp_path / "perimage_8x1.json").write_text(json.dumps({"a0": rows["a0"]}))
     with pytest.raises(SystemExit, match="not scored yet"):
         noise.report(args, keys, [0.0] * 6, ["probe_0"])
+
+
+def test_ensemble_estimates_what_the_shared_part_of_supernets_ranks(tmp_path, capsys):
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    ens = load_bench("supernet_ensemble")
+    rng = np.random.default_rng(0)
+    n = 3000
+    truth = rng.standard_normal(n)
+    shared = 0.6 * truth + 0.8 * rng.standard_normal(n)  # correlates with the truth at 0.6
+    scores = [shared + 1.5 * rng.standard_normal(n) for _ in range(4)]  # each its own draw
+    row = ens.ensemble_row(scores, truth)
+    assert row["supernets"] == 4 and len(row["tau_between_supernets"]) == 6
+    # one supernet ranks the truth far below what their shared part does, and the estimate
+    # for infinitely many finds the shared part's tau
+    limit = kendalltau(shared, truth).statistic
+    assert max(row["tau_vs_truth"]) < limit - 0.15
+    assert row["tau_of_infinitely_many_estimate"] == pytest.approx(limit, abs=0.03)
+    assert row["tau_vs_truth"][0] < row["tau_of_mean_score"] < limit
+    # supernets that share nothing: nothing to average towards
+    noise = [rng.standard_normal(n) for _ in range(3)]
+    assert abs(ens.ensemble_row(noise, truth)["tau_of_mean_score"]) < 0.05
+    with pytest.raises(ValueError, match="at least 2 supernets; got 1"):
+        ens.ensemble_row(scores[:1], truth)
+
+    # the command: two result files of bench/supernet.py's shape, the common architectures
+    files = []
+    for j, s in enumerate(scores[:2]):
+        rows = {
+            f"a{i}": {"supernet_recalibrate": float(s[i]), "standalone": float(truth[i])}
+            for i in range(200 + j)  # the second file has one more architecture
+        }
+        files.append(tmp_path / f"r{j}.json")
+        files[-1].write_text(json.dumps({"scores": rows}))
+    out = tmp_path / "ens.json"
+    assert ens.main(["--group", "two", *map(str, files), "--out", str(out)]) == 0
+    got = json.loads(out.read_text())["two"]
+    assert got["accuracy"]["n_archs"] == 200 and "-loss" not in got
+    assert "two" in capsys.readouterr().out
