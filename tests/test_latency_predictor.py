@@ -844,9 +844,8 @@ def test_predictor_bench_scores_a_later_timing_and_the_mean_of_both():
 
 
 def test_predictor_bench_estimates_what_a_noise_free_predictor_reaches_against_one_timing():
-    from scipy.stats import kendalltau, norm
-
     from bench_modules import load_bench
+    from scipy.stats import kendalltau, norm
 
     bench = load_bench("predictor")
     rng = np.random.default_rng(0)
