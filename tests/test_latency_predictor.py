@@ -892,3 +892,30 @@ def test_predictor_bench_scores_against_the_mean_of_all_timing_passes():
     assert "predictor_vs_mean_of_all_passes" not in bench.passes_rows(
         [1.0], {"pass1": passes["pass1"], "pass2": passes["pass2"]}
     )
+
+
+def test_residual_bench_finds_a_candidate_that_slows_more_than_the_reference():
+    from bench_modules import load_bench
+
+    res = load_bench("latency_residual")
+    rng = np.random.default_rng(0)
+    n = 400
+    true = np.exp(rng.uniform(-1.0, 1.0, n))
+
+    def timed() -> list[dict]:
+        # the machine's speed wanders slowly from network to network; the reference slows
+        # by s, every candidate by s ** 1.2, and each timing has a little noise of its own
+        s = np.exp(np.cumsum(0.03 * rng.standard_normal(n)))
+        raw = true * s**1.2 * np.exp(0.005 * rng.standard_normal(n))
+        return [{"raw_median_ms": r, "drift_factor": 1 / v} for r, v in zip(raw, s, strict=True)]
+
+    row = res.residual_row(timed(), timed())
+    assert row["n"] == n
+    assert row["slope"] == pytest.approx(-1.2, abs=0.03)
+    assert row["corr_with_factor"] < -0.9  # the correction leaves exactly the 0.2 behind
+    assert row["lag1"] > 0.8  # ... which moves with the machine, not network by network
+    by = {k["exponent"]: k for k in row["by_exponent"]}
+    assert by[1.2]["sd_log_ratio"] < 0.2 * by[1.0]["sd_log_ratio"]
+    assert by[1.2]["within_5"] == 1.0 and by[1.2]["within_5"] > by[1.0]["within_5"]
+    with pytest.raises(ValueError, match="at least 3 networks timed in both passes; got 2"):
+        res.residual_row(timed()[:2], timed())
