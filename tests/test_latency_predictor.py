@@ -919,3 +919,42 @@ def test_residual_bench_finds_a_candidate_that_slows_more_than_the_reference():
     assert by[1.2]["within_5"] == 1.0 and by[1.2]["within_5"] > by[1.0]["within_5"]
     with pytest.raises(ValueError, match="at least 3 networks timed in both passes; got 2"):
         res.residual_row(timed()[:2], timed())
+
+
+def test_references_bench_prefers_the_reference_that_moves_with_the_candidates():
+    from bench_modules import load_bench
+
+    refs = load_bench("latency_references")
+    rng = np.random.default_rng(1)
+    true = np.exp(rng.uniform(-1.0, 1.0, 50))
+
+    def timed() -> list:
+        # per timing: the machine's moment m; reference 0 slows by m ** 0.5, reference 1 by
+        # m, as every candidate does
+        nets = []
+        for t in true:
+            rows = []
+            for _ in range(3):
+                m = np.exp(0.3 * rng.standard_normal())
+                rows.append([t * m, 0.5 * m**0.5, 0.8 * m])
+            nets.append(rows)
+        return nets
+
+    a, b = timed(), timed()
+    names = refs.corrections(["mobilenetv2", "space:7"])
+    assert names == {
+        "none": (),
+        "mobilenetv2": (0,),
+        "space:7": (1,),
+        "mobilenetv2 x space:7": (0, 1),
+    }
+    exact = refs.agreement(a, b, names["space:7"])
+    assert exact["within_5"] == 1.0 and exact["sd_log_ratio"] == pytest.approx(0.0, abs=1e-9)
+    half = refs.agreement(a, b, names["mobilenetv2"])
+    assert half["within_10"] < 0.9 and half["sd_log_ratio"] > 0.05
+    none = refs.agreement(a, b, names["none"])
+    assert none["sd_log_ratio"] > half["sd_log_ratio"]
+    assert refs.corrected([[2.0, 1.0, 4.0]], (0, 1)) == pytest.approx(1.0)  # 2 / sqrt(1 * 4)
+    with pytest.raises(ValueError, match="reference 'resnet'; allowed"):
+        refs.reference("resnet")
+    assert refs.reference("space:7").key == refs.reference("space:7").key
