@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import subprocess
@@ -58,7 +59,7 @@ from mnas.latency import (
     refit_predictor,
 )
 from mnas.latency.features import FEATURES
-from mnas.latency.fit import kendall_tau, scores
+from mnas.latency.fit import kendall_tau, pearson_from_tau, scores, tau_from_pearson
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -248,12 +249,12 @@ def timing_ceiling(first: Sequence[float], second: Sequence[float]) -> dict:
     latency with one timing at ``sqrt(r)``."""
     d = np.log(np.divide(first, second)) / np.sqrt(2)
     rel = np.abs(np.exp(np.concatenate([d, -d])) - 1)
-    r = np.sin(np.pi * kendall_tau(first, second) / 2)
+    r = pearson_from_tau(kendall_tau(first, second))
     return {
         "n": len(d),
         "within_10": float(np.mean(rel <= 0.10)),
         "within_5": float(np.mean(rel <= 0.05)),
-        "kendall_tau": float(2 / np.pi * np.arcsin(np.sqrt(max(r, 0.0)))),
+        "kendall_tau": tau_from_pearson(math.sqrt(max(r, 0.0))),
     }
 
 
@@ -262,7 +263,7 @@ def passes_rows(pred: list[float], passes: dict[str, list[dict]]) -> dict:
     :func:`timing_ceiling`; and the predictions against the mean of all passes, on the
     networks every pass timed."""
     timed = {k: [r["median_ms"] for r in v] for k, v in passes.items() if v}
-    names = sorted(timed, key=list(passes).index)
+    names = list(timed)
     rows: dict = {"ceiling": {}}
     for i, a in enumerate(names):
         for b in names[i + 1 :]:

@@ -55,6 +55,7 @@ from mnas.conf.runner import data_spec_from, model_spec_from
 from mnas.data import get_dataset
 from mnas.evaluate.supernet import SupernetSettings, load_or_train
 from mnas.evaluate.trained import TrainTask, train_child
+from mnas.latency.fit import pearson_from_tau, tau_from_pearson
 from mnas.nn.zero_cost import naswot, synflow
 from mnas.space import Architecture, MnasSpace, make_space, parse_blocks
 from mnas.training.batches import Normalizer
@@ -497,9 +498,9 @@ def ceiling_estimate(single_tau: float, k: int) -> float | None:
     seeds do not agree at all (single_tau <= 0)."""
     if not single_tau > 0:
         return None
-    r = math.sin(math.pi * single_tau / 2)
+    r = pearson_from_tau(single_tau)
     reliability = k * r / (1 + (k - 1) * r)
-    return 2 / math.pi * math.asin(math.sqrt(reliability))
+    return tau_from_pearson(math.sqrt(reliability))
 
 
 def seed_noise(by_seed: dict[int, dict[str, dict]]) -> dict:

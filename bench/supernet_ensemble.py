@@ -30,15 +30,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
+from mnas.latency.fit import pearson_from_tau, tau_from_pearson
+
 COLUMNS = {"accuracy": "supernet_recalibrate", "-loss": "supernet_recalibrate_loss"}
-
-
-def _r(tau: float) -> float:
-    return float(np.sin(np.pi * tau / 2))
-
-
-def _tau(r: float) -> float:
-    return float(2 / np.pi * np.arcsin(np.clip(r, -1.0, 1.0)))
 
 
 def ensemble_row(scores: list[np.ndarray], truth: np.ndarray) -> dict:
@@ -51,15 +45,15 @@ def ensemble_row(scores: list[np.ndarray], truth: np.ndarray) -> dict:
     vs_truth = [float(kendalltau(s, truth).statistic) for s in scores]
     pairs = [float(kendalltau(a, b).statistic) for a, b in itertools.combinations(scores, 2)]
     z = np.mean([(s - s.mean()) / s.std() for s in scores], axis=0)
-    rho = float(np.mean([_r(t) for t in pairs]))
-    r = float(np.mean([_r(t) for t in vs_truth]))
+    rho = float(np.mean([pearson_from_tau(t) for t in pairs]))
+    r = float(np.mean([pearson_from_tau(t) for t in vs_truth]))
     return {
         "n_archs": len(truth),
         "supernets": len(scores),
         "tau_vs_truth": vs_truth,
         "tau_between_supernets": pairs,
         "tau_of_mean_score": float(kendalltau(z, truth).statistic),
-        "tau_of_infinitely_many_estimate": _tau(r / np.sqrt(rho)) if rho > 0 else None,
+        "tau_of_infinitely_many_estimate": tau_from_pearson(r / np.sqrt(rho)) if rho > 0 else None,
     }
 
 

@@ -394,6 +394,17 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     return float(kendalltau(a, b).statistic)
 
 
+def pearson_from_tau(tau: float) -> float:
+    """Pearson's r of a bivariate normal pair whose Kendall tau is ``tau``
+    (``tau = 2 / pi * asin(r)``)."""
+    return math.sin(math.pi * tau / 2)
+
+
+def tau_from_pearson(r: float) -> float:
+    """Kendall's tau of a bivariate normal pair correlated at ``r`` (clipped to [-1, 1])."""
+    return 2 / math.pi * math.asin(max(-1.0, min(1.0, r)))
+
+
 def cross_validate(
     kind: str,
     x: np.ndarray,
