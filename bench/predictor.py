@@ -400,6 +400,15 @@ def few_shot(
     return row
 
 
+def agreement_text(k: dict, mape: bool = True) -> str:
+    """One line's worth of :func:`scores`: shares within +-10% and +-5%, tau (and MAPE)."""
+    text = (
+        f"within +-10% {100 * k['within_10']:.1f}%, +-5% {100 * k['within_5']:.1f}%, "
+        f"tau {k['kendall_tau']:.3f}"
+    )
+    return f"{text}, MAPE {k['mape']:.1f}%" if mape else text
+
+
 def print_table(result: dict) -> None:
     print(f"\nCPU {result['cpu']}, onnxruntime {result['onnxruntime']}, 1 thread, ORT_ENABLE_ALL")
     head = (
@@ -418,11 +427,7 @@ def print_table(result: dict) -> None:
             f"{r['model']:>12} {r['build_seconds']:>7.0f} {r['query_us']['repeated']:>8.1f}"
         )
         for kind, k in r.get("by_kind", {}).items():
-            print(
-                f"      {kind:>12} fitted to the same networks: within +-10% "
-                f"{100 * k['within_10']:.1f}%, +-5% {100 * k['within_5']:.1f}%, tau "
-                f"{k['kendall_tau']:.3f}, MAPE {k['mape']:.1f}%"
-            )
+            print(f"      {kind:>12} fitted to the same networks: {agreement_text(k)}")
         if "drift" in r:
             d = r["drift"]
             print(
@@ -436,39 +441,28 @@ def print_table(result: dict) -> None:
             ):
                 k = d.get(key)
                 if k:
-                    print(
-                        f"      the predictor against {what}: within +-10% "
-                        f"{100 * k['within_10']:.1f}%, +-5% {100 * k['within_5']:.1f}%, "
-                        f"tau {k['kendall_tau']:.3f}, MAPE {k['mape']:.1f}%"
-                    )
+                    print(f"      the predictor against {what}: {agreement_text(k)}")
         for pair, c in r.get("ceiling", {}).items():
             print(
-                f"      a noise-free predictor against one timing, from {pair}: within +-10% "
-                f"{100 * c['within_10']:.1f}%, +-5% {100 * c['within_5']:.1f}%, "
-                f"tau {c['kendall_tau']:.3f} (n={c['n']})"
+                f"      a noise-free predictor against one timing, from {pair}: "
+                f"{agreement_text(c, mape=False)} (n={c['n']})"
             )
         k = r.get("predictor_vs_mean_of_all_passes")
         if k:
             print(
-                f"      the predictor against the mean of {len(k['passes'])} passes (n={k['n']}): "
-                f"within +-10% {100 * k['within_10']:.1f}%, +-5% {100 * k['within_5']:.1f}%, "
-                f"tau {k['kendall_tau']:.3f}, MAPE {k['mape']:.1f}%"
+                f"      the predictor against the mean of {len(k['passes'])} passes "
+                f"(n={k['n']}): {agreement_text(k)}"
             )
     for name, f in result.get("few_shot", {}).items():
         print(
-            f"few-shot {name} ({f['to']}), {f['timed_networks']} networks: within +-10% "
-            f"{100 * f['refit']['within_10']:.1f}%, +-5% {100 * f['refit']['within_5']:.1f}%, tau "
-            f"{f['refit']['kendall_tau']:.3f}, MAPE {f['refit']['mape']:.1f}% on {f['n_check']} "
+            f"few-shot {name} ({f['to']}), {f['timed_networks']} networks: "
+            f"{agreement_text(f['refit'])} on {f['n_check']} "
             f"(unchanged model: MAPE {f['base_model_unchanged']['mape']:.1f}%); re-fit "
             f"{f.get('calibration', '?')}"
         )
         if "noise_floor" in f:
             nf = f["noise_floor"]
-            print(
-                f"      noise floor (the first {nf['n']} timed twice): within +-10% "
-                f"{100 * nf['within_10']:.1f}%, +-5% {100 * nf['within_5']:.1f}%, tau "
-                f"{nf['kendall_tau']:.3f}, MAPE {nf['mape']:.1f}%"
-            )
+            print(f"      noise floor (the first {nf['n']} timed twice): {agreement_text(nf)}")
 
 
 def main(argv: list[str] | None = None) -> int:
