@@ -311,3 +311,84 @@ def test_ensemble_estimates_what_the_shared_part_of_supernets_ranks(tmp_path, ca
     got = json.loads(out.read_text())["two"]
     assert got["accuracy"]["n_archs"] == 200 and "-loss" not in got
     assert "two" in capsys.readouterr().out
+
+
+def _truth_rows(hashes, seeds=3, spread=0.01):
+    """Truth rows whose mean over seeds rises with the hash's position."""
+    rng = random.Random(0)
+    return [
+        {"hash": h, "seed": s, "val_accuracy": 0.7 + 0.01 * i + spread * rng.random()}
+        for i, h in enumerate(hashes)
+        for s in range(seeds)
+    ]
+
+
+def test_finetune_report_ranks_each_configuration_against_the_truth():
+    bench = load_bench("supernet")
+    ft = load_bench("supernet_finetune")
+    hashes = [f"h{i:02d}" for i in range(12)]
+    by_seed = bench.rows_by_seed(_truth_rows(hashes, spread=0.0))
+
+    def row(h, config, arm, steps, acc, diverged=False):
+        return {
+            "hash": h,
+            "config": config,
+            "arm": arm,
+            "steps": steps,
+            "lr": 0.05,
+            "val_accuracy": acc,
+            "val_loss": 1 - acc,
+            "diverged": diverged,
+            "seconds": 2.0,
+            "device": "cpu",
+        }
+
+    rows = [row(h, "scratch K=30", "scratch", 30, 0.5 + 0.01 * i) for i, h in enumerate(hashes)]
+    rows += [row(h, "finetune K=30", "finetune", 30, 0.9 - 0.01 * i) for i, h in enumerate(hashes)]
+    rows[0]["diverged"] = True  # left out of its configuration's ranking, counted
+    got = ft.report(rows, by_seed, hashes)
+    scratch, finetune = got["configs"]["scratch K=30"], got["configs"]["finetune K=30"]
+    assert scratch["n"] == 11 and scratch["diverged"] == 1
+    assert scratch["kendall_tau"] == pytest.approx(1.0)
+    assert scratch["kendall_tau_neg_loss"] == pytest.approx(1.0)
+    assert finetune["n"] == 12 and finetune["kendall_tau"] == pytest.approx(-1.0)
+    assert finetune["mean_accuracy"] == pytest.approx(0.845)
+    assert got["truth_seeds"] == [0, 1, 2]
+    # the two arms at the same K, on the 11 both scored
+    assert got["tau_between"] == {"finetune K=30 | scratch K=30": pytest.approx(-1.0)}
+    assert got["against"]["seed 0"]["scratch K=30"] == pytest.approx(1.0)
+
+
+def test_finetune_job_trains_its_steps_from_the_supernet_or_its_own_weights(tmp_path):
+    from mnas.evaluate.supernet import load_or_train
+    from mnas.space import make_space
+
+    ft = load_bench("supernet_finetune")
+    args = ft.parse_args(
+        ["--dataset", "digits", "--out", str(tmp_path), "--epochs", "0.1", "--subnets", "1"]
+        + ["--no-sandwich", "space=mnas_mbconv"]
+    )
+    cfg, data, splits, model = ft.setup(args)
+    space = make_space("mnas_mbconv")
+    ckpt = tmp_path / "supernet.pt"
+    settings = ft.settings_from(args)
+    load_or_train(ckpt, space, model, data, settings, "cpu")
+    arch = space.sample(random.Random(3))
+    train = ft.train_config(cfg.trainer)
+
+    def job(arm, steps):
+        return ft.Job(
+            arch.hash, tuple(arch.blocks), arm, steps, 0.02, train, model, data,
+            space.name, str(ckpt), settings, "cpu",
+        )  # fmt: skip
+
+    rows = {k: ft.run_job(job(*k)) for k in [("finetune", 0), ("finetune", 2), ("scratch", 2)]}
+    assert [r["trained_steps"] for r in rows.values()] == [0, 2, 2]
+    assert rows[("finetune", 2)]["config"] == "finetune K=2 lr=0.02"
+    for r in rows.values():
+        assert 0.0 <= r["val_accuracy"] <= 1.0 and math.isfinite(r["val_loss"])
+        assert not r["diverged"] and r["hash"] == arch.hash
+    # the inherited start differs from the network's own initial weights
+    assert rows[("finetune", 2)]["val_loss"] != rows[("scratch", 2)]["val_loss"]
+    # K = 0 is the supernet's weights as they are: scoring them twice gives the same
+    assert ft.run_job(job("finetune", 0))["val_loss"] == rows[("finetune", 0)]["val_loss"]
