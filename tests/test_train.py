@@ -247,3 +247,28 @@ def test_fashion_mnist_builds_one_channel_stem_and_trains():
     assert model.features[0][0].weight.shape[1] == 1
     result = train_and_evaluate(model, data, TrainConfig(max_steps=4, threads=1), "test")
     assert result.steps == 4 and not result.diverged
+
+
+def test_cpu_scoring_copy_scores_as_the_model_and_leaves_it_alone(tiny):
+    from mnas.training.trainer import CPU_CHUNK, cpu_inference_copy
+
+    model = small_model(tiny, seed=3)
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.05, eval_batch_size=64)
+    result = train_and_evaluate(model, tiny, config)
+    # the returned model is the trained one, BatchNorm and training mode intact
+    assert model.training
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert n_bn > 0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = evaluate(model, tiny.val_x, tiny.val_y, tiny.mean, tiny.std, 64)
+    # train_and_evaluate scored it through the folded copy: the same figures
+    assert result.accuracy == plain[0]
+    assert result.eval_loss == pytest.approx(plain[1], rel=1e-5)
+    fast = cpu_inference_copy(model)
+    assert not fast.training and not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    got = evaluate(fast, tiny.val_x, tiny.val_y, tiny.mean, tiny.std, CPU_CHUNK)
+    assert got[0] == plain[0] and got[1] == pytest.approx(plain[1], rel=1e-5)
+    # the copy shares nothing the model would see changed
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == n_bn
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

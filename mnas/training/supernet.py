@@ -47,7 +47,7 @@ from mnas.space import BlockSpec, MnasSpace
 from mnas.training.batches import Normalizer, device_of, index_stream
 from mnas.training.bn import recalibrate_bn
 from mnas.training.device import autocast, autocast_dtype, check_amp, place_data, to_device
-from mnas.training.trainer import _threads, evaluate, lr_at
+from mnas.training.trainer import CPU_CHUNK, _threads, evaluate, lr_at
 
 logger = logging.getLogger(__name__)
 
@@ -451,12 +451,6 @@ CHEAP_SCORE = ScoreConfig(bn_batches=2, bn_batch_size=64, val_images=250, eval_b
 """About a quarter of the default's images (2 x 64 for the BN statistics, 250 validation
 images): ~4x faster, and noisier (measured in docs/supernet.md). Two batches of 64 rather
 than one of 128: the same images' worth of statistics, 14% less CPU time on the 2-core VM."""
-
-
-CPU_CHUNK = 50
-"""Images per forward pass of a recalibrated sub-network on the CPU: small enough for the
-activations of the 28x28 layers to stay in cache (on the 2-core development VM a chunk of 50
-scored 250 images 1.5x faster than one pass of 250; 10 was slower again)."""
 
 
 def score_subnet(

@@ -28,6 +28,7 @@ differs; ``docs/gpu.md`` says by how much.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnas.data import DatasetSplits, default_hflip
+from mnas.nn.fuse import fold_batchnorm
 from mnas.training.augment import augment_batch
 from mnas.training.batches import Normalizer, device_of, index_stream
 from mnas.training.bn import recalibrate_bn
@@ -213,8 +215,13 @@ def train_and_evaluate(
         if fit.diverged_step is not None:
             accuracy, eval_loss = 0.0, math.nan
         else:
+            # on the CPU a folded channels-last copy, a few images at a time: the same
+            # scores, 3-5x faster; the trained model is returned as it is
+            scored, batch = model, config.eval_batch_size
+            if dev.type == "cpu":
+                scored, batch = cpu_inference_copy(model), min(batch, CPU_CHUNK)
             accuracy, eval_loss = evaluate(
-                model, eval_x, eval_y, data.mean, data.std, config.eval_batch_size, config.amp
+                scored, eval_x, eval_y, data.mean, data.std, batch, config.amp
             )
     diverged_step = fit.diverged_step
     if diverged_step is None and not math.isfinite(eval_loss):
@@ -371,6 +378,24 @@ def _loss_check_every(device: torch.device) -> int:
     """Steps between loss reads: every step on the CPU (free there), else
     :data:`LOSS_CHECK_EVERY`."""
     return 1 if device.type == "cpu" else LOSS_CHECK_EVERY
+
+
+CPU_CHUNK = 50
+"""Images per forward pass of an evaluation on the CPU: small enough for the activations of
+the 28x28 layers to stay in cache (on the 2-core development VM a chunk of 50 scored 250
+images 1.5x faster than one pass of 250; 10 was slower again)."""
+
+
+def cpu_inference_copy(model: nn.Module) -> nn.Module:
+    """An ``eval()`` copy of ``model`` (on the CPU) for scoring it: channels-last layout, its
+    BatchNorm layers folded into the convolutions (:func:`~mnas.nn.fuse.fold_batchnorm`).
+    It computes what ``model`` computes in ``eval()`` mode, to float rounding, in a third to a
+    fifth of the CPU time for the networks built here (Fashion-MNIST children, 5,000
+    images; docs/search.md); ``model`` itself is left as it is."""
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    fast.eval()
+    fold_batchnorm(fast)
+    return fast
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
