@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -67,7 +68,9 @@ from mnas.evaluate.executors import make_executor  # noqa: E402
 from mnas.evaluate.supernet import SupernetSettings, load_or_train  # noqa: E402
 from mnas.evaluate.trained import ModelSpec  # noqa: E402
 from mnas.space import Architecture, make_space, parse_blocks  # noqa: E402
+from mnas.training.batches import device_of  # noqa: E402
 from mnas.training.bn import recalibrate_bn  # noqa: E402
+from mnas.training.device import place_data  # noqa: E402
 from mnas.training.trainer import TrainConfig, evaluate, train_and_evaluate  # noqa: E402
 
 ARMS = ("finetune", "scratch")
@@ -126,29 +129,36 @@ def run_job(job: Job) -> dict:
         trained = result.steps
     else:  # the inherited weights alone, scored as the trainer scores a child
         model.to(job.device)
-        x, y = splits.split("val")
-        gen = torch.Generator().manual_seed(config.seed)
+        data = place_data(splits, device_of(model))
         recalibrate_bn(
             model,
-            splits.train_x.to(job.device),
-            splits.mean,
-            splits.std,
+            data.train_x,
+            data.mean,
+            data.std,
             batch_size=config.batch_size,
             num_batches=config.bn_recalibrate_batches,
-            generator=gen,
+            generator=torch.Generator().manual_seed(config.seed),
             amp=config.amp,
         )
+        x, y = data.split("val")
         accuracy, loss = evaluate(
-            model,
-            x.to(job.device),
-            y.to(job.device),
-            splits.mean,
-            splits.std,
-            config.eval_batch_size,
-            config.amp,
+            model, x, y, data.mean, data.std, config.eval_batch_size, config.amp
         )
         diverged, trained = not math.isfinite(loss), 0
-    return {
+    return job_row(job, accuracy, loss, diverged, time.perf_counter() - start, trained)
+
+
+def job_row(
+    job: Job,
+    accuracy: float,
+    loss: float,
+    diverged: bool,
+    seconds: float,
+    trained: int,
+    reason: str | None = None,
+) -> dict:
+    """A network's row of ``finetune.partial.jsonl``."""
+    row = {
         "hash": job.hash,
         "config": job.config,
         "arm": job.arm,
@@ -159,9 +169,12 @@ def run_job(job: Job) -> dict:
         "val_accuracy": accuracy,
         "val_loss": loss,
         "diverged": diverged,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
         "device": job.device,
     }
+    if reason is not None:
+        row["reason"] = reason
+    return row
 
 
 def ints(text: str) -> list[int]:
@@ -268,7 +281,7 @@ def report(rows: list[dict], by_seed: dict, hashes: list[str]) -> dict:
     out["against"] = against_seeds(by_seed, columns)
     # the two arms at the same K: how alike the inherited start makes them
     pairs = {}
-    for a, b in ((a, b) for a in columns for b in columns if a < b):
+    for a, b in itertools.combinations(sorted(columns), 2):
         ea, eb = out["configs"][a], out["configs"][b]
         if ea["steps"] == eb["steps"] or {ea["arm"], eb["arm"]} == {"finetune"}:
             common = [h for h in columns[a] if h in columns[b]]
@@ -345,20 +358,7 @@ def main(argv: list[str] | None = None) -> int:
 
                     def finished(i: int, row, jobs=jobs) -> None:
                         if not isinstance(row, dict):  # a worker failure: kept with its reason
-                            row = {
-                                "hash": jobs[i].hash,
-                                "config": jobs[i].config,
-                                "arm": jobs[i].arm,
-                                "steps": jobs[i].steps,
-                                "lr": jobs[i].lr,
-                                "seed": jobs[i].train.seed,
-                                "val_accuracy": math.nan,
-                                "val_loss": math.nan,
-                                "diverged": True,
-                                "seconds": math.nan,
-                                "device": jobs[i].device,
-                                "reason": str(row),
-                            }
+                            row = job_row(jobs[i], math.nan, math.nan, True, math.nan, 0, str(row))
                         f.write(json.dumps(row) + "\n")
                         f.flush()
                         done[(row["config"], row["hash"])] = row

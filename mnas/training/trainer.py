@@ -389,9 +389,9 @@ images 1.5x faster than one pass of 250; 10 was slower again)."""
 def cpu_inference_copy(model: nn.Module) -> nn.Module:
     """An ``eval()`` copy of ``model`` (on the CPU) for scoring it: channels-last layout, its
     BatchNorm layers folded into the convolutions (:func:`~mnas.nn.fuse.fold_batchnorm`).
-    It computes what ``model`` computes in ``eval()`` mode, to float rounding, in a third to a
-    fifth of the CPU time for the networks built here (Fashion-MNIST children, 5,000
-    images; docs/search.md); ``model`` itself is left as it is."""
+    It computes what ``model`` computes in ``eval()`` mode, to float rounding, in up to 4x less
+    CPU time (2.6x less over 8 Fashion-MNIST children, 1x-4.3x by network;
+    ``bench/eval_cpu.py``); ``model`` itself is left as it is."""
     fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
     fast.eval()
     fold_batchnorm(fast)
