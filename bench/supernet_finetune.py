@@ -68,10 +68,8 @@ from mnas.evaluate.executors import make_executor  # noqa: E402
 from mnas.evaluate.supernet import SupernetSettings, load_or_train  # noqa: E402
 from mnas.evaluate.trained import ModelSpec  # noqa: E402
 from mnas.space import Architecture, make_space, parse_blocks  # noqa: E402
-from mnas.training.batches import device_of  # noqa: E402
-from mnas.training.bn import recalibrate_bn  # noqa: E402
-from mnas.training.device import place_data  # noqa: E402
-from mnas.training.trainer import TrainConfig, evaluate, train_and_evaluate  # noqa: E402
+from mnas.training.supernet import ScoreConfig, score_network  # noqa: E402
+from mnas.training.trainer import TrainConfig, train_and_evaluate  # noqa: E402
 
 ARMS = ("finetune", "scratch")
 
@@ -129,21 +127,15 @@ def run_job(job: Job) -> dict:
         trained = result.steps
     else:  # the inherited weights alone, scored as the trainer scores a child
         model.to(job.device)
-        data = place_data(splits, device_of(model))
-        recalibrate_bn(
-            model,
-            data.train_x,
-            data.mean,
-            data.std,
-            batch_size=config.batch_size,
-            num_batches=config.bn_recalibrate_batches,
-            generator=torch.Generator().manual_seed(config.seed),
+        score = ScoreConfig(
+            bn_batches=config.bn_recalibrate_batches,
+            bn_batch_size=config.batch_size,
+            val_images=0,
+            eval_batch_size=config.eval_batch_size,
+            seed=config.seed,
             amp=config.amp,
         )
-        x, y = data.split("val")
-        accuracy, loss = evaluate(
-            model, x, y, data.mean, data.std, config.eval_batch_size, config.amp
-        )
+        accuracy, loss = score_network(model, splits, score)
         diverged, trained = not math.isfinite(loss), 0
     return job_row(job, accuracy, loss, diverged, time.perf_counter() - start, trained)
 

@@ -216,7 +216,8 @@ def train_and_evaluate(
             accuracy, eval_loss = 0.0, math.nan
         else:
             # on the CPU a folded channels-last copy, a few images at a time: the same
-            # scores, 3-5x faster; the trained model is returned as it is
+            # scores, 2.6x faster over 8 Fashion-MNIST children; the trained model is
+            # returned as it is
             scored, batch = model, config.eval_batch_size
             if dev.type == "cpu":
                 scored, batch = cpu_inference_copy(model), min(batch, CPU_CHUNK)
