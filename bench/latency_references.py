@@ -22,7 +22,6 @@ import argparse
 import gc
 import itertools
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -34,20 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predictor import SIZES, compose_setup, heldout_archs  # noqa: E402
 
 from mnas.latency.fit import kendall_tau  # noqa: E402
-from mnas.latency.ort import export_onnx, make_session, reference_arch, torch_threads  # noqa: E402
+from mnas.latency.references import reference_network  # noqa: E402
+from mnas.latency.session import export_onnx, make_session, torch_threads  # noqa: E402
 from mnas.latency.timing import REFERENCE_BLOCK, bound_runner, resolve_clock  # noqa: E402
 from mnas.nn import build_model  # noqa: E402
-from mnas.space import MnasSpace  # noqa: E402
-
-
-def reference(name: str):
-    """``mobilenetv2`` or ``space:SEED``."""
-    if name == "mobilenetv2":
-        return reference_arch()
-    kind, _, seed = name.partition(":")
-    if kind != "space" or not seed.isdigit():
-        raise ValueError(f"reference {name!r}; allowed: 'mobilenetv2' or 'space:SEED'")
-    return MnasSpace().sample(random.Random(int(seed)))
 
 
 def corrected(timings: list[list[float]], refs: tuple[int, ...]) -> float:
@@ -127,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.passes < 2:
         p.error(f"--passes {args.passes}: two passes at least are compared")
-    archs_of_refs = [reference(r) for r in args.refs]  # bad names fail before any work
+    archs_of_refs = [reference_network(r) for r in args.refs]  # bad names fail before any work
     _, settings, setup = compose_setup(SIZES[args.size])
     size, chans = setup["input_size"], setup["in_channels"]
     shape = (1, chans, size, size)

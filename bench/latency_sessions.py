@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from mnas.latency.ort import export_onnx, make_session
+from mnas.latency.session import export_onnx, make_session
 from mnas.latency.timing import bound_runner
 
 HERE = Path(__file__).resolve().parent

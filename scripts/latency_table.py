@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         max_runs=args.max_runs,
         clock=settings.clock,
         reference=settings.reference,
+        references=settings.references,
         # the search's nominal (and its cached calibration networks): the table's scale
         cache_path=settings.cache,
     )

@@ -149,7 +149,7 @@ def test_drift_correction_scales_every_run_by_nominal_over_reference(monkeypatch
     # every timing is scaled by 1 / 1.1, and the factor is reported.
     def fake_time_runs(run, plan, reference=None, clock="wall"):
         samples = [2.0, 2.2, 1.8] * 3
-        return Timings(samples, [1.1] * 9 if reference is not None else [], samples)
+        return Timings(samples, [[1.1] * 9] if reference is not None else [], samples)
 
     monkeypatch.setattr(ort_mod, "time_runs", fake_time_runs)
     ev = OrtLatency(**SMALL, **FAST, reference=True, reference_ms=1.0)
@@ -176,7 +176,7 @@ def test_repeats_time_each_network_in_new_sessions_and_pool_the_corrected_runs(m
     def fake_time_runs(run, plan, reference=None, clock="wall"):
         ref = next(speeds)
         samples = [2.0 * ref, 2.2 * ref, 1.8 * ref]
-        return Timings(samples, [ref] * 3, samples)
+        return Timings(samples, [[ref] * 3], samples)
 
     real_session = ort_mod.make_session
 

@@ -35,9 +35,9 @@ from mnas.latency.fit import (
     scaled_to_networks,
     scores,
 )
-from mnas.latency.ort import machine_fingerprint
 from mnas.latency.profile import NodeTime, Profile
 from mnas.latency.refit import choose_refit, covered, fit_split
+from mnas.latency.session import machine_fingerprint
 from mnas.space import Architecture, MnasSpace, specs_of
 
 SPACE = MnasSpace()
@@ -253,6 +253,7 @@ class FakeEvaluator:
         return setup_dict(self.net)
 
     reference = True
+    references = ("mobilenetv2",)
     graph_optimization = "all"
 
 
@@ -575,7 +576,7 @@ def test_graph_optimization_level_is_a_timing_setting(tmp_path):
     import onnxruntime as ort
     import torch
 
-    from mnas.latency.ort import export_onnx, make_session
+    from mnas.latency.session import export_onnx, make_session
     from mnas.nn.builder import build_model
 
     net = dict(input_size=8, in_channels=1, num_classes=10, width_mult=0.25, stem_stride=1)
@@ -956,5 +957,5 @@ def test_references_bench_prefers_the_reference_that_moves_with_the_candidates()
     assert none["sd_log_ratio"] > half["sd_log_ratio"]
     assert refs.corrected([[2.0, 1.0, 4.0]], (0, 1)) == pytest.approx(1.0)  # 2 / sqrt(1 * 4)
     with pytest.raises(ValueError, match="reference 'resnet'; allowed"):
-        refs.reference("resnet")
-    assert refs.reference("space:7").key == refs.reference("space:7").key
+        refs.reference_network("resnet")
+    assert refs.reference_network("space:7").key == refs.reference_network("space:7").key

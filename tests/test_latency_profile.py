@@ -7,7 +7,6 @@ import random
 import pytest
 
 from mnas.latency import OrtLatency
-from mnas.latency.ort import session_options
 from mnas.latency.profile import (
     HEAD,
     NodeTime,
@@ -17,6 +16,7 @@ from mnas.latency.profile import (
     parse_profile,
     profile_session,
 )
+from mnas.latency.session import session_options
 from mnas.space import MnasSpace, specs_of
 
 

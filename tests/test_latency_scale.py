@@ -6,9 +6,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import pickle
+import random
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -24,10 +28,13 @@ from mnas.latency import (
     LutLatency,
     OrtLatency,
     TimingPlan,
+    Timings,
     build_table,
+    reference_network,
     save_table,
     space_layer_configs,
 )
+from mnas.latency.stats import median_ci_halfwidth
 from mnas.space import Architecture, MnasSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,7 +194,89 @@ def test_first_candidate_block_comes_after_an_untimed_run():
     t = time_runs(lambda: calls.append("x"), plan, lambda: calls.append("r"))
     # warm-up ends with the reference: the candidate's first block starts with an untimed run
     assert calls == ["x", "r"] * 2 + ["x"] * 9 + ["r"] * 9 + ["x"] * 9 + ["r"] * 9
-    assert len(t.samples) == 16 and len(t.ref_samples) == 16
+    assert len(t.samples) == 16 and [len(r) for r in t.ref_samples] == [16]
+
+
+def test_several_references_are_timed_each_in_a_block_of_its_own():
+    from mnas.latency import time_runs
+
+    calls = []
+    plan = TimingPlan(warmup=1, min_runs=16, max_runs=16, rel_ci=1e-12, time_cap_s=30)
+    t = time_runs(
+        lambda: calls.append("x"), plan, [lambda: calls.append("a"), lambda: calls.append("b")]
+    )
+    cycle = ["x"] * 9 + ["a"] * 9 + ["b"] * 9
+    assert calls == ["x", "a", "b"] + cycle * 2
+    assert len(t.samples) == 16 and [len(r) for r in t.ref_samples] == [16, 16]
+
+
+def test_the_level_of_several_references_is_the_geometric_mean_of_their_medians():
+    t = Timings([2.0] * 9, [[1.0, 1.0, 4.0], [4.0, 4.0, 1.0]], [2.0] * 9)
+    assert t.ref_median() == pytest.approx(2.0)  # sqrt(1 * 4)
+    one = Timings([2.0] * 9, [[1.0, 3.0, 2.0]], [2.0] * 9)
+    assert one.ref_median() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="no reference"):
+        Timings([2.0], [], [2.0]).ref_median()
+    # the level's interval: each reference's in quadrature, over their number
+    runs = list(np.linspace(1.0, 2.0, 40))
+    two = Timings(runs, [runs, runs], runs)
+    h = median_ci_halfwidth(runs)
+    assert two.ci_rel(True) == pytest.approx(math.hypot(h, math.hypot(h, h) / 2))
+    assert Timings(runs, [runs], runs).ci_rel(True) == pytest.approx(math.hypot(h, h))
+
+
+def test_an_evaluator_with_several_references_divides_by_their_level(monkeypatch, tmp_path):
+    # two references running 1.2x and 0.9x slower than their nominals: the candidate is
+    # corrected by the geometric mean, and the set-up names both networks in block order
+    def fake_time_runs(run, plan, reference=None, clock="wall"):
+        samples = [3.0] * 9
+        refs = [[2.4] * 9, [0.9] * 9] if reference is not None else []
+        return Timings(samples, refs, samples)
+
+    monkeypatch.setattr(ort_mod, "time_runs", fake_time_runs)
+    ev = OrtLatency(
+        **SMALL, **FAST, reference=True, reference_ms=1.0, references=["space:7", "space:11"]
+    )
+    s = ev.measure(TINY_ARCH)
+    assert s.drift_factor == pytest.approx(1 / math.sqrt(2.4 * 0.9))
+    assert s.median_ms == pytest.approx(3.0 / math.sqrt(2.4 * 0.9))
+    hashes = [reference_network(n).hash for n in ("space:7", "space:11")]
+    assert ev.setup()["reference"] == "+".join(hashes)
+    default = OrtLatency(**SMALL, **FAST, reference=True, reference_ms=1.0)
+    assert default.setup()["reference"] == reference_network("mobilenetv2").hash
+
+
+def test_references_are_checked_by_name_before_any_work():
+    assert reference_network("space:7") == MnasSpace().sample(random.Random(7))
+    assert reference_network("space:7").hash != reference_network("space:11").hash
+    for bad, match in (
+        (["space:x"], "'space:x' is not a reference; allowed: 'mobilenetv2' or 'space:SEED'"),
+        (["mnasnet_a1"], "'mnasnet_a1' is not a reference"),
+        ([], "at least one reference"),
+        (["space:7", "space:7"], "names a network twice"),
+        ("space:7", "a list of names"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(match)):
+            OrtLatency(**SMALL, reference=True, references=bad)
+        with pytest.raises(ValueError, match=r"latency\.references"):
+            LatencySettings(references=bad)
+    assert LatencySettings(references=["space:7", "space:11"]).references == ("space:7", "space:11")
+
+
+def test_nominal_of_several_references_is_keyed_by_all_of_them_and_timed_alone(tmp_path):
+    path = tmp_path / "lat.sqlite"
+    quick = dict(SMALL, **FAST, reference=True, cache_path=path)
+    single = OrtLatency(**quick)
+    both = OrtLatency(**quick, references=["mobilenetv2", "space:11"])
+    swapped = OrtLatency(**quick, references=["space:11", "mobilenetv2"])
+    keys = {single.nominal_key(), both.nominal_key(), swapped.nominal_key()}
+    assert len(keys) == 3
+    nominal = both.nominal()
+    assert nominal.ms > 0 and len(both.reference_runners()) == 2
+    assert OrtLatency(**quick, references=["mobilenetv2", "space:11"]).nominal() == nominal
+    s = both.measure(TINY_ARCH)
+    assert s.source == "measured" and s.nominal_ms == nominal.ms and 0.2 < s.drift_factor < 5
+    assert both.cache_key(TINY_ARCH) != single.cache_key(TINY_ARCH)
 
 
 def test_nominal_is_keyed_by_the_reference_network_itself(tmp_path, monkeypatch):

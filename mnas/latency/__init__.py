@@ -33,14 +33,7 @@ from mnas.latency.lut import (
     table_configs_for,
 )
 from mnas.latency.macs import MacsLatency
-from mnas.latency.ort import (
-    OrtLatency,
-    export_onnx,
-    machine_description,
-    machine_fingerprint,
-    make_session,
-    reference_arch,
-)
+from mnas.latency.ort import OrtLatency
 from mnas.latency.predictor import (
     Prediction,
     Predictor,
@@ -49,7 +42,14 @@ from mnas.latency.predictor import (
     fit_predictor,
     load_predictor,
 )
+from mnas.latency.references import reference_arch, reference_network
 from mnas.latency.refit import refit_predictor
+from mnas.latency.session import (
+    export_onnx,
+    machine_description,
+    machine_fingerprint,
+    make_session,
+)
 from mnas.latency.settings import (
     KINDS,
     LatencyEvaluator,
@@ -93,6 +93,7 @@ __all__ = [
     "network_layers",
     "measured_ort_latency",
     "reference_arch",
+    "reference_network",
     "refit_predictor",
     "register_cli",
     "resolve_auto_predictor",

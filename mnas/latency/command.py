@@ -13,7 +13,9 @@ import sys
 from collections.abc import Callable
 
 from mnas.latency.cache import DEFAULT_CACHE_PATH
-from mnas.latency.ort import GRAPH_OPTIMIZATION, OrtLatency
+from mnas.latency.ort import OrtLatency
+from mnas.latency.references import DEFAULT_REFERENCES
+from mnas.latency.session import GRAPH_OPTIMIZATION
 from mnas.latency.settings import LatencySettings, make_latency_evaluator
 from mnas.latency.stats import LatencyError
 from mnas.nn import build_model
@@ -45,6 +47,13 @@ def _add_timing_args(p: argparse.ArgumentParser) -> None:
         f"{DEFAULT_CACHE_PATH}); measurements are never answered from it",
     )
     p.add_argument("--pin-cpu", type=int, help="pin timing to this CPU (Linux)")
+    p.add_argument(
+        "--references",
+        type=lambda text: tuple(text.split(",")),
+        default=DEFAULT_REFERENCES,
+        help="reference networks of the drift correction, comma-separated: mobilenetv2 "
+        "(default) or space:SEED, as the search's latency.references",
+    )
     p.add_argument(
         "--graph-optimization",
         choices=tuple(GRAPH_OPTIMIZATION),
@@ -119,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         clock=args.clock,
         pin_cpu=args.pin_cpu,
         reference=not args.raw,
+        references=args.references,
         cache=args.cache,
         lut_path=args.table,
         graph_optimization=args.graph_optimization,
@@ -221,6 +231,7 @@ def _run_nominal(args: argparse.Namespace) -> int:
         pin_cpu=args.pin_cpu,
         cache_path=args.cache,
         reference=True,
+        references=args.references,
         graph_optimization=args.graph_optimization,
     )
     try:

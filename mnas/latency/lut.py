@@ -39,13 +39,8 @@ from torchvision.models._utils import _make_divisible
 from torchvision.ops import Conv2dNormActivation
 
 from mnas.latency.calibration import Calibration, Floor, fit_calibration, mape
-from mnas.latency.ort import (
-    OrtLatency,
-    describe_arch,
-    export_onnx,
-    machine_description,
-    machine_fingerprint,
-)
+from mnas.latency.ort import OrtLatency, describe_arch
+from mnas.latency.session import export_onnx, machine_description, machine_fingerprint
 from mnas.latency.stats import LatencyError, LatencyStats
 from mnas.nn import HEAD_CHS, STEM_CHS, make_layer
 from mnas.space import Architecture, BlockSpec, specs_of

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mnas.latency.ort import describe_arch, torch_threads
+from mnas.latency.ort import describe_arch
+from mnas.latency.session import torch_threads
 from mnas.latency.stats import LatencyError, LatencyStats
 from mnas.latency.timing import positive_int
 from mnas.nn import build_model, count_macs

@@ -14,11 +14,12 @@ How a figure is produced (see docs/latency.md):
    time the scheduler gives to other processes is not counted;
 4. the median, p10, p90, mean and coefficient of variation of the timed runs are returned.
 
-With ``reference=True`` timing alternates between blocks of runs of the candidate and of a
-fixed reference network (the space's MobileNetV2 at the same setup), and all of the
-candidate's timings are multiplied by ``nominal / median(reference runs)``, where
-``nominal`` is the reference's median timed alone once and kept in the cache under a key
-of everything that changes it (the reference network itself, input shape, threads, clock,
+With ``reference=True`` timing alternates between blocks of runs of the candidate and of
+fixed reference networks (``references``: by default the space's MobileNetV2 at the same
+setup; :mod:`mnas.latency.references`), and all of the candidate's timings are multiplied
+by ``nominal / level``, where ``level`` is the geometric mean of the references' medians
+during this timing and ``nominal`` the same timed alone once, kept in the cache under a key
+of everything that changes it (the reference networks, input shape, threads, clock,
 ONNX Runtime version, machine), so every process on this kind of machine shares it. On a
 shared or virtual machine the speed drifts by several percent within seconds, for every
 network alike; the correction cancels that common factor. The nominal is part of every
@@ -32,27 +33,38 @@ timing thread (and ONNX Runtime's pool, created after pinning) to fixed cores.
 
 from __future__ import annotations
 
-import functools
-import io
-import json
 import logging
+import math
 import os
-import platform
 import sqlite3
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
-import torch
 from torch import nn
 
 from mnas.latency.cache import LatencyCache, Nominal, cache_key
 from mnas.latency.profile import Profile, profile_session
+from mnas.latency.references import (
+    DEFAULT_REFERENCES,
+    check_references,
+    reference_arch,
+    reference_network,
+    references_id,
+)
+from mnas.latency.session import (
+    EXPORT_FORMAT,
+    OPSET,
+    check_graph_optimization,
+    export_onnx,
+    machine_fingerprint,
+    make_session,
+    session_options,
+)
 from mnas.latency.stats import LatencyError, LatencyStats, stats_from_samples
 from mnas.latency.timing import (
     TimingPlan,
@@ -63,143 +75,19 @@ from mnas.latency.timing import (
     time_runs,
 )
 from mnas.nn import build_model
-from mnas.space import Architecture, MnasSpace
+from mnas.space import Architecture
+
+__all__ = ["OrtLatency", "describe_arch", "reference_arch"]
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
-# The network timed in blocks alternating with the candidate's when drift correction is on
-# (the space's baseline, :func:`reference_arch`); this name only labels it.
-REFERENCE_NAME = "mobilenetv2"
+# How long the references' nominal is timed alone (all of them together).
 REFERENCE_SECONDS = 2.0
 T = TypeVar("T")
-# Bump when export settings change the graph, so old cache entries stop matching.
-EXPORT_FORMAT = 1
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    # Tracing runs a real forward pass; with torch's default pool on a busy machine that
-    # pass is several times slower than the whole ONNX measurement.
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def export_onnx(model: nn.Module, input_size: int, in_channels: int, batch_size: int = 1) -> bytes:
-    """Export ``model`` (in eval mode) to ONNX bytes for a square ``input_size`` image batch.
-
-    The input is named ``input`` and the output ``output``; shapes are static. The model's
-    train/eval mode is restored afterwards.
-
-    Raises:
-        ValueError: on a non-positive size, channel count or batch.
-        Exception: whatever ``torch.onnx.export`` raises for a model it cannot export.
-    """
-    positive_int("input_size", input_size)
-    positive_int("in_channels", in_channels)
-    positive_int("batch_size", batch_size)
-    was_training = model.training
-    model.eval()
-    x = torch.zeros(batch_size, in_channels, input_size, input_size)
-    buf = io.BytesIO()
-    try:
-        with torch_threads(1), torch.no_grad(), warnings.catch_warnings():
-            # The legacy exporter announces its deprecation on every call.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                model,
-                (x,),
-                buf,
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=["input"],
-                output_names=["output"],
-                do_constant_folding=True,
-            )
-    finally:
-        model.train(was_training)
-    return buf.getvalue()
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                name, _, value = line.partition(":")
-                if name.strip() in ("model name", "Hardware", "Model"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_description() -> dict:
-    """What the fingerprint is made of: OS, architecture, CPU model, logical CPU count."""
-    return {
-        "system": platform.system(),
-        "machine": platform.machine(),
-        "cpu": _cpu_model(),
-        "cpus": os.cpu_count(),
-    }
-
-
-@functools.cache
-def machine_fingerprint() -> str:
-    """12 hex digits identifying the kind of machine (not the host): two machines with the
-    same OS, architecture, CPU model and CPU count share cached latencies."""
-    text = json.dumps(machine_description(), sort_keys=True)
-    return cache_key({"machine": text})[:12]
-
-
-GRAPH_OPTIMIZATION = {
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-}
-"""ONNX Runtime's graph optimisation levels by the name the settings use (``all`` is ORT's
-default and the search's; a device runtime that fuses less is closer to ``basic``)."""
-
-
-def check_graph_optimization(level: str) -> str:
-    if level not in GRAPH_OPTIMIZATION:
-        raise ValueError(f"graph_optimization={level!r}; allowed: {', '.join(GRAPH_OPTIMIZATION)}")
-    return level
-
-
-def make_session(
-    onnx_bytes: bytes, threads: int = 1, graph_optimization: str = "all"
-) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session: ``threads`` intra-op threads, one inter-op thread,
-    sequential execution, graph optimisations at ``graph_optimization``
-    (:data:`GRAPH_OPTIMIZATION`; all of them by default)."""
-    so = session_options(threads, graph_optimization)
-    return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
-
-
-def session_options(threads: int = 1, graph_optimization: str = "all") -> ort.SessionOptions:
-    """The options of :func:`make_session`."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = GRAPH_OPTIMIZATION[check_graph_optimization(graph_optimization)]
-    so.log_severity_level = 3
-    return so
 
 
 def describe_arch(arch: Architecture) -> str:
     return f"architecture {arch.hash} ({arch.key})"
-
-
-def reference_arch() -> Architecture:
-    """The reference network of drift correction: the MnasNet space's MobileNetV2."""
-    space = MnasSpace()
-    return space.architecture(space.baseline_tokens())
 
 
 def _load_average() -> float | None:
@@ -228,10 +116,14 @@ class OrtLatency:
         cache_path: SQLite file of cached measurements and nominals (``~`` allowed); opened
             lazily by the process that times, and a file that cannot be used is a miss
             with a warning. None disables caching.
-        reference: time a reference network in blocks alternating with the candidate's and
+        reference: time reference networks in blocks alternating with the candidate's and
             correct for the machine's speed drift (see the module docstring).
-        reference_ms: the reference's nominal median; None: from the cache, or timed on
-            first use (give it to make several evaluators share one scale).
+        references: which (:mod:`mnas.latency.references`): ``mobilenetv2`` (the default)
+            or ``space:SEED``, one or several, each timed in a block of its own; the drift
+            factor is the nominal over the geometric mean of their medians.
+        reference_ms: the references' nominal (the geometric mean of their medians timed
+            alone); None: from the cache, or timed on first use (give it to make several
+            evaluators share one scale).
         graph_optimization: ONNX Runtime's graph optimisation level (:data:`GRAPH_OPTIMIZATION`);
             a level other than ``all`` is part of the set-up (cache key, nominal, predictor).
         repeats: time a network this many times, each in a new session under the full
@@ -265,6 +157,7 @@ class OrtLatency:
         reference_ms: float | None = None,
         graph_optimization: str = "all",
         repeats: int = 1,
+        references: Sequence[str] = DEFAULT_REFERENCES,
     ) -> None:
         self.graph_optimization = check_graph_optimization(graph_optimization)
         self.repeats = positive_int("repeats", repeats)
@@ -282,10 +175,11 @@ class OrtLatency:
         self.pin_cpus = self._pin_set(pin_cpu)
         self.cache = LatencyCache(cache_path) if cache_path is not None else None
         self.reference = bool(reference)
+        self.references = check_references(references)
         if reference_ms is not None and not reference_ms > 0:
             raise ValueError(f"reference_ms={reference_ms} must be > 0 (or None)")
         self.reference_ms = reference_ms
-        self._ref_run: Callable[[], None] | None = None
+        self._ref_runs: list[Callable[[], None]] | None = None
         self._nominal: Nominal | None = None
         self._cache_broken = False
         self.exports = 0
@@ -294,7 +188,7 @@ class OrtLatency:
     def __getstate__(self) -> dict:
         # ONNX Runtime sessions do not pickle, and the nominal and the cache's health belong
         # to the machine that times: a copy in another process finds its own.
-        return {**self.__dict__, "_ref_run": None, "_nominal": None, "_cache_broken": False}
+        return {**self.__dict__, "_ref_runs": None, "_nominal": None, "_cache_broken": False}
 
     def _pin_set(self, pin_cpu: int | None) -> frozenset[int] | None:
         if pin_cpu is None:
@@ -317,10 +211,10 @@ class OrtLatency:
 
     def setup(self) -> dict:
         """Everything besides the architecture that changes a measurement's meaning
-        (with drift correction: the reference network and its nominal, the scale)."""
+        (with drift correction: the reference networks and their nominal, the scale)."""
         setup = self._base_setup()
         if self.reference:
-            setup["reference"] = reference_arch().hash
+            setup["reference"] = references_id(self.references)
             setup["nominal_ms"] = self.nominal().ms
         return setup
 
@@ -370,38 +264,43 @@ class OrtLatency:
             )
             return default
 
-    def reference_runner(self) -> Callable[[], None]:
-        """A bound run of the reference network (:func:`reference_arch`), made on first use.
+    def reference_runners(self) -> list[Callable[[], None]]:
+        """Bound runs of the reference networks (``references``), made on first use.
 
         Raises:
-            LatencyError: if the reference cannot be exported or loaded.
+            LatencyError: if a reference cannot be exported or loaded.
         """
-        if self._ref_run is None:
-            try:
-                onnx_bytes = export_onnx(
-                    self._build(reference_arch()),
-                    self.input_size,
-                    self.in_channels,
-                    self.batch_size,
-                )
-                with self._pinned():
-                    session = make_session(onnx_bytes, self.threads, self.graph_optimization)
-                    self._ref_run = bound_runner(session, self.input_shape)
-            except Exception as e:
-                raise LatencyError(f"cannot time the reference network: {e}") from e
-        return self._ref_run
+        if self._ref_runs is None:
+            runs = []
+            for name in self.references:
+                try:
+                    onnx_bytes = export_onnx(
+                        self._build(reference_network(name)),
+                        self.input_size,
+                        self.in_channels,
+                        self.batch_size,
+                    )
+                    with self._pinned():
+                        session = make_session(onnx_bytes, self.threads, self.graph_optimization)
+                        runs.append(bound_runner(session, self.input_shape))
+                except Exception as e:
+                    raise LatencyError(f"cannot time the reference network {name}: {e}") from e
+            self._ref_runs = runs
+        return self._ref_runs
 
     def nominal_key(self) -> str:
-        """Cache key of the nominal: the reference network itself and everything that
-        changes its timing (input shape, classes, width, threads, clock, ONNX Runtime,
+        """Cache key of the nominal: the reference networks themselves and everything that
+        changes their timing (input shape, classes, width, threads, clock, ONNX Runtime,
         opset, export format, machine)."""
-        return cache_key({"reference_nominal": reference_arch().hash, **self._base_setup()})
+        return cache_key(
+            {"reference_nominal": references_id(self.references), **self._base_setup()}
+        )
 
     def nominal(self) -> Nominal:
-        """The reference's nominal median, which sets the drift-corrected scale:
-        ``reference_ms`` if given, else the cache's for :meth:`nominal_key`, else timed
-        alone now for up to ``REFERENCE_SECONDS`` (or 4 time caps, if less) and stored,
-        unless another process stored one first."""
+        """The references' nominal, which sets the drift-corrected scale: ``reference_ms``
+        if given, else the cache's for :meth:`nominal_key`, else timed alone now for up to
+        ``REFERENCE_SECONDS`` (or 4 time caps, if less) and stored, unless another process
+        stored one first."""
         if self._nominal is None:
             if self.reference_ms is not None:
                 self._nominal = Nominal(float(self.reference_ms), None)
@@ -413,20 +312,29 @@ class OrtLatency:
                 stored = self._cached(
                     "store the nominal", lambda c: c.put_nominal(key, timed), timed
                 )
-                log.info("reference %s: nominal %.4f ms", REFERENCE_NAME, stored.ms)
+                log.info("references %s: nominal %.4f ms", ",".join(self.references), stored.ms)
             self._nominal = stored
         return self._nominal
 
     def _time_nominal(self, seconds: float) -> Nominal:
+        """Each reference timed alone for its share of ``seconds``; the geometric mean of
+        their medians."""
         plan = TimingPlan(
-            warmup=10, min_runs=50, max_runs=10_000_000, rel_ci=0.002, time_cap_s=seconds
+            warmup=10,
+            min_runs=50,
+            max_runs=10_000_000,
+            rel_ci=0.002,
+            time_cap_s=seconds / len(self.references),
         )
+        logs = []
         with self._pinned():
-            timings = time_runs(self.reference_runner(), plan, clock=self.clock)
-        return Nominal(float(np.median(timings.samples)), time.time(), _load_average())
+            for run in self.reference_runners():
+                timings = time_runs(run, plan, clock=self.clock)
+                logs.append(math.log(float(np.median(timings.samples))))
+        return Nominal(math.exp(sum(logs) / len(logs)), time.time(), _load_average())
 
     def remeasure_nominal(self, seconds: float = 10.0) -> tuple[Nominal | None, Nominal]:
-        """Time the reference alone for up to ``seconds`` and store it as the nominal in
+        """Time the references alone for up to ``seconds`` and store it as the nominal in
         place of the one stored (a first nominal taken on a busy machine biases every
         later figure). Figures cached on the old scale stop matching (the nominal is in
         their key). Returns (the previous nominal or None, the new one).
@@ -517,8 +425,8 @@ class OrtLatency:
         if not self.reference:
             return time_runs(run, self.plan, clock=self.clock), 1.0
         nominal = self.nominal().ms
-        timings = time_runs(run, self.plan, self.reference_runner(), self.clock)
-        return timings, nominal / float(np.median(timings.ref_samples))
+        timings = time_runs(run, self.plan, self.reference_runners(), self.clock)
+        return timings, nominal / timings.ref_median()
 
     def _measure(
         self,
@@ -528,9 +436,9 @@ class OrtLatency:
         profile_runs: int = 0,
     ) -> LatencyStats:
         if self.reference:
-            # before the clock starts: the reference's export is not this network's
+            # before the clock starts: the references' exports are not this network's
             self.nominal()
-            self.reference_runner()
+            self.reference_runners()
         t0 = time.perf_counter()
         try:
             model = make_model()

@@ -35,8 +35,10 @@ import onnxruntime as ort
 from mnas.latency.calibration import Calibration
 from mnas.latency.features import FEATURES, BlockFeatures, NetSetup
 from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS, LatencyModel, select_model
-from mnas.latency.ort import OrtLatency, describe_arch, machine_description, machine_fingerprint
+from mnas.latency.ort import OrtLatency, describe_arch
 from mnas.latency.profile import block_times
+from mnas.latency.references import DEFAULT_REFERENCES
+from mnas.latency.session import machine_description, machine_fingerprint
 from mnas.latency.stats import LatencyError, LatencyStats
 from mnas.space import Architecture, MnasSpace, specs_of
 
@@ -281,11 +283,15 @@ def timing_setup(evaluator: OrtLatency) -> dict:
     """The set-up a predictor records: the evaluator's (input shape, classes, width, stem
     stride, threads, clock, ONNX Runtime, machine, opset, nominal) and the graph
     optimisation level its sessions use."""
-    return {
+    setup = {
         **evaluator.setup(),
         "graph_optimization": evaluator.graph_optimization,
         "reference": evaluator.reference,
     }
+    if evaluator.reference and evaluator.references != DEFAULT_REFERENCES:
+        # (left out for the default: the set-up predictors were built with before)
+        setup["references"] = list(evaluator.references)
+    return setup
 
 
 def time_network(

@@ -19,7 +19,7 @@ from scipy.optimize import nnls
 from mnas.latency.calibration import Calibration, Floor, fit_calibration
 from mnas.latency.features import FEATURES, KINDS
 from mnas.latency.fit import LatencyModel, scaled_to_networks, scores
-from mnas.latency.ort import OrtLatency, machine_description, machine_fingerprint
+from mnas.latency.ort import OrtLatency
 from mnas.latency.predictor import (
     AGGREGATES,
     PROFILE_RUNS,
@@ -28,6 +28,7 @@ from mnas.latency.predictor import (
     time_network,
     timing_setup,
 )
+from mnas.latency.session import machine_description, machine_fingerprint
 from mnas.space import Architecture, MnasSpace
 
 

@@ -19,7 +19,7 @@ from typing import Protocol
 from mnas.latency.cache import DEFAULT_CACHE_PATH, cache_key
 from mnas.latency.lut import LutLatency
 from mnas.latency.macs import MacsLatency
-from mnas.latency.ort import OrtLatency, check_graph_optimization
+from mnas.latency.ort import OrtLatency
 from mnas.latency.predictor import (
     OUT_OF_RANGE,
     Predictor,
@@ -27,6 +27,8 @@ from mnas.latency.predictor import (
     build_predictor,
     timing_setup,
 )
+from mnas.latency.references import DEFAULT_REFERENCES, check_references
+from mnas.latency.session import check_graph_optimization
 from mnas.latency.stats import LatencyError, LatencyStats
 from mnas.latency.timing import TimingPlan, resolve_clock
 from mnas.space import Architecture, MnasSpace
@@ -66,7 +68,9 @@ class LatencySettings:
         clock: ``cpu`` (the timing thread's CPU time; one thread), ``wall`` (elapsed) or
             ``auto`` (``cpu`` with one thread); :func:`mnas.latency.timing.resolve_clock`.
         pin_cpu: pin timing to this CPU (Linux); None: no pinning.
-        reference: interleave a reference network and correct the machine's drift.
+        reference: interleave reference networks and correct the machine's drift.
+        references: which reference networks, each timed in a block of its own:
+            ``mobilenetv2`` (the default) or ``space:SEED`` (:mod:`mnas.latency.references`).
         cache: SQLite file of cached measurements (``~`` expanded by the process that
             times); None: no cache.
         lut_path: the table of ``kind=lut`` (built by ``scripts/latency_table.py``).
@@ -100,6 +104,7 @@ class LatencySettings:
     clock: str = "auto"
     pin_cpu: int | None = None
     reference: bool = True
+    references: tuple[str, ...] = DEFAULT_REFERENCES
     cache: str | None = DEFAULT_CACHE_PATH
     lut_path: str | None = None
     predictor_path: str | None = None
@@ -141,6 +146,10 @@ class LatencySettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"latency.{key}={value!r} must be a positive integer")
         self.plan  # noqa: B018 - validates the timing plan now, before any work
+        try:
+            object.__setattr__(self, "references", check_references(self.references))
+        except ValueError as e:
+            raise ValueError(f"latency.{e}") from None
         try:
             resolve_clock(self.clock, self.threads)
         except ValueError as e:
@@ -213,6 +222,7 @@ def _timing_kwargs(settings: LatencySettings) -> dict:
         clock=settings.clock,
         pin_cpu=settings.pin_cpu,
         reference=settings.reference,
+        references=settings.references,
         graph_optimization=settings.graph_optimization,
         repeats=settings.repeats,
         # "~" is expanded, and the file opened, where children are timed (maybe a latency

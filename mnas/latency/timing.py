@@ -1,5 +1,5 @@
 """Timing a callable: warm-up, adaptive number of timed runs, optional interleaved
-reference, CPU or elapsed clock (no torch here; see docs/latency.md)."""
+reference networks, CPU or elapsed clock (no torch here; see docs/latency.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import functools
 import gc
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,22 +80,34 @@ class Timings:
 
     Attributes:
         samples: the candidate's runs on the plan's clock.
-        ref_samples: the reference's runs on the same clock (empty without one).
+        ref_samples: each reference's runs on the same clock, one list per reference
+            (empty without one).
         wall: the candidate's runs in elapsed time, whatever the clock.
     """
 
     samples: list[float]
-    ref_samples: list[float]
+    ref_samples: list[list[float]]
     wall: list[float]
 
+    def ref_median(self) -> float:
+        """The references' level: the geometric mean of their medians (the median itself
+        for one reference)."""
+        if not self.ref_samples:
+            raise ValueError("no reference was timed")
+        logs = [math.log(float(np.median(runs))) for runs in self.ref_samples]
+        return math.exp(sum(logs) / len(logs))
+
     def ci_rel(self, with_reference: bool) -> float:
-        """Relative half-width of the 95% interval of ``median(samples)``, or, with the
-        reference, of ``median(samples) / median(ref_samples)`` (the two intervals
-        combined in quadrature, as for a ratio of independent estimates; the drift the
-        two share makes it conservative). ``inf`` while there are too few runs."""
+        """Relative half-width of the 95% interval of ``median(samples)``, or, with
+        references, of ``median(samples) / ref_median()`` (the candidate's interval and
+        the geometric mean's — each reference's combined in quadrature and divided by
+        their number — combined in quadrature, as for a ratio of independent estimates;
+        the drift they share makes it conservative). ``inf`` while there are too few
+        runs."""
         half = median_ci_halfwidth(self.samples)
-        if with_reference:
-            half = math.hypot(half, median_ci_halfwidth(self.ref_samples))
+        if with_reference and self.ref_samples:
+            refs = [median_ci_halfwidth(runs) for runs in self.ref_samples]
+            half = math.hypot(half, math.hypot(*refs) / len(refs))
         return half
 
 
@@ -122,7 +134,7 @@ def resolve_clock(clock: str, threads: int) -> str:
 def time_runs(
     run: Callable[[], None],
     plan: TimingPlan,
-    reference: Callable[[], None] | None = None,
+    reference: Callable[[], None] | Sequence[Callable[[], None]] | None = None,
     clock: str = "wall",
 ) -> Timings:
     """Timed calls of ``run`` following ``plan``'s stopping rule.
@@ -132,14 +144,21 @@ def time_runs(
     processes is left out, which is most of the noise on a shared machine. Elapsed time is
     recorded as well (:attr:`Timings.wall`). The time cap is always on elapsed time.
 
-    With a ``reference``, timing alternates between blocks of ``REFERENCE_BLOCK`` timed
-    calls of ``run`` and of ``reference``, each block (the first included: warm-up ends
-    with the reference) after ``REFERENCE_UNTIMED`` untimed calls, so that both see the
-    same machine speed while each is still timed warm, back to back; the stopping rule
-    then uses the interval of the ratio of the two medians (:meth:`Timings.ci_rel`).
+    With a ``reference`` (one callable or several), timing alternates between a block of
+    ``REFERENCE_BLOCK`` timed calls of ``run`` and one such block of each reference in
+    turn, each block (the first included: warm-up ends with the references) after
+    ``REFERENCE_UNTIMED`` untimed calls, so that all see the same machine speed while each
+    is still timed warm, back to back; the stopping rule then uses the interval of the
+    ratio of the candidate's median to the references' (:meth:`Timings.ci_rel`).
     """
+    if reference is None:
+        refs: list[Callable[[], None]] = []
+    elif callable(reference):
+        refs = [reference]
+    else:
+        refs = list(reference)
     samples: list[float] = []
-    ref_samples: list[float] = []
+    ref_samples: list[list[float]] = [[] for _ in refs]
     wall: list[float] = []
     read = time.thread_time_ns if clock == "cpu" else time.perf_counter_ns
 
@@ -156,31 +175,34 @@ def time_runs(
             if out is samples:
                 wall.append((w1 - w0) / 1e6)
 
+    def reference_blocks() -> None:
+        for ref, out in zip(refs, ref_samples, strict=True):
+            timed(ref, out, REFERENCE_UNTIMED, REFERENCE_BLOCK)
+
     timings = Timings(samples, ref_samples, wall)
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(plan.warmup):
             run()
-            if reference is not None:
-                reference()
+            for ref in refs:
+                ref()
         start = time.perf_counter()
         while len(samples) < plan.max_runs:
             block_start = len(samples) % REFERENCE_BLOCK == 0
-            switch = reference is not None and bool(samples) and block_start
-            if switch:
-                timed(reference, ref_samples, REFERENCE_UNTIMED, REFERENCE_BLOCK)
-            untimed = REFERENCE_UNTIMED if reference is not None and block_start else 0
+            if refs and samples and block_start:
+                reference_blocks()
+            untimed = REFERENCE_UNTIMED if refs and block_start else 0
             timed(run, samples, untimed, 1)
             n = len(samples)
             if n >= _MIN_RUNS_AT_CAP and time.perf_counter() - start > plan.time_cap_s:
                 break
             if n >= plan.min_runs and (n - plan.min_runs) % _CHECK_EVERY == 0:
-                if timings.ci_rel(reference is not None) <= plan.rel_ci:
+                if timings.ci_rel(bool(refs)) <= plan.rel_ci:
                     break
-        if reference is not None and len(ref_samples) < len(samples):
-            # close with a reference block, so that it brackets the last candidate block
-            timed(reference, ref_samples, REFERENCE_UNTIMED, REFERENCE_BLOCK)
+        if refs and len(ref_samples[0]) < len(samples):
+            # close with reference blocks, so that they bracket the last candidate block
+            reference_blocks()
     finally:
         if gc_was_enabled:
             gc.enable()
