@@ -959,3 +959,52 @@ def test_references_bench_prefers_the_reference_that_moves_with_the_candidates()
     with pytest.raises(ValueError, match="reference 'resnet'; allowed"):
         refs.reference_network("resnet")
     assert refs.reference_network("space:7").key == refs.reference_network("space:7").key
+
+
+def test_arms_bench_reports_how_each_arms_two_passes_agree(tmp_path, capsys):
+    from bench_modules import load_bench
+
+    arms = load_bench("latency_arms")
+    rng = np.random.default_rng(3)
+    true = np.exp(rng.uniform(-1.0, 1.0, 40))
+
+    def write(folder: str, noise: float) -> None:
+        passes = {}
+        for k, label in enumerate(("pass1", "drift")):
+            passes[label] = [
+                {
+                    "key": f"net{i}",
+                    "median_ms": float(t * np.exp(noise * rng.standard_normal())),
+                    "runs": 300,
+                    "drift_factor": 1.0,
+                    "t": 1000.0 * k + 2.0 * i,
+                }
+                for i, t in enumerate(true)
+            ]
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "heldout_16.json").write_text(json.dumps({"passes": passes}))
+
+    write("quiet", 0.0)
+    write("noisy", 0.2)
+    out = tmp_path / "arms.json"
+    args = ["--arms", f"quiet={tmp_path / 'quiet'}", f"noisy={tmp_path / 'noisy'}"]
+    assert arms.main([*args, "--sizes", "16", "--split", "10", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["16"]
+    quiet, noisy = rows["quiet"], rows["noisy"]
+    assert quiet["all"]["passes"]["within_5"] == 1.0 and quiet["all"]["passes"]["kendall_tau"] == 1
+    assert quiet["all"]["passes"]["sd_log_ratio"] == pytest.approx(0.0, abs=1e-12)
+    assert quiet["all"]["ceiling"]["within_5"] == 1.0
+    assert (
+        noisy["all"]["passes"]["within_10"] < 0.7 and noisy["all"]["passes"]["sd_log_ratio"] > 0.2
+    )
+    assert noisy["all"]["ceiling"]["within_10"] > noisy["all"]["passes"]["within_10"]
+    assert noisy["first_10"]["passes"]["n"] == 10 and noisy["after_10"]["passes"]["n"] == 30
+    assert quiet["seconds_per_network"] == pytest.approx(2.0)
+    assert quiet["minutes_between_passes"] == pytest.approx(1000 / 60)
+    assert "| 16 | noisy | after_10 (30) |" in capsys.readouterr().out
+    # two passes of different networks are refused
+    bad = json.loads((tmp_path / "quiet" / "heldout_16.json").read_text())
+    bad["passes"]["drift"][0]["key"] = "other"
+    (tmp_path / "quiet" / "heldout_16.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="different networks"):
+        arms.main([*args, "--sizes", "16"])
