@@ -242,15 +242,28 @@ def test_an_evaluator_with_several_references_divides_by_their_level(monkeypatch
     assert s.median_ms == pytest.approx(3.0 / math.sqrt(2.4 * 0.9))
     hashes = [reference_network(n).hash for n in ("space:7", "space:11")]
     assert ev.setup()["reference"] == "+".join(hashes)
-    default = OrtLatency(**SMALL, **FAST, reference=True, reference_ms=1.0)
-    assert default.setup()["reference"] == reference_network("mobilenetv2").hash
+    mnv2 = OrtLatency(**SMALL, reference=True, reference_ms=1.0, references=["mobilenetv2"])
+    assert mnv2.setup()["reference"] == reference_network("mobilenetv2").hash
+
+
+def test_auto_references_are_two_space_networks_up_to_32_and_mobilenetv2_above():
+    for size, want in ((16, ("space:7", "space:11")), (32, ("space:7", "space:11"))):
+        assert OrtLatency(input_size=size, reference=True).references == want
+    assert OrtLatency(input_size=48, reference=True).references == ("mobilenetv2",)
+    assert OrtLatency(input_size=224, reference=True).references == ("mobilenetv2",)
+    # a MobileNetV2-only set-up keeps the key figures were cached under before
+    big = OrtLatency(input_size=224, reference=True, reference_ms=1.0)
+    assert big.setup()["reference"] == reference_network("mobilenetv2").hash
+    assert LatencySettings().references == ("auto",)
+    with pytest.raises(ValueError, match="'auto' stands alone"):
+        LatencySettings(references=["auto", "space:7"])
 
 
 def test_references_are_checked_by_name_before_any_work():
     assert reference_network("space:7") == MnasSpace().sample(random.Random(7))
     assert reference_network("space:7").hash != reference_network("space:11").hash
     for bad, match in (
-        (["space:x"], "'space:x' is not a reference; allowed: 'mobilenetv2' or 'space:SEED'"),
+        (["space:x"], "'space:x' is not a reference; allowed: 'auto', or names: 'mobilenetv2'"),
         (["mnasnet_a1"], "'mnasnet_a1' is not a reference"),
         ([], "at least one reference"),
         (["space:7", "space:7"], "names a network twice"),
@@ -281,7 +294,7 @@ def test_nominal_of_several_references_is_keyed_by_all_of_them_and_timed_alone(t
 
 def test_nominal_is_keyed_by_the_reference_network_itself(tmp_path, monkeypatch):
     path = tmp_path / "lat.sqlite"
-    quick = dict(SMALL, **FAST, reference=True, cache_path=path)
+    quick = dict(SMALL, **FAST, reference=True, cache_path=path, references=["mobilenetv2"])
     nominal = OrtLatency(**quick).nominal().ms
     assert OrtLatency(**quick).nominal().ms == nominal
     # Another reference network (a changed baseline) must not inherit that nominal.
@@ -346,6 +359,7 @@ def test_cli_default_is_drift_corrected_labelled_with_raw_and_ci(tmp_path, monke
     assert r["median_ms"] == pytest.approx(r["raw_median_ms"] * r["drift_factor"])
     assert r["ci_low_ms"] <= r["median_ms"] <= r["ci_high_ms"]
     assert isinstance(r["ci_met"], bool) and r["source"] == "measured"
+    assert r["references"] == ["space:7", "space:11"]  # auto at 32x32
     # the nominal lives where the search keeps it, so both share one scale
     assert (tmp_path / ".cache" / "mnas" / "latency.sqlite").is_file()
     # measured afresh every time, never answered from the cache
@@ -356,6 +370,10 @@ def test_cli_default_is_drift_corrected_labelled_with_raw_and_ci(tmp_path, monke
     assert cli.main([*args, "--time-cap", "0.3"]) == 0
     text = capsys.readouterr().out
     assert "drift-corrected" in text and "raw" in text and "95% CI" in text
+    assert "speed when space:7 x space:11 took" in text
+    assert cli.main([*args, "--time-cap", "0.3", "--references", "mobilenetv2", "--json"]) == 0
+    mnv2 = json.loads(capsys.readouterr().out)
+    assert mnv2["references"] == ["mobilenetv2"] and mnv2["nominal_ms"] != r["nominal_ms"]
     # A time cap too short for the interval: said, not hidden.
     assert cli.main([*args, "--time-cap", "0.001"]) == 0
     assert "too noisy" in capsys.readouterr().out

@@ -121,9 +121,10 @@ class LatencyConf:
     clock: str = "auto"  # cpu (thread CPU time, 1 thread) | wall (elapsed) | auto (cpu if 1)
     pin_cpu: int | None = None  # pin timing to this CPU (Linux), None: no pinning
     reference: bool = True  # interleave a reference network and correct the machine's drift
-    references: list[str] = field(default_factory=lambda: ["mobilenetv2"])
-    # ^ reference networks, each in a block of its own: mobilenetv2 | space:SEED (several: the
-    #   geometric mean of their medians reads the machine's speed)
+    references: list[str] = field(default_factory=lambda: ["auto"])
+    # ^ reference networks, each in a block of its own: auto (space:7 + space:11 up to 32x32,
+    #   mobilenetv2 above) | mobilenetv2 | space:SEED (several: the geometric mean of their
+    #   medians reads the machine's speed)
     cache: str | None = DEFAULT_CACHE_PATH  # measurements + drift nominal (None: off)
     lut_path: str | None = None  # table built by scripts/latency_table.py (kind=lut)
     predictor_path: str | None = None  # scripts/latency_table.py --predictor (kind=predictor)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from mnas.latency.cache import DEFAULT_CACHE_PATH
 from mnas.latency.ort import OrtLatency
-from mnas.latency.references import DEFAULT_REFERENCES
+from mnas.latency.references import DEFAULT_REFERENCES, references_label
 from mnas.latency.session import GRAPH_OPTIMIZATION
 from mnas.latency.settings import LatencySettings, make_latency_evaluator
 from mnas.latency.stats import LatencyError
@@ -51,8 +51,9 @@ def _add_timing_args(p: argparse.ArgumentParser) -> None:
         "--references",
         type=lambda text: tuple(text.split(",")),
         default=DEFAULT_REFERENCES,
-        help="reference networks of the drift correction, comma-separated: mobilenetv2 "
-        "(default) or space:SEED, as the search's latency.references",
+        help="reference networks of the drift correction, comma-separated: auto (default: "
+        "space:7,space:11 up to 32x32, mobilenetv2 above) or names, mobilenetv2 or "
+        "space:SEED, as the search's latency.references",
     )
     p.add_argument(
         "--graph-optimization",
@@ -165,14 +166,18 @@ def _run(args: argparse.Namespace) -> int:
             time_cap_s=args.time_cap,
             nominal_when=None if nominal is None else _when(nominal),
         )
+    refs = ""
+    if nominal is not None:
+        refs = references_label(evaluator.references)
+        record["references"] = list(evaluator.references)
     if args.json:
         print(json.dumps(record))
         return 0
-    _print(args, arch, stats, record, nominal)
+    _print(args, arch, stats, record, nominal, refs)
     return 0
 
 
-def _print(args, arch, stats, record: dict, nominal) -> None:
+def _print(args, arch, stats, record: dict, nominal, refs: str) -> None:
     unit = "M MACs" if stats.source == "macs" else "ms"
     print(f"hash     {arch.hash}")
     shape = f"{args.batch_size}x{args.in_channels}x{args.input_size}x{args.input_size}"
@@ -181,7 +186,7 @@ def _print(args, arch, stats, record: dict, nominal) -> None:
     print(f"input    {shape}")
     if stats.scale == "drift-corrected":
         label = (
-            f"drift-corrected: ms at this machine's speed when MobileNetV2 took "
+            f"drift-corrected: ms at this machine's speed when {refs} took "
             f"{nominal.ms:.3f} ms ({_when(nominal)})"
         )
     elif stats.source == "lut":
@@ -251,7 +256,8 @@ def _run_nominal(args: argparse.Namespace) -> int:
         print(json.dumps(record))
         return 0
     before = "none" if previous is None else f"{previous.ms:.4f} ms ({_when(previous)})"
-    print(f"nominal  {new.ms:.4f} ms (MobileNetV2, {_when(new)}); was {before}")
+    refs = references_label(ev.references)
+    print(f"nominal  {new.ms:.4f} ms ({refs}, {_when(new)}); was {before}")
     print(f"stored   in {ev.cache.file}: figures cached on the old scale are no longer used")
     cpus = os.cpu_count() or 1
     if new.load is not None and new.load > 0.5 * cpus:

@@ -15,8 +15,9 @@ How a figure is produced (see docs/latency.md):
 4. the median, p10, p90, mean and coefficient of variation of the timed runs are returned.
 
 With ``reference=True`` timing alternates between blocks of runs of the candidate and of
-fixed reference networks (``references``: by default the space's MobileNetV2 at the same
-setup; :mod:`mnas.latency.references`), and all of the candidate's timings are multiplied
+fixed reference networks (``references``: by default two networks of the space up to
+32x32 input and the space's MobileNetV2 above, built for the same setup;
+:mod:`mnas.latency.references`), and all of the candidate's timings are multiplied
 by ``nominal / level``, where ``level`` is the geometric mean of the references' medians
 during this timing and ``nominal`` the same timed alone once, kept in the cache under a key
 of everything that changes it (the reference networks, input shape, threads, clock,
@@ -51,10 +52,9 @@ from mnas.latency.cache import LatencyCache, Nominal, cache_key
 from mnas.latency.profile import Profile, profile_session
 from mnas.latency.references import (
     DEFAULT_REFERENCES,
-    check_references,
-    reference_arch,
     reference_network,
     references_id,
+    resolve_references,
 )
 from mnas.latency.session import (
     EXPORT_FORMAT,
@@ -76,8 +76,6 @@ from mnas.latency.timing import (
 )
 from mnas.nn import build_model
 from mnas.space import Architecture
-
-__all__ = ["OrtLatency", "describe_arch", "reference_arch"]
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +116,11 @@ class OrtLatency:
             with a warning. None disables caching.
         reference: time reference networks in blocks alternating with the candidate's and
             correct for the machine's speed drift (see the module docstring).
-        references: which (:mod:`mnas.latency.references`): ``mobilenetv2`` (the default)
-            or ``space:SEED``, one or several, each timed in a block of its own; the drift
-            factor is the nominal over the geometric mean of their medians.
+        references: which (:mod:`mnas.latency.references`): ``auto`` (the default:
+            ``space:7`` and ``space:11`` up to 32x32, ``mobilenetv2`` above), or names,
+            ``mobilenetv2`` or ``space:SEED``, one or several, each timed in a block of its
+            own; the drift factor is the nominal over the geometric mean of their medians.
+            :attr:`references` holds the resolved names.
         reference_ms: the references' nominal (the geometric mean of their medians timed
             alone); None: from the cache, or timed on first use (give it to make several
             evaluators share one scale).
@@ -175,7 +175,7 @@ class OrtLatency:
         self.pin_cpus = self._pin_set(pin_cpu)
         self.cache = LatencyCache(cache_path) if cache_path is not None else None
         self.reference = bool(reference)
-        self.references = check_references(references)
+        self.references = resolve_references(references, self.input_size)
         if reference_ms is not None and not reference_ms > 0:
             raise ValueError(f"reference_ms={reference_ms} must be > 0 (or None)")
         self.reference_ms = reference_ms

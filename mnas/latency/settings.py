@@ -69,8 +69,10 @@ class LatencySettings:
             ``auto`` (``cpu`` with one thread); :func:`mnas.latency.timing.resolve_clock`.
         pin_cpu: pin timing to this CPU (Linux); None: no pinning.
         reference: interleave reference networks and correct the machine's drift.
-        references: which reference networks, each timed in a block of its own:
-            ``mobilenetv2`` (the default) or ``space:SEED`` (:mod:`mnas.latency.references`).
+        references: which reference networks, each timed in a block of its own: ``auto``
+            (the default: ``space:7`` and ``space:11`` up to 32x32 input, ``mobilenetv2``
+            above), or names, ``mobilenetv2`` or ``space:SEED``
+            (:mod:`mnas.latency.references`).
         cache: SQLite file of cached measurements (``~`` expanded by the process that
             times); None: no cache.
         lut_path: the table of ``kind=lut`` (built by ``scripts/latency_table.py``).
