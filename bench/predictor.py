@@ -283,7 +283,8 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
     data = _load(out / f"heldout_{size}.json")
     passes = data["passes"]
     n = len(passes["pass1"])
-    k = min(n, len(passes["pass2"]))
+    later = passes.get("pass2", [])  # (none with --n-noise 0: the drift pass then)
+    k = min(n, len(later))
     archs = archs[:n]
     for a, r in zip(archs, passes["pass1"], strict=False):
         assert a.key == r["key"], "held-out networks changed since they were timed"
@@ -291,16 +292,11 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
     predicted = [predictor.predict_detail(a) for a in archs]
     pred = [p.ms for p in predicted]
     first = [r["median_ms"] for r in passes["pass1"][:n]]
-    second = [r["median_ms"] for r in passes["pass2"][:k]]
+    second = [r["median_ms"] for r in later[:k]]
     s = scores(pred, first)
-    noise = scores(second, first[:k])
     row = {
         "n_heldout": n,
         **{k: s[k] for k in ("within_10", "within_5", "kendall_tau", "mape")},
-        "noise_floor_pct": float(np.median(np.abs(np.divide(second, first[:k]) - 1)) * 100),
-        "noise_floor": noise,
-        "vs_pass2": scores(pred[:k], second),
-        "vs_mean_of_passes": scores(pred[:k], (np.add(first[:k], second) / 2).tolist()),
         "out_of_range": sum(not p.in_range for p in predicted),
         "model": predictor.model.kind,
         "by_kind": by_kind(predictor, archs, first),
@@ -312,6 +308,13 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
         "median_ci_rel": float(np.median([r["ci_rel"] or np.nan for r in passes["pass1"][:n]])),
         "median_load": float(np.median([r["load"] for r in passes["pass1"][:n]])),
     }
+    if k >= 3:
+        row.update(
+            noise_floor_pct=float(np.median(np.abs(np.divide(second, first[:k]) - 1)) * 100),
+            noise_floor=scores(second, first[:k]),
+            vs_pass2=scores(pred[:k], second),
+            vs_mean_of_passes=scores(pred[:k], (np.add(first[:k], second) / 2).tolist()),
+        )
     drift = passes.get("drift", [])
     if len(drift) >= n // 2:
         row["drift"] = drift_row(pred, passes["pass1"], drift)
@@ -418,12 +421,18 @@ def print_table(result: dict) -> None:
     )
     print(head)
     for size, r in result["sizes"].items():
-        nf = r["noise_floor"]
+        if "noise_floor" in r:
+            nf = r["noise_floor"]
+            noise = (
+                f"{r['noise_floor_pct']:>12.1f}% {100 * nf['within_10']:>5.1f}% "
+                f"{100 * nf['within_5']:>5.1f}% {nf['kendall_tau']:>6.3f}"
+            )
+        else:  # no second pass right after the first (--n-noise 0)
+            noise = f"{'(no pass 2)':>13} {'':>6} {'':>6} {'':>6}"
         print(
             f"{size:>5} {r['n_heldout']:>4} {100 * r['within_10']:>5.1f}% "
             f"{100 * r['within_5']:>5.1f}% {r['kendall_tau']:>6.3f} {r['mape']:>5.1f}% | "
-            f"{r['noise_floor_pct']:>12.1f}% {100 * nf['within_10']:>5.1f}% "
-            f"{100 * nf['within_5']:>5.1f}% {nf['kendall_tau']:>6.3f} | "
+            f"{noise} | "
             f"{r['model']:>12} {r['build_seconds']:>7.0f} {r['query_us']['repeated']:>8.1f}"
         )
         for kind, k in r.get("by_kind", {}).items():

@@ -42,6 +42,7 @@ from mnas.latency import (
     stats_from_samples,
 )
 from mnas.latency.lut import Calibration, fit_calibration, mape
+from mnas.latency.references import reference_network
 from mnas.latency.timing import Timings, time_runs, time_session
 from mnas.nn import build_model
 from mnas.space import Architecture, MnasSpace, parse_blocks, reference
@@ -188,7 +189,8 @@ def test_repeats_time_each_network_in_new_sessions_and_pool_the_corrected_runs(m
     monkeypatch.setattr(ort_mod, "make_session", counting_session)
     ev = OrtLatency(**SMALL, **FAST, reference=True, reference_ms=1.0, repeats=2)
     s = ev.measure(TINY_ARCH)
-    assert len(sessions) == 1 + 2 and s.runs == 6  # the reference's session, two of its own
+    # the references' sessions (auto at 32x32: two networks of the space), two of its own
+    assert len(sessions) == 2 + 2 and s.runs == 6
     assert s.median_ms == pytest.approx(2.0) and s.p90_ms == pytest.approx(2.2)
     assert s.drift_factor == pytest.approx((1 / 1.1 + 1.0) / 2)  # the median of two factors
     assert s.wall_median_ms == pytest.approx(2.1)  # uncorrected, over both timings' runs
@@ -216,7 +218,7 @@ def test_reference_nominal_is_timed_once_and_shared_through_the_cache(tmp_path):
     # Corrected and raw figures never share a cache entry.
     assert second.cache_key(TINY_ARCH) != OrtLatency(**SMALL).cache_key(TINY_ARCH)
     # 32x32: "auto" stands for two networks of the space, in the set-up in block order
-    pair = "+".join(reference(n).hash for n in ("space:7", "space:11"))
+    pair = "+".join(reference_network(n).hash for n in ("space:7", "space:11"))
     assert second.setup()["reference"] == pair
     assert second.setup()["nominal_ms"] == nominal.ms
 
