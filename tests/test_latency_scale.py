@@ -267,6 +267,7 @@ def test_references_are_checked_by_name_before_any_work():
         (["mnasnet_a1"], "'mnasnet_a1' is not a reference"),
         ([], "at least one reference"),
         (["space:7", "space:7"], "names a network twice"),
+        (["space:7", "space:07"], "names a network twice"),
         ("space:7", "a list of names"),
     ):
         with pytest.raises(ValueError, match=re.escape(match)):

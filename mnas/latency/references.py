@@ -83,14 +83,15 @@ def check_references(names: Sequence[str]) -> tuple[str, ...]:
         raise ValueError(f"references={list(names)!r}: 'auto' stands alone")
     if names == (AUTO,):
         return names
+    hashes = set()
     for name in names:
         try:
-            reference_network(name)
+            hashes.add(reference_network(name).hash)
         except ValueError:
             raise ValueError(
                 f"references={list(names)!r}: {name!r} is not a reference; allowed: {ALLOWED}"
             ) from None
-    if len(set(names)) != len(names):
+    if len(hashes) != len(names):  # (space:7 and space:07 are one network)
         raise ValueError(f"references={list(names)!r} names a network twice")
     return names
 
