@@ -35,7 +35,6 @@ timing thread (and ONNX Runtime's pool, created after pinning) to fixed cores.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -65,7 +64,7 @@ from mnas.latency.session import (
     make_session,
     session_options,
 )
-from mnas.latency.stats import LatencyError, LatencyStats, stats_from_samples
+from mnas.latency.stats import LatencyError, LatencyStats, geometric_mean, stats_from_samples
 from mnas.latency.timing import (
     TimingPlan,
     Timings,
@@ -176,6 +175,8 @@ class OrtLatency:
         self.cache = LatencyCache(cache_path) if cache_path is not None else None
         self.reference = bool(reference)
         self.references = resolve_references(references, self.input_size)
+        # what set-ups and keys record (resolved once: cache keys are made per lookup)
+        self.reference_id = references_id(self.references)
         if reference_ms is not None and not reference_ms > 0:
             raise ValueError(f"reference_ms={reference_ms} must be > 0 (or None)")
         self.reference_ms = reference_ms
@@ -214,7 +215,7 @@ class OrtLatency:
         (with drift correction: the reference networks and their nominal, the scale)."""
         setup = self._base_setup()
         if self.reference:
-            setup["reference"] = references_id(self.references)
+            setup["reference"] = self.reference_id
             setup["nominal_ms"] = self.nominal().ms
         return setup
 
@@ -292,9 +293,7 @@ class OrtLatency:
         """Cache key of the nominal: the reference networks themselves and everything that
         changes their timing (input shape, classes, width, threads, clock, ONNX Runtime,
         opset, export format, machine)."""
-        return cache_key(
-            {"reference_nominal": references_id(self.references), **self._base_setup()}
-        )
+        return cache_key({"reference_nominal": self.reference_id, **self._base_setup()})
 
     def nominal(self) -> Nominal:
         """The references' nominal, which sets the drift-corrected scale: ``reference_ms``
@@ -326,12 +325,12 @@ class OrtLatency:
             rel_ci=0.002,
             time_cap_s=seconds / len(self.references),
         )
-        logs = []
         with self._pinned():
-            for run in self.reference_runners():
-                timings = time_runs(run, plan, clock=self.clock)
-                logs.append(math.log(float(np.median(timings.samples))))
-        return Nominal(math.exp(sum(logs) / len(logs)), time.time(), _load_average())
+            medians = [
+                float(np.median(time_runs(run, plan, clock=self.clock).samples))
+                for run in self.reference_runners()
+            ]
+        return Nominal(geometric_mean(medians), time.time(), _load_average())
 
     def remeasure_nominal(self, seconds: float = 10.0) -> tuple[Nominal | None, Nominal]:
         """Time the references alone for up to ``seconds`` and store it as the nominal in

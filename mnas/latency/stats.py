@@ -154,3 +154,9 @@ def median_ci_halfwidth(samples: Sequence[float], z: float = 1.96) -> float:
     if median <= 0:
         return math.inf
     return float(x[n - r] - x[r - 1]) / (2 * median)
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    """The geometric mean of positive ``values`` (the level of several reference
+    networks' medians)."""
+    return math.exp(sum(math.log(v) for v in values) / len(values))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from mnas.latency.stats import CLOCKS, median_ci_halfwidth
+from mnas.latency.stats import CLOCKS, geometric_mean, median_ci_halfwidth
 
 # Timed runs per block when candidate and reference alternate, each block after this many
 # untimed runs (the other network has just used the caches).
@@ -94,8 +94,7 @@ class Timings:
         for one reference)."""
         if not self.ref_samples:
             raise ValueError("no reference was timed")
-        logs = [math.log(float(np.median(runs))) for runs in self.ref_samples]
-        return math.exp(sum(logs) / len(logs))
+        return geometric_mean([float(np.median(runs)) for runs in self.ref_samples])
 
     def ci_rel(self, with_reference: bool) -> float:
         """Relative half-width of the 95% interval of ``median(samples)``, or, with
