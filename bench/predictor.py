@@ -38,6 +38,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -60,6 +61,7 @@ from mnas.latency import (
 )
 from mnas.latency.features import FEATURES
 from mnas.latency.fit import kendall_tau, pearson_from_tau, scores, tau_from_pearson
+from mnas.latency.layout import nchwc_block
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -137,6 +139,37 @@ def time_pass(path: Path, label: str, archs, settings, setup) -> list[dict]:
             _save(path, data)
             print(f"  {path.name} {label}: {len(records)}/{len(archs)}", flush=True)
     return records
+
+
+def refit_from(out: Path, size: str, source: Path) -> None:
+    """``out``'s predictor for ``size`` fitted afresh, with this mnas's features and model
+    choice, to the training timings of the one built in ``source`` (the same networks and
+    measurements; its build's seconds kept, the fit's added), and ``source``'s held-out
+    timings copied beside it, unless ``out`` already holds them."""
+    path = out / f"predictor_{size}.json"
+    if not (out / f"heldout_{size}.json").exists():
+        shutil.copy(source / f"heldout_{size}.json", out / f"heldout_{size}.json")
+    if path.exists():
+        return
+    # the raw file: a predictor of older features is refused by Predictor.load
+    old = json.loads((source / f"predictor_{size}.json").read_text())
+    space, t = MnasSpace(), old["training"]
+    setup = dict(old["setup"])
+    if setup.get("graph_optimization") == "all":
+        setup["nchwc_block"] = nchwc_block()
+    predictor = fit_predictor(
+        setup,
+        [space.architecture(tokens) for tokens in t["tokens"]],
+        t["measured_ms"],
+        timing_seconds=old.get("timing_seconds"),
+        block_ms=t.get("block_ms"),
+    )
+    seconds = float((source / f"build_{size}.seconds").read_text())
+    seconds += predictor.data["fit_seconds"] - old.get("fit_seconds", 0.0)
+    predictor.data["build_seconds"] = seconds
+    predictor.data["refitted_from"] = str(source / f"predictor_{size}.json")
+    predictor.save(path)
+    (out / f"build_{size}.seconds").write_text(f"{seconds:.1f}\n")
 
 
 def build(out: Path, size: str, networks: int) -> tuple[Path, float]:
@@ -509,6 +542,13 @@ def main(argv: list[str] | None = None) -> int:
         "--stage", choices=("heldout", "drift", "build", "few-shot", "all"), default="all"
     )
     p.add_argument(
+        "--refit-from",
+        metavar="DIR",
+        help="--stage build: instead of timing a build, re-fit each size's predictor to the "
+        "training timings of the one in DIR (with its held-out timings): what a change of "
+        "features or model does on the same measurements",
+    )
+    p.add_argument(
         "--override",
         nargs="*",
         default=[],
@@ -541,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         if "drift" in stages:
             time_pass(path, "drift", archs[: args.n_drift], settings, setup)
         if "build" in stages:
+            if args.refit_from:
+                refit_from(out, size, Path(args.refit_from))
             _, seconds = build(out, size, args.networks)
             result["sizes"][size] = {
                 "setup": {**setup, "threads": settings.threads},

@@ -44,6 +44,14 @@ SPACE = MnasSpace()
 NET16 = NetSetup(16, 1, 10, 0.5, 1)
 
 
+@pytest.fixture(autouse=True)
+def _no_layout_rewrite(monkeypatch):
+    """The synthetic machine of these tests has no NCHWc rewrite: set-ups this machine's
+    evaluators record say so, like the synthetic predictors' own (tests/test_latency_layout.py
+    covers the rewrite)."""
+    monkeypatch.setattr("mnas.latency.predictor.nchwc_block", lambda: 0)
+
+
 def setup_dict(net: NetSetup = NET16, **extra) -> dict:
     return {
         "input_shape": [1, net.in_channels, net.input_size, net.input_size],

@@ -8,6 +8,15 @@ written, weights, and one per operator (the runtime's fixed cost per node, which
 sub-millisecond networks). A network's features are the sum over its layers, so they are
 additive over blocks: :class:`BlockFeatures` precomputes them per (block, its six
 decisions, the previous block's width) and a network is then seven vector additions.
+
+On x86 ONNX Runtime rewrites the graph into a blocked channel layout (NCHWc) where it
+can, and converts back and forth around what it cannot (a broadcast product, an average
+pool, a sum with a tensor already in plain layout): :func:`layout_ops` replays that
+rewrite layer by layer for the AVX2 block of 8 channels (checked node for node against
+the optimised graphs of 400 random networks), and its conversions (``reorder``) and the
+sums the runtime keeps as nodes of their own (``addnode``; the others are fused into a
+convolution) are features too. Which layout a layer's input arrives in depends on the
+layers before it, so the block vectors are precomputed per incoming layout as well.
 """
 
 from __future__ import annotations
@@ -19,12 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 from torchvision.models._utils import _make_divisible
 
+from mnas.latency.layout import BLOCKED, PLAIN, layout_ops
 from mnas.latency.lut import LayerConfig, block_layers, network_layers
 from mnas.nn import HEAD_CHS, STEM_CHS
 from mnas.space import Architecture, BlockSpec, specs_of
 
 # Operator kinds; each has the same five features (see :data:`FEATURES`).
-KINDS = ("dense3", "dense5", "pw", "dw3", "dw5", "se", "add", "pool", "fc")
+KINDS = ("dense3", "dense5", "pw", "dw3", "dw5", "se", "add", "pool", "fc", "reorder", "addnode")
 PER_KIND = ("macs", "read", "write", "weights", "nodes")
 FEATURES = tuple(f"{k}_{f}" for k in KINDS for f in PER_KIND)
 _INDEX = {name: i for i, name in enumerate(FEATURES)}
@@ -104,8 +114,12 @@ def layer_ops(cfg: LayerConfig) -> list[_Op]:
     return ops
 
 
-def layer_features(cfg: LayerConfig) -> np.ndarray:
-    """The feature vector (:data:`FEATURES`) of one layer."""
+def layer_features(
+    cfg: LayerConfig, incoming: str = PLAIN, block: int = 0
+) -> tuple[np.ndarray, str]:
+    """The feature vector (:data:`FEATURES`) of one layer whose input was produced in
+    layout ``incoming``, under the runtime's NCHWc ``block`` (:mod:`mnas.latency.layout`),
+    and the layout its output is produced in."""
     x = np.zeros(len(FEATURES))
     for op in layer_ops(cfg):
         x[_INDEX[f"{op.kind}_macs"]] += op.macs * _M
@@ -113,12 +127,23 @@ def layer_features(cfg: LayerConfig) -> np.ndarray:
         x[_INDEX[f"{op.kind}_write"]] += op.write * _M
         x[_INDEX[f"{op.kind}_weights"]] += op.weights * _M
         x[_INDEX[f"{op.kind}_nodes"]] += 1.0
-    return x
+    extra, outgoing = layout_ops(cfg, incoming, block)
+    for op in extra:
+        reads = 2 if op.kind == "addnode" else 1
+        x[_INDEX[f"{op.kind}_read"]] += reads * op.elems * _M
+        x[_INDEX[f"{op.kind}_write"]] += op.elems * _M
+        x[_INDEX[f"{op.kind}_nodes"]] += 1.0
+    return x, outgoing
 
 
-def network_features(layers: Sequence[LayerConfig]) -> np.ndarray:
-    """The feature vector of a network: the sum over its layers."""
-    return np.sum([layer_features(c) for c in layers], axis=0)
+def network_features(layers: Sequence[LayerConfig], block: int = 0) -> np.ndarray:
+    """The feature vector of a network: the sum over its layers (the stem first, each
+    layer's input in the layout the one before produced)."""
+    total, layout = np.zeros(len(FEATURES)), PLAIN
+    for cfg in layers:
+        x, layout = layer_features(cfg, layout, block)
+        total += x
+    return total
 
 
 @dataclass(frozen=True)
@@ -130,6 +155,9 @@ class NetSetup:
     num_classes: int
     width_mult: float
     stem_stride: int
+    nchwc_block: int = 0
+    """The runtime's NCHWc block (:func:`mnas.latency.layout.nchwc_block`; 0: no layout
+    rewrite modelled)."""
 
     def layers(self, specs: Sequence[BlockSpec]) -> list[LayerConfig]:
         return network_layers(
@@ -152,9 +180,10 @@ class BlockFeatures:
     For an architecture of :class:`mnas.space.MnasSpace` (tokens, six per block) a block's
     layers depend only on its own decisions, the previous block's ``filters`` decision and
     the fixed stride chain, so every block vector the space can produce is computed once,
-    up front (about 8,000 for the MnasNet space, from some 2,500 distinct layers); the
-    first block's vector holds the stem, the last block's the head. Architectures without
-    tokens (block strings) are counted layer by layer.
+    up front (about 8,000 for the MnasNet space, from some 2,500 distinct layers; twice
+    that with a modelled NCHWc block, once per layout the block's input can arrive in);
+    the first block's vector holds the stem, the last block's the head. Architectures
+    without tokens (block strings) are counted layer by layer.
     """
 
     def __init__(self, setup: NetSetup, space) -> None:
@@ -167,9 +196,15 @@ class BlockFeatures:
         if table is None:
             vectors = self._precompute()
             index = {k: i for i, k in enumerate(vectors)}
-            table = _PRECOMPUTED[key] = (index, np.array(list(vectors.values())))
-        #: block key -> row of :attr:`matrix`; ``matrix``: every block vector, one per row
-        self.index, self.matrix = table
+            table = _PRECOMPUTED[key] = (
+                index,
+                np.array([v for v, _ in vectors.values()]),
+                [layout for _, layout in vectors.values()],
+            )
+        #: block key (block, previous width, decisions, incoming layout) -> row of
+        #: :attr:`matrix`; ``matrix``: every block vector, one per row; ``outgoing``: the
+        #: layout each row's block produces its output in
+        self.index, self.matrix, self.outgoing = table
 
     def rows(self, arch: Architecture) -> list[int] | None:
         """The rows of :attr:`matrix` that sum to ``arch``'s features, first block first;
@@ -177,15 +212,16 @@ class BlockFeatures:
         t = arch.tokens
         if arch.space != self.space.name or len(t) != len(self.space.decisions):
             return None
-        index, k, f = self.index, self._per_block, self._filters
-        rows = [index[(0, -1, t[0:k])]]
-        rows.extend(index[(b // k, t[b - k + f], t[b : b + k])] for b in range(k, len(t), k))
+        index, k, f, outgoing = self.index, self._per_block, self._filters, self.outgoing
+        rows = [index[(0, -1, t[0:k], PLAIN)]]
+        for b in range(k, len(t), k):
+            rows.append(index[(b // k, t[b - k + f], t[b : b + k], outgoing[rows[-1]])])
         return rows
 
     def __call__(self, arch: Architecture) -> np.ndarray:
         rows = self.rows(arch)
         if rows is None:
-            return network_features(self.setup.layers(specs_of(arch)))
+            return network_features(self.setup.layers(specs_of(arch)), self.setup.nchwc_block)
         return self.matrix.take(rows, axis=0).sum(axis=0)
 
     def block_vectors(self, arch: Architecture) -> np.ndarray:
@@ -197,7 +233,7 @@ class BlockFeatures:
             return self.matrix.take(rows, axis=0)
         specs = specs_of(arch)
         layers = self.setup.layers(specs)
-        out, start = [], 1
+        out, start, layout = [], 1, PLAIN
         for i, spec in enumerate(specs):
             block = layers[start : start + spec.repeats]
             start += spec.repeats
@@ -205,27 +241,35 @@ class BlockFeatures:
                 block = [layers[0], *block]
             if i == len(specs) - 1:
                 block = [*block, layers[-1]]
-            out.append(network_features(block))
+            x, layout = self._block(block, layout, {})
+            out.append(x)
         return np.array(out)
 
-    def _precompute(self) -> dict[tuple, np.ndarray]:
+    def _block(
+        self, layers: Sequence[LayerConfig], layout: str, cache: dict
+    ) -> tuple[np.ndarray, str]:
+        """A block's vector, its input arriving in ``layout``, and its output's layout."""
+        total = np.zeros(len(FEATURES))
+        for cfg in layers:
+            hit = cache.get((cfg, layout))
+            if hit is None:
+                hit = cache[(cfg, layout)] = layer_features(cfg, layout, self.setup.nchwc_block)
+            total += hit[0]
+            layout = hit[1]
+        return total, layout
+
+    def _precompute(self) -> dict[tuple, tuple[np.ndarray, str]]:
         s, space = self.setup, self.space
         stem_chs = _make_divisible(STEM_CHS * s.width_mult, 8)
         head_chs = _make_divisible(HEAD_CHS * max(1.0, s.width_mult), 8)
         stem = LayerConfig("stem", s.in_channels, stem_chs, s.input_size, s.stem_stride, kernel=3)
-        per_layer: dict[LayerConfig, np.ndarray] = {}
-
-        def feats(cfg: LayerConfig) -> np.ndarray:
-            x = per_layer.get(cfg)
-            if x is None:
-                x = per_layer[cfg] = layer_features(cfg)
-            return x
-
+        per_layer: dict[tuple, tuple[np.ndarray, str]] = {}
+        incoming = (BLOCKED, PLAIN) if s.nchwc_block else (PLAIN,)
         blocks = sorted({d.block for d in space.decisions})
         by_block = [[d for d in space.decisions if d.block == b] for b in blocks]
         filters = [next(d for d in ds if d.name == "filters") for ds in by_block]
         res = (s.input_size - 1) // s.stem_stride + 1
-        out: dict[tuple, np.ndarray] = {}
+        out: dict[tuple, tuple[np.ndarray, str]] = {}
         for b, decisions in enumerate(by_block):
             ranges = [range(len(d.choices)) for d in decisions]
             prevs = [-1] if b == 0 else range(len(filters[b - 1].choices))
@@ -247,6 +291,7 @@ class BlockFeatures:
                             "head", out_chs, head_chs, out_res, num_classes=s.num_classes
                         )
                         layers = [*layers, head]
-                    out[(b, prev, tokens)] = np.sum([feats(c) for c in layers], axis=0)
+                    for layout in [PLAIN] if b == 0 else incoming:
+                        out[(b, prev, tokens, layout)] = self._block(layers, layout, per_layer)
             res = (res - 1) // space.strides[b] + 1
         return out

@@ -35,6 +35,7 @@ import onnxruntime as ort
 from mnas.latency.calibration import Calibration
 from mnas.latency.features import FEATURES, BlockFeatures, NetSetup
 from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS, LatencyModel, select_model
+from mnas.latency.layout import nchwc_block
 from mnas.latency.ort import OrtLatency, describe_arch
 from mnas.latency.profile import block_times
 from mnas.latency.references import AUTO_LARGE
@@ -128,14 +129,7 @@ class Predictor:
             )
         self.low = np.asarray(data["range"]["low"], dtype=np.float64)
         self.high = np.asarray(data["range"]["high"], dtype=np.float64)
-        batch, chans, size, _ = self.setup["input_shape"]
-        self.net = NetSetup(
-            size,
-            chans,
-            self.setup["num_classes"],
-            self.setup["width_mult"],
-            self.setup["stem_stride"],
-        )
+        self.net = net_setup(self.setup)
         self.features = BlockFeatures(self.net, MnasSpace())
         # Every block row extended by its share of the linear model, of the range's
         # aggregates and of the linear model's per-node part (all additive over blocks), so
@@ -279,6 +273,20 @@ def load_predictor(path: str | os.PathLike, **setup) -> Predictor:
     return predictor
 
 
+def net_setup(setup: dict) -> NetSetup:
+    """The network set-up a predictor's features are counted for (``nchwc_block``: 0 in a
+    set-up that does not name one)."""
+    batch, chans, size, _ = setup["input_shape"]
+    return NetSetup(
+        size,
+        chans,
+        setup["num_classes"],
+        setup["width_mult"],
+        setup["stem_stride"],
+        int(setup.get("nchwc_block", 0)),
+    )
+
+
 def timing_setup(evaluator: OrtLatency) -> dict:
     """The set-up a predictor records: the evaluator's (input shape, classes, width, stem
     stride, threads, clock, ONNX Runtime, machine, opset, nominal) and the graph
@@ -288,6 +296,8 @@ def timing_setup(evaluator: OrtLatency) -> dict:
         "graph_optimization": evaluator.graph_optimization,
         "reference": evaluator.reference,
     }
+    if evaluator.graph_optimization == "all":  # the layout rewrite runs at this level only
+        setup["nchwc_block"] = nchwc_block()
     if evaluator.reference and evaluator.references != AUTO_LARGE:
         # (left out for MobileNetV2 alone: the set-up predictors were built with before)
         setup["references"] = list(evaluator.references)
@@ -373,9 +383,7 @@ def fit_predictor(
             ``block_ms`` that does not give seven blocks of each architecture of the space.
     """
     kinds = _model_kinds(model)
-    batch, chans, size, _ = setup["input_shape"]
-    net = NetSetup(size, chans, setup["num_classes"], setup["width_mult"], setup["stem_stride"])
-    feats = BlockFeatures(net, MnasSpace())
+    feats = BlockFeatures(net_setup(setup), MnasSpace())
     x = np.array([feats(a) for a in archs])
     y = np.asarray(measured_ms, dtype=np.float64)
     blocks = None
