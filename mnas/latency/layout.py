@@ -131,34 +131,21 @@ def layout_ops(cfg: LayerConfig, incoming: str, block: int) -> tuple[list[Layout
         main, fusable = _Tensor(BLOCKED, out_elems), True
     if cfg.skip == "none":
         return ops, main.produced
-    if cfg.skip == "identity":
-        if main.produced == BLOCKED and x.produced == BLOCKED:
-            if not fusable:
-                ops.append(LayoutOp("addnode", out_elems))
-            return ops, BLOCKED
-        need(main, PLAIN)
-        need(x, PLAIN)
-        ops.append(LayoutOp("addnode", out_elems))
-        return ops, PLAIN
-    # a pooled shortcut (shapes differ): average pool (plain) when strided, then a 1x1
-    # projection (blocked) when the widths differ, the sum fused into it
-    shortcut = x
-    if s > 1:
-        need(x, PLAIN)
-        shortcut = _Tensor(PLAIN, cfg.in_chs * out_res * out_res)
-    if cfg.in_chs != cfg.out_chs:
-        need(shortcut, BLOCKED)
-        if main.produced == BLOCKED:
-            return ops, BLOCKED
-        projected = _Tensor(BLOCKED, out_elems)
-        need(projected, PLAIN)
-        ops.append(LayoutOp("addnode", out_elems))
-        return ops, PLAIN
-    if main.produced == BLOCKED and shortcut.produced == BLOCKED:
+    other = x  # what the main path is summed with
+    if cfg.skip == "pool":
+        # shapes differ: an average pool (plain) when strided, then a 1x1 projection
+        # (blocked) when the widths differ, into which the sum fuses
+        if s > 1:
+            need(x, PLAIN)
+            other = _Tensor(PLAIN, cfg.in_chs * out_res * out_res)
+        if cfg.in_chs != cfg.out_chs:
+            need(other, BLOCKED)
+            other, fusable = _Tensor(BLOCKED, out_elems), True
+    if main.produced == BLOCKED and other.produced == BLOCKED:
         if not fusable:
             ops.append(LayoutOp("addnode", out_elems))
         return ops, BLOCKED
     need(main, PLAIN)
-    need(shortcut, PLAIN)
+    need(other, PLAIN)
     ops.append(LayoutOp("addnode", out_elems))
     return ops, PLAIN
