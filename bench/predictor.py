@@ -61,7 +61,7 @@ from mnas.latency import (
 )
 from mnas.latency.features import FEATURES
 from mnas.latency.fit import kendall_tau, pearson_from_tau, scores, tau_from_pearson
-from mnas.latency.layout import nchwc_block
+from mnas.latency.predictor import with_layout
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -154,11 +154,8 @@ def refit_from(out: Path, size: str, source: Path) -> None:
     # the raw file: a predictor of older features is refused by Predictor.load
     old = json.loads((source / f"predictor_{size}.json").read_text())
     space, t = MnasSpace(), old["training"]
-    setup = dict(old["setup"])
-    if setup.get("graph_optimization") == "all":
-        setup["nchwc_block"] = nchwc_block()
     predictor = fit_predictor(
-        setup,
+        with_layout(old["setup"]),
         [space.architecture(tokens) for tokens in t["tokens"]],
         t["measured_ms"],
         timing_seconds=old.get("timing_seconds"),

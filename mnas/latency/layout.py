@@ -26,6 +26,7 @@ the runtime). Other block sizes (AVX-512's 16) were not available to check: ther
 
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ MODELLED_BLOCKS = (0, 8)
 """Block sizes :func:`layout_ops` knows (0: no layout rewrite modelled)."""
 
 
+@functools.cache
 def nchwc_block() -> int:
     """The NCHWc block this machine's ONNX Runtime uses when it is one :func:`layout_ops`
     models: 8 on x86 with AVX2 and without AVX-512, else 0 (not modelled)."""

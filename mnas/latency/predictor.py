@@ -287,17 +287,25 @@ def net_setup(setup: dict) -> NetSetup:
     )
 
 
+def with_layout(setup: dict) -> dict:
+    """``setup`` naming this machine's NCHWc block (:func:`nchwc_block`) where its graph
+    optimisation level runs the layout rewrite (``all`` only)."""
+    if setup.get("graph_optimization") == "all":
+        setup = {**setup, "nchwc_block": nchwc_block()}
+    return setup
+
+
 def timing_setup(evaluator: OrtLatency) -> dict:
     """The set-up a predictor records: the evaluator's (input shape, classes, width, stem
     stride, threads, clock, ONNX Runtime, machine, opset, nominal) and the graph
     optimisation level its sessions use."""
-    setup = {
-        **evaluator.setup(),
-        "graph_optimization": evaluator.graph_optimization,
-        "reference": evaluator.reference,
-    }
-    if evaluator.graph_optimization == "all":  # the layout rewrite runs at this level only
-        setup["nchwc_block"] = nchwc_block()
+    setup = with_layout(
+        {
+            **evaluator.setup(),
+            "graph_optimization": evaluator.graph_optimization,
+            "reference": evaluator.reference,
+        }
+    )
     if evaluator.reference and evaluator.references != AUTO_LARGE:
         # (left out for MobileNetV2 alone: the set-up predictors were built with before)
         setup["references"] = list(evaluator.references)
