@@ -48,7 +48,7 @@ from mnas.latency import (
     space_layer_configs,
 )
 from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS
-from mnas.latency.predictor import PROFILE_RUNS, Predictor, build_predictor
+from mnas.latency.predictor import PROFILE_RUNS, QUERY_BUDGET_US, Predictor, build_predictor
 from mnas.latency.refit import refit_predictor
 from mnas.space import MnasSpace
 
@@ -100,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         help="--predictor: the model to fit (default auto: the kind cross-validation "
         "prefers; a linear query costs under half a forest kind's; the blocks kinds are "
         "fitted to the profiled networks' block times)",
+    )
+    p.add_argument(
+        "--query-budget-us",
+        type=float,
+        default=QUERY_BUDGET_US,
+        help="--predictor --model auto: the slowest query kept, in microseconds per "
+        f"architecture (default {QUERY_BUDGET_US:.0f}; a kind cross-validation prefers "
+        "but slower is passed over for the best one within it; 0: no budget)",
     )
     p.add_argument(
         "--profile-runs",
@@ -195,6 +203,12 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.query_budget_us >= 0:
+        print(
+            f"config error: --query-budget-us={args.query_budget_us}; allowed: >= 0 (0: no budget)",
+            file=sys.stderr,
+        )
+        return 2
     out = Path(args.out or f"outputs/latency_table/{cfg.data.name}/latency_predictor.json")
     bases = []
     for path in args.refit or ():
@@ -220,7 +234,13 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
             print(f"  {done}/{total} networks timed, {seconds:.0f} s", flush=True)
 
     predictor = build_predictor(
-        evaluator, archs, args.max_minutes * 60, progress, args.model, args.profile_runs
+        evaluator,
+        archs,
+        args.max_minutes * 60,
+        progress,
+        args.model,
+        args.profile_runs,
+        args.query_budget_us or None,
     )
     predictor.save(out)
     d = predictor.data

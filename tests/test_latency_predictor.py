@@ -32,9 +32,11 @@ from mnas.latency.fit import (
     fit_forest,
     fit_linear,
     fit_model,
+    rank_models,
     scaled_to_networks,
     scores,
 )
+from mnas.latency.predictor import query_us
 from mnas.latency.profile import NodeTime, Profile
 from mnas.latency.refit import choose_refit, covered, fit_split
 from mnas.latency.session import machine_fingerprint
@@ -276,6 +278,35 @@ def test_the_model_kind_can_be_asked_for_and_a_wrong_one_is_refused_before_timin
     with pytest.raises(ValueError, match=r"model='ridge'; allowed: auto, linear, linear\+trees"):
         build_predictor(ev, archs(12, 4), model="ridge")
     assert ev.timed == 0
+
+
+def test_auto_keeps_the_best_model_whose_query_fits_the_budget(monkeypatch):
+    a, y = synthetic(40, 3, noise=0.01)
+    free = fit_predictor(setup_dict(), a, y, query_budget_us=None)
+    ranked = rank_models(free.data["cross_validation"])
+    assert free.model.kind == ranked[0] and free.data["selection"]["by"] == "cross_validation"
+    # the favourite's query made slow: the next best is kept, and the choice recorded
+    cost = {ranked[0]: 80.0}
+    monkeypatch.setattr(
+        "mnas.latency.predictor.query_us", lambda p, archs: cost.get(p.model.kind, 10.0)
+    )
+    kept = fit_predictor(setup_dict(), a, y)
+    assert kept.model.kind == ranked[1]
+    sel = kept.data["selection"]
+    assert sel["by"] == "query budget" and sel["query_budget_us"] == 50.0
+    assert sel["query_us"] == {ranked[0]: 80.0, ranked[1]: 10.0}
+    assert kept.predict(a[0]) > 0
+    # every kind over the budget: the fastest
+    cost = {k: 100.0 + i for i, k in enumerate(ranked[::-1])}
+    assert fit_predictor(setup_dict(), a, y).model.kind == ranked[-1]
+    # a kind asked for is kept whatever its query costs
+    assert fit_predictor(setup_dict(), a, y, model=ranked[0]).model.kind == ranked[0]
+
+
+def test_query_time_is_measured_per_architecture():
+    a, y = synthetic(20, 3)
+    us = query_us(fit_predictor(setup_dict(), a, y, model="linear"), a)
+    assert 0 < us < 10_000
 
 
 def test_few_shot_refit_to_another_input_size_from_ten_networks():
@@ -675,6 +706,8 @@ def test_latency_table_script_refits_a_predictor_to_the_configs_set_up(tmp_path,
     assert rc == 2 and "overwrite" in capsys.readouterr().err
     rc = script.main(["--predictor", "--refit", str(base), "--model", "linear"] + quick)
     assert rc == 2 and "--model=linear: a re-fit keeps its base's model" in capsys.readouterr().err
+    rc = script.main(["--predictor", "--query-budget-us", "-5"] + quick)
+    assert rc == 2 and "--query-budget-us=-5.0; allowed: >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: not one of the choices
         script.main(["--predictor", "--model", "ridge"] + quick)
     assert "invalid choice: 'ridge'" in capsys.readouterr().err

@@ -12,8 +12,9 @@ decisions, the previous block's width) and a network is then seven vector additi
 On x86 ONNX Runtime rewrites the graph into a blocked channel layout (NCHWc) where it
 can, and converts back and forth around what it cannot (a broadcast product, an average
 pool, a sum with a tensor already in plain layout): :func:`layout_ops` replays that
-rewrite layer by layer for the AVX2 block of 8 channels (checked node for node against
-the optimised graphs of 400 random networks), and its conversions (``reorder``) and the
+rewrite layer by layer for AVX2's block of 8 channels and AVX-512's of 16 (each checked
+node for node against the optimised graphs of 400 random networks), and its conversions
+(``reorder``) and the
 sums the runtime keeps as nodes of their own (``addnode``; the others are fused into a
 convolution) are features too. Which layout a layer's input arrives in depends on the
 layers before it, so the block vectors are precomputed per incoming layout as well.
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from torchvision.models._utils import _make_divisible
 
-from mnas.latency.layout import BLOCKED, PLAIN, layout_ops
+from mnas.latency.layout import BLOCKED, CONV_WORK, PLAIN, layout_ops
 from mnas.latency.lut import LayerConfig, block_layers, network_layers
 from mnas.nn import HEAD_CHS, STEM_CHS
 from mnas.space import Architecture, BlockSpec, specs_of
@@ -36,7 +37,11 @@ from mnas.space import Architecture, BlockSpec, specs_of
 # Operator kinds; each has the same five features (see :data:`FEATURES`).
 KINDS = ("dense3", "dense5", "pw", "dw3", "dw5", "se", "add", "pool", "fc", "reorder", "addnode")
 PER_KIND = ("macs", "read", "write", "weights", "nodes")
-FEATURES = tuple(f"{k}_{f}" for k in KINDS for f in PER_KIND)
+# the blocked convolutions' multiply-adds as the runtime runs them (layout.CONV_WORK)
+CONV_KINDS = ("dense3", "dense5", "pw")
+FEATURES = tuple(f"{k}_{f}" for k in KINDS for f in PER_KIND) + tuple(
+    f"{k}_{w}" for k in CONV_KINDS for w in CONV_WORK
+)
 _INDEX = {name: i for i, name in enumerate(FEATURES)}
 # Counts are in millions (MACs, elements, weights) so that coefficients are ms per million.
 _M = 1e-6
@@ -129,6 +134,9 @@ def layer_features(
         x[_INDEX[f"{op.kind}_nodes"]] += 1.0
     extra, outgoing = layout_ops(cfg, incoming, block)
     for op in extra:
+        if op.conv:
+            x[_INDEX[f"{op.conv}_{op.kind}"]] += op.elems * _M
+            continue
         reads = 2 if op.kind == "addnode" else 1
         x[_INDEX[f"{op.kind}_read"]] += reads * op.elems * _M
         x[_INDEX[f"{op.kind}_write"]] += op.elems * _M

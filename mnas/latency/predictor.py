@@ -34,7 +34,14 @@ import onnxruntime as ort
 
 from mnas.latency.calibration import Calibration
 from mnas.latency.features import FEATURES, BlockFeatures, NetSetup
-from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS, LatencyModel, select_model
+from mnas.latency.fit import (
+    BLOCK_KINDS,
+    MODEL_KINDS,
+    LatencyModel,
+    fit_model,
+    rank_models,
+    select_model,
+)
 from mnas.latency.layout import nchwc_block
 from mnas.latency.ort import OrtLatency, describe_arch
 from mnas.latency.profile import block_times
@@ -62,6 +69,12 @@ SETUP_KEYS = (
 OUT_OF_RANGE = ("warn", "refuse")
 PROFILE_RUNS = 20
 """Runs of ONNX Runtime's profiler per training network (their per-node medians)."""
+QUERY_BUDGET_US = 50.0
+"""What a query may cost a predictor ``model=auto`` chooses (issue 19's goal: <= 50 us per
+architecture): where cross-validation prefers a kind whose query is slower, the best kind
+within it is kept."""
+QUERY_SAMPLE = 100
+"""Training networks :func:`fit_predictor` times queries on."""
 
 
 @dataclass(frozen=True)
@@ -331,11 +344,12 @@ def build_predictor(
     progress: Callable[[int, int, float], None] | None = None,
     model: str = "auto",
     profile_runs: int = PROFILE_RUNS,
+    query_budget_us: float | None = QUERY_BUDGET_US,
 ) -> Predictor:
     """Time ``archs`` afresh with ``evaluator`` (until ``max_seconds``, if given), profile
     each with ONNX Runtime's profiler over ``profile_runs`` runs (its blocks' times inside
     the network, :mod:`mnas.latency.profile`; 0: not profiled, and no block model) and fit
-    a predictor to them (``model``: as :func:`fit_predictor`).
+    a predictor to them (``model``, ``query_budget_us``: as :func:`fit_predictor`).
 
     Raises:
         LatencyError: if a network cannot be timed or profiled.
@@ -367,6 +381,7 @@ def build_predictor(
         timing_seconds=time.perf_counter() - t0,
         model=model,
         block_ms=blocks or None,
+        query_budget_us=query_budget_us,
     )
     predictor.data["build_seconds"] = time.perf_counter() - t0
     return predictor
@@ -379,12 +394,16 @@ def fit_predictor(
     timing_seconds: float | None = None,
     model: str = "auto",
     block_ms: Sequence[Sequence[float]] | None = None,
+    query_budget_us: float | None = QUERY_BUDGET_US,
 ) -> Predictor:
     """A predictor for ``setup`` (:func:`timing_setup`) fitted to measured networks.
     ``model``: one of :data:`MODEL_KINDS` (a forest kind's query costs about twice a
-    linear one's), or ``auto`` for the kind cross-validation prefers. ``block_ms``: each
-    network's profiled time per block (ms; :func:`mnas.latency.profile.block_times`),
-    which the block kinds are fitted to (without it they are not candidates).
+    linear one's), or ``auto`` for the kind cross-validation prefers among those whose
+    query (:func:`query_us`, on the training networks) costs at most ``query_budget_us``
+    (None: any; where none does, the fastest). ``block_ms``: each network's profiled time
+    per block (ms; :func:`mnas.latency.profile.block_times`), which the block kinds are
+    fitted to (without it they are not candidates). How the kind was chosen is recorded
+    under ``selection``.
 
     Raises:
         ValueError: for an unknown ``model``, a block kind without ``block_ms``, or
@@ -408,36 +427,81 @@ def fit_predictor(
         raise ValueError(f"model={model!r} is fitted to profiled block times; none were given")
     t0 = time.perf_counter()
     fitted, cv = select_model(x, y, kinds, blocks)
-    agg = np.array([_aggregates(r, fitted.linear(r)) for r in x])
-    data = {
-        "format": PREDICTOR_FORMAT,
-        "setup": setup,
-        "machine_description": machine_description(),
-        "features": list(FEATURES),
-        "model": fitted.to_dict(),
-        "calibration": None,
-        "range": {
-            "names": list(AGGREGATES),
-            "low": agg.min(0).tolist(),
-            "high": agg.max(0).tolist(),
-        },
-        "cross_validation": cv,
-        "training": {
-            "archs": [a.key for a in archs],
-            "tokens": [list(a.tokens) for a in archs],
-            "measured_ms": y.tolist(),
-            "block_ms": None if blocks is None else blocks[1].tolist(),
-        },
-        "timing_seconds": timing_seconds,
-        "fit_seconds": time.perf_counter() - t0,
+    training = {
+        "archs": [a.key for a in archs],
+        "tokens": [list(a.tokens) for a in archs],
+        "measured_ms": y.tolist(),
+        "block_ms": None if blocks is None else blocks[1].tolist(),
     }
+
+    def make(m: LatencyModel) -> Predictor:
+        agg = np.array([_aggregates(r, m.linear(r)) for r in x])
+        return Predictor(
+            {
+                "format": PREDICTOR_FORMAT,
+                "setup": setup,
+                "machine_description": machine_description(),
+                "features": list(FEATURES),
+                "model": m.to_dict(),
+                "calibration": None,
+                "range": {
+                    "names": list(AGGREGATES),
+                    "low": agg.min(0).tolist(),
+                    "high": agg.max(0).tolist(),
+                },
+                "cross_validation": cv,
+                "training": training,
+                "timing_seconds": timing_seconds,
+            }
+        )
+
+    predictor = make(fitted)
+    selection = {"by": "cross_validation" if model == "auto" else "asked", "query_us": {}}
+    if model == "auto" and query_budget_us is not None:
+        selection["query_budget_us"] = query_budget_us
+        tried = []
+        for kind in rank_models(cv):
+            if kind != predictor.model.kind:
+                predictor = make(fit_model(kind, x, y, blocks))
+            us = selection["query_us"][kind] = query_us(predictor, archs[:QUERY_SAMPLE])
+            tried.append((us, predictor))
+            if us <= query_budget_us:
+                break
+        else:  # none within the budget: the fastest
+            predictor = min(tried, key=lambda t: t[0])[1]
+        if predictor.model.kind != fitted.kind:
+            selection["by"] = "query budget"
+            log.info(
+                "latency predictor: %s queries in %.0f us, over the budget of %.0f us: %s kept",
+                fitted.kind,
+                selection["query_us"][fitted.kind],
+                query_budget_us,
+                predictor.model.kind,
+            )
+    predictor.data["selection"] = selection
+    predictor.data["fit_seconds"] = time.perf_counter() - t0
     log.info(
         "latency predictor: %s on %d networks; cross-validated %s",
-        fitted.kind,
+        predictor.model.kind,
         len(y),
-        cv[fitted.kind],
+        cv[predictor.model.kind],
     )
-    return Predictor(data)
+    return predictor
+
+
+def query_us(predictor: Predictor, archs: Sequence[Architecture], passes: int = 5) -> float:
+    """Microseconds per ``predictor.predict(arch)`` over ``archs``: the fastest of
+    ``passes`` passes after a first one (which computes the rows a query then reuses): what
+    a search's queries cost once warm, without other processes' interruptions."""
+    for a in archs:
+        predictor.predict(a)
+    best = math.inf
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        for a in archs:
+            predictor.predict(a)
+        best = min(best, time.perf_counter() - t0)
+    return best / max(1, len(archs)) * 1e6
 
 
 def _model_kinds(model: str) -> tuple[str, ...]:
