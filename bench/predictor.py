@@ -18,8 +18,9 @@ model=imagenet data.image_size=224``) it
 3. compares predictions with the first pass: share within +-10% and +-5%, Kendall tau,
    MAPE, and the same for pass 2 against pass 1 (``noise_floor_*``);
 4. times the query (``predict(arch)`` over the held-out set, many times);
-5. few-shot: re-fits the 16x16 predictor to another set-up from ``--few-shot`` timed
-   networks and checks it on held-out networks of that set-up.
+5. few-shot: re-fits the 16x16 and 32x32 predictors to another set-up from ``--few-shot``
+   timed networks, keeps the re-fit with the lowest leave-one-out error, and checks it on
+   held-out networks of that set-up.
 
 Measurements are stored in ``DIR`` as they are made (``heldout_<size>.json``,
 ``table_<size>.json``); a later run reuses what is there, so the stages can run apart
@@ -394,7 +395,12 @@ def few_shot(
     fit_archs = [space.sample(rng) for _ in range(n_fit)]
     check_archs = heldout_archs(str(setup["input_size"]), n_check)
     check = time_pass(out / f"{tag}.json", "check", check_archs, settings, setup)
-    bases = [Predictor.load(out / f"predictor_{size}.json") for size in base_sizes]
+    present = [size for size in base_sizes if (out / f"predictor_{size}.json").exists()]
+    if not present:
+        raise SystemExit(f"few-shot: no predictor_<size>.json in {out} for sizes {base_sizes}")
+    if present != list(base_sizes):
+        print(f"  few-shot: re-fitting the {', '.join(present)} predictors (the others not built)")
+    bases = [Predictor.load(out / f"predictor_{size}.json") for size in present]
     ev = measured_ort_latency(settings, **setup)
     t0 = time.perf_counter()
     refit = refit_predictor(bases, ev, fit_archs)
@@ -517,9 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--few-shot-from",
         nargs="+",
-        default=["16"],
+        default=["16", "32"],
         choices=list(SIZES),
-        help="predictors (built in --out) a re-fit may start from; the one whose re-fit "
+        help="predictors (built in --out; default 16 32, those of them there) a re-fit may "
+        "start from; the one whose re-fit "
         "predicts left-out networks best is kept",
     )
     p.add_argument(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from torchvision.models._utils import _make_divisible
 
-from mnas.latency.layout import BLOCKED, CONV_WORK, PLAIN, layout_ops
+from mnas.latency.layout import BLOCKED, CONV_WORK, PLAIN, conv_kind, layout_ops
 from mnas.latency.lut import LayerConfig, block_layers, network_layers
 from mnas.nn import HEAD_CHS, STEM_CHS
 from mnas.space import Architecture, BlockSpec, specs_of
@@ -62,10 +62,7 @@ class _Op:
 
 def _conv(in_chs: int, out_chs: int, k: int, res: int, stride: int, groups: int = 1) -> _Op:
     out_res = _conv_out(res, stride)
-    if groups > 1:
-        kind = f"dw{k}" if k in (3, 5) else "dw5"
-    else:
-        kind = "pw" if k == 1 else (f"dense{k}" if k in (3, 5) else "dense5")
+    kind = conv_kind(k, groups)
     weights = out_chs * (in_chs // groups) * k * k
     macs = out_res * out_res * weights
     return _Op(kind, macs, res * res * in_chs + weights, out_res * out_res * out_chs, weights)

@@ -92,6 +92,16 @@ class LayoutOp:
     conv: str = ""
 
 
+def conv_kind(kernel: int, groups: int = 1) -> str:
+    """The operator kind the features count a convolution as: ``pw`` (1x1), ``dense3`` /
+    ``dense5``, ``dw3`` / ``dw5`` (depthwise: ``groups`` > 1); other kernels as 5x5."""
+    if groups > 1:
+        return f"dw{kernel}" if kernel in (3, 5) else "dw5"
+    if kernel == 1:
+        return "pw"
+    return f"dense{kernel}" if kernel in (3, 5) else "dense5"
+
+
 class _Rewrite:
     """The rewrite of one layer's nodes, in order, under NCHWc block ``block``."""
 
@@ -191,7 +201,7 @@ def layout_ops(cfg: LayerConfig, incoming: str, block: int) -> tuple[list[Layout
         return ops, PLAIN
     rw = _Rewrite(block)
     x = _Tensor(incoming, cfg.in_chs * res * res)
-    dense = f"dense{cfg.kernel}" if cfg.kernel in (3, 5) else "dense5"  # as the features name it
+    dense = conv_kind(cfg.kernel)
     if cfg.kind == "stem":
         y = rw.conv(x, cfg.in_chs, cfg.out_chs, out_res, True, kernel=cfg.kernel, kind=dense)
         return rw.ops, y.produced
