@@ -550,10 +550,11 @@ def test_joint_steps_train_the_given_path_and_resume_exactly():
     cfg = dataclasses.replace(QUICK, batch_size=32)
     path = SPACE.decode(SPACE.sample(random.Random(3)).tokens)
     net = supernet()
-    trainer = PathTrainer(net, data, cfg, lr=0.05)
-    losses = [trainer.train([path], 10) for _ in range(4)]
-    assert losses[-1] < 0.8 * losses[0]  # the path learns
-    assert trainer.steps == 40 and not net.training
+    # lr 0.01: at 0.05 this path's loss rose on an AVX-512 CPU (3.8 -> 4.6 over 40 steps)
+    trainer = PathTrainer(net, data, cfg, lr=0.01)
+    losses = [trainer.train([path], 20) for _ in range(4)]
+    assert losses[-1] < 0.8 * losses[0]  # the path learns (2.30 -> 1.34 there)
+    assert trainer.steps == 80 and not net.training
     assert not any(p.requires_grad for p in net.parameters())  # frozen again for scoring
     # 3 + 3 steps in one trainer = 3 steps, a checkpoint, a new trainer, 3 steps
     a, b = supernet(), supernet()
