@@ -14,10 +14,12 @@ can, and converts back and forth around what it cannot (a broadcast product, an 
 pool, a sum with a tensor already in plain layout): :func:`layout_ops` replays that
 rewrite layer by layer for AVX2's block of 8 channels and AVX-512's of 16 (each checked
 node for node against the optimised graphs of 400 random networks), and its conversions
-(``reorder``) and the
-sums the runtime keeps as nodes of their own (``addnode``; the others are fused into a
-convolution) are features too. Which layout a layer's input arrives in depends on the
-layers before it, so the block vectors are precomputed per incoming layout as well.
+(``reorder``) and the sums the runtime keeps as nodes of their own (``addnode``; the others
+are fused into a convolution) are features too, as are the blocked convolutions'
+multiply-adds as the runtime runs them: padded to whole channel blocks and split by how many
+filter blocks each pass over the input computes (``dense3_set1`` ... ``pw_nchw``). Which
+layout a layer's input arrives in depends on the layers before it, so the block vectors are
+precomputed per incoming layout as well.
 """
 
 from __future__ import annotations
