@@ -332,6 +332,7 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
         "model": predictor.model.kind,
         "by_kind": by_kind(predictor, archs, first),
         "training_networks": len(predictor.data["training"]["archs"]),
+        "timing_passes": max(map(len, predictor.data["training"].get("passes_ms") or [[0]])),
         "cross_validation": predictor.data["cross_validation"],
         "build_seconds": build_seconds,
         "query_us": query_us(predictor, archs),

@@ -39,7 +39,7 @@ from predictor import SIZES, compose_setup  # noqa: E402
 from mnas.latency import Predictor, fit_predictor, measured_ort_latency  # noqa: E402
 from mnas.latency.fit import MODEL_KINDS, scores  # noqa: E402
 from mnas.latency.profile import block_times  # noqa: E402
-from mnas.latency.refit import _refit_one  # noqa: E402
+from mnas.latency.refit import refit_to_timings  # noqa: E402
 from mnas.space import MnasSpace, specs_of  # noqa: E402
 
 
@@ -144,7 +144,7 @@ def refit(path: Path, base_path: Path, reps: int, n_fit: int = 10) -> dict:
         perm = rng.permutation(len(y))
         tr, te = perm[:n_fit], perm[n_fit:]
         for name, blk in (("without profiles", None), ("with profiles", blocks[tr].tolist())):
-            p = _refit_one(base, setup, [archs[i] for i in tr], y[tr].tolist(), blk)
+            p = refit_to_timings(base, setup, [archs[i] for i in tr], y[tr].tolist(), blk)
             rows.setdefault(name, []).append(scores([p.predict(archs[i]) for i in te], y[te]))
             chosen.setdefault(name, []).append(p.data["calibration"]["kind"])
     print(f"{base_path} re-fitted to {path} from {n_fit} networks, {reps} splits")

@@ -7,6 +7,8 @@ config describes.
         experiment=cifar10_proxy latency.threads=2          # re-fit from 10 networks
     python scripts/latency_table.py --predictor --refit p16.json p32.json p224.json \\
         --out p28.json experiment=fashion_mnist_proxy       # the base that re-fits best
+    python scripts/latency_table.py --predictor --recheck pred.json \\
+        experiment=cifar10_proxy                            # re-calibrate it for today
     python scripts/search.py experiment=cifar10_proxy latency=predictor \\
         latency.predictor_path=pred.json
     python scripts/latency_table.py --out tables/fmnist.json experiment=fashion_mnist_proxy
@@ -49,7 +51,10 @@ from mnas.latency import (
 )
 from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS
 from mnas.latency.predictor import PROFILE_RUNS, QUERY_BUDGET_US, Predictor, build_predictor
+from mnas.latency.recheck import RECHECK_NETWORKS, recheck_predictor
 from mnas.latency.refit import refit_predictor
+from mnas.latency.stats import LatencyError
+from mnas.latency.timed import TIMING_PASSES
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -89,6 +94,20 @@ def main(argv: list[str] | None = None) -> int:
         "set-up: input size, threads, graph optimisation) to this config's set-up from "
         "--networks newly timed networks, instead of building one; given several, the one "
         "whose re-fit predicts left-out networks best is kept",
+    )
+    p.add_argument(
+        "--recheck",
+        metavar="PREDICTOR",
+        help="--predictor: re-time --networks (default 20) of PREDICTOR's training networks "
+        "on this machine now, report how far they moved, and re-calibrate it where that "
+        "predicts them better; written back to PREDICTOR unless --out is given",
+    )
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=TIMING_PASSES,
+        help="--predictor: passes over the networks timed (each network's geometric mean; "
+        f"default {TIMING_PASSES})",
     )
     p.add_argument(
         "--max-minutes", type=float, default=18.0, help="--predictor: stop timing networks after"
@@ -184,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
+    if args.passes < 1:
+        print(f"config error: --passes={args.passes}; allowed: >= 1", file=sys.stderr)
+        return 2
+    if args.recheck:
+        return _recheck(args, settings, setup)
     networks = args.networks if args.networks is not None else (10 if args.refit else 200)
     least = 3 if args.refit else 10
     if args.refit and args.model != "auto":
@@ -227,11 +251,11 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
     evaluator = measured_ort_latency(settings, **setup)
     evaluator.nominal()
     if bases:
-        return _refit(bases, evaluator, archs, out)
+        return _refit(bases, evaluator, archs, out, args.passes)
 
     def progress(done: int, total: int, seconds: float) -> None:
         if done % 25 == 0 or done == total:
-            print(f"  {done}/{total} networks timed, {seconds:.0f} s", flush=True)
+            print(f"  {done}/{total} timings ({args.passes} passes), {seconds:.0f} s", flush=True)
 
     predictor = build_predictor(
         evaluator,
@@ -241,6 +265,7 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
         args.model,
         args.profile_runs,
         args.query_budget_us or None,
+        args.passes,
     )
     predictor.save(out)
     d = predictor.data
@@ -255,10 +280,51 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
     return 0
 
 
-def _refit(bases: list[Predictor], evaluator: OrtLatency, archs, out: Path) -> int:
+def _recheck(args, settings, setup: dict) -> int:
+    networks = args.networks if args.networks is not None else RECHECK_NETWORKS
+    try:
+        predictor = Predictor.load(args.recheck)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"config error: --recheck={args.recheck}: {e}", file=sys.stderr)
+        return 2
+    total = len(predictor.data["training"]["tokens"])
+    if not 5 <= networks <= total:
+        print(
+            f"config error: --networks={networks}; allowed with --recheck: 5 .. {total}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.dry_run:
+        return 0
+    evaluator = measured_ort_latency(settings, **setup)
+    evaluator.nominal()
+    try:
+        checked = recheck_predictor(predictor, evaluator, networks, args.passes)
+    except ValueError as e:
+        print(f"config error: --recheck={args.recheck}: {e}", file=sys.stderr)
+        return 2
+    except LatencyError as e:
+        print(f"error: --recheck={args.recheck}: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.out or args.recheck)
+    checked.save(out)
+    r = checked.data["recheck"]
+    print(
+        f"re-timed {networks} of its networks in {r['seconds']:.0f} s: today "
+        f"{r['median_ratio']:.3f}x the stored timings (median), "
+        f"{100 * r['within_5_of_stored']:.0f}% within +-5% of them; "
+        f"the model's MAPE on them {r['model_mape']:.1f}%, re-calibrated "
+        f"({r['calibration_kind']}) {r['calibrated_loo_mape']:.1f}% (leave-one-out): "
+        f"{'applied' if r['applied'] else 'not applied'}"
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _refit(bases: list[Predictor], evaluator: OrtLatency, archs, out: Path, passes: int) -> int:
     t0 = time.perf_counter()
     try:
-        refit = refit_predictor(bases, evaluator, archs)
+        refit = refit_predictor(bases, evaluator, archs, passes=passes)
     except ValueError as e:
         print(f"config error: --refit: {e}", file=sys.stderr)
         return 2

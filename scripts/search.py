@@ -113,8 +113,9 @@ def main(cfg: DictConfig) -> float:
         if cfg.latency.kind == "predictor" and cfg.latency.get("predictor_path") == "auto":
             print(
                 "latency: this machine's predictor (latency.predictor_path=auto); the first "
-                "search of a set-up builds it (100 networks timed, up to 15 min; progress in "
-                f"{run_dir / 'search.log'})",
+                "search of a set-up builds it (200 networks timed twice, up to 15 min), a "
+                "later one re-checks it on 20 of them if it was timed over an hour ago "
+                f"(progress in {run_dir / 'search.log'})",
                 flush=True,
             )
         search = build_search(cfg, run_dir)

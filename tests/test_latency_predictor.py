@@ -315,7 +315,7 @@ def test_few_shot_refit_to_another_input_size_from_ten_networks():
     net28 = NetSetup(28, 1, 10, 0.5, 1)
     ev = FakeEvaluator(net28, 1.4)  # another size, and a slower setting on top
     refit = refit_predictor(base, ev, archs(10, 8))
-    assert ev.timed == 10
+    assert ev.timed == 20  # two passes
     assert refit.setup["input_shape"] == [1, 1, 28, 28]
     held = archs(60, 9)
     measured = [1.4 * truth(BlockFeatures(net28, SPACE)(x)) for x in held]
@@ -339,7 +339,7 @@ def test_refit_with_profiles_scales_each_operator_kind_apart():
     measured = [ev.measure_afresh(x).median_ms for x in held]
     ev = FakeEvaluator(net28, 1.2, dear)
     refit = refit_predictor(base, ev, archs(10, 8))
-    assert ev.timed == 10 and ev.profiled == 10
+    assert ev.timed == 20 and ev.profiled == 10  # two passes, one profile
     cal = refit.data["calibration"]
     assert cal["kind"] == "kind_scales"
     assert {"calibration", "split", "kind_scales_0.0"} <= set(cal["leave_one_out_mape"])
@@ -415,7 +415,7 @@ def test_refit_from_several_bases_keeps_the_one_that_predicts_left_out_networks(
     base28 = fit_predictor(setup_dict(net28), a28, y28)  # built at the new size itself
     ev = FakeEvaluator(net28, 1.4)
     refit = refit_predictor([base16, base28], ev, archs(10, 8))
-    assert ev.timed == 10  # timed once for both bases
+    assert ev.timed == 20  # timed (in two passes) once for both bases
     cal = refit.data["calibration"]
     assert cal["from_setup"]["input_shape"] == [1, 1, 28, 28]
     loo = [min(b["leave_one_out_mape"].values()) for b in cal["bases"]]
@@ -718,6 +718,20 @@ def test_latency_table_script_refits_a_predictor_to_the_configs_set_up(tmp_path,
     )
     assert rc == 0
     assert load_predictor(built, input_size=8, width_mult=0.25).model.kind == "linear"
+    # re-checking it on this machine now: 5 of its networks re-timed, written to --out
+    rechecked = tmp_path / "rechecked8.json"
+    rc = script.main(
+        ["--predictor", "--recheck", str(built), "--networks", "5", "--out", str(rechecked)] + quick
+    )
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "re-timed 5 of its networks" in text and f"wrote {rechecked}" in text
+    r = load_predictor(rechecked, input_size=8, width_mult=0.25).data["recheck"]
+    assert r["networks"] == 5 and len(r["measured_ms"]) == 5 and r["median_ratio"] > 0
+    rc = script.main(["--predictor", "--recheck", str(built), "--networks", "3"] + quick)
+    assert rc == 2 and "--networks=3; allowed with --recheck: 5 .. 10" in capsys.readouterr().err
+    rc = script.main(["--predictor", "--passes", "0"] + quick)
+    assert rc == 2 and "--passes=0; allowed: >= 1" in capsys.readouterr().err
 
 
 def block_synthetic(n: int, seed: int, noise: float = 0.03):

@@ -361,7 +361,7 @@ def _trained_parts(cfg: DictConfig, space, executor, target: float | None, run_d
 
 def _predictor_progress(done: int, total: int, seconds: float) -> None:
     if done % 10 == 0 or done == total:
-        log.info("latency predictor: %d/%d networks timed, %.0f s", done, total, seconds)
+        log.info("latency predictor: %d/%d timings (two passes), %.0f s", done, total, seconds)
 
 
 def _supernet_evaluator(cfg: DictConfig, space, trained, latency, settings, run_dir: Path):

@@ -132,6 +132,8 @@ class LatencyConf:
     remeasure_front: bool | None = None  # time the final front on ORT (None: on for lut/predictor)
     graph_optimization: str = "all"  # ORT graph optimisations: all|extended|basic|disabled
     repeats: int = 1  # time each network this many times (new session each), median of all runs
+    predictor_recheck: int = 20  # predictor_path=auto: re-time this many of its networks when
+    # it was last timed over an hour ago, and re-calibrate it if that helps (0: never)
 
 
 @dataclass

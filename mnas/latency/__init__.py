@@ -42,6 +42,7 @@ from mnas.latency.predictor import (
     fit_predictor,
     load_predictor,
 )
+from mnas.latency.recheck import recheck_predictor
 from mnas.latency.references import reference_arch, reference_network
 from mnas.latency.refit import refit_predictor
 from mnas.latency.session import (
@@ -59,6 +60,7 @@ from mnas.latency.settings import (
     resolve_auto_predictor,
 )
 from mnas.latency.stats import LatencyError, LatencyStats, median_ci_halfwidth, stats_from_samples
+from mnas.latency.timed import time_networks
 from mnas.latency.timing import TimingPlan, Timings, resolve_clock, time_runs
 
 __all__ = [
@@ -92,6 +94,7 @@ __all__ = [
     "median_ci_halfwidth",
     "network_layers",
     "measured_ort_latency",
+    "recheck_predictor",
     "reference_arch",
     "reference_network",
     "refit_predictor",
@@ -102,5 +105,6 @@ __all__ = [
     "space_layer_configs",
     "stats_from_samples",
     "table_configs_for",
+    "time_networks",
     "time_runs",
 ]

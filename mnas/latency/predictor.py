@@ -44,11 +44,11 @@ from mnas.latency.fit import (
 )
 from mnas.latency.layout import nchwc_block
 from mnas.latency.ort import OrtLatency, describe_arch
-from mnas.latency.profile import block_times
 from mnas.latency.references import AUTO_LARGE
 from mnas.latency.session import machine_description, machine_fingerprint
 from mnas.latency.stats import LatencyError, LatencyStats
-from mnas.space import Architecture, MnasSpace, specs_of
+from mnas.latency.timed import TIMING_PASSES, time_networks
+from mnas.space import Architecture, MnasSpace
 
 log = logging.getLogger(__name__)
 
@@ -325,18 +325,6 @@ def timing_setup(evaluator: OrtLatency) -> dict:
     return setup
 
 
-def time_network(
-    evaluator: OrtLatency, arch: Architecture, profile_runs: int
-) -> tuple[float, list[float] | None]:
-    """``arch`` timed afresh (ms) and, with ``profile_runs`` > 0, its time per block (ms)
-    from ONNX Runtime's profile of the same export; None without."""
-    if not profile_runs:
-        return evaluator.measure_afresh(arch).median_ms, None
-    stats, profile = evaluator.measure_profiled(arch, profile_runs)
-    repeats = [s.repeats for s in specs_of(arch)]
-    return stats.median_ms, [us / 1000 for us in block_times(profile, repeats)]
-
-
 def build_predictor(
     evaluator: OrtLatency,
     archs: Sequence[Architecture],
@@ -345,45 +333,38 @@ def build_predictor(
     model: str = "auto",
     profile_runs: int = PROFILE_RUNS,
     query_budget_us: float | None = QUERY_BUDGET_US,
+    passes: int = TIMING_PASSES,
 ) -> Predictor:
-    """Time ``archs`` afresh with ``evaluator`` (until ``max_seconds``, if given), profile
-    each with ONNX Runtime's profiler over ``profile_runs`` runs (its blocks' times inside
-    the network, :mod:`mnas.latency.profile`; 0: not profiled, and no block model) and fit
-    a predictor to them (``model``, ``query_budget_us``: as :func:`fit_predictor`).
+    """Time ``archs`` afresh with ``evaluator`` in ``passes`` passes (each network's
+    geometric mean; within ``max_seconds``, if given: :func:`mnas.latency.timed.
+    time_networks`), profile each once with ONNX Runtime's profiler over ``profile_runs``
+    runs (its blocks' times inside the network, :mod:`mnas.latency.profile`; 0: not
+    profiled, and no block model) and fit a predictor to them (``model``,
+    ``query_budget_us``: as :func:`fit_predictor`). ``progress(done, total, seconds)``
+    counts timings.
 
     Raises:
         LatencyError: if a network cannot be timed or profiled.
-        ValueError: if fewer than 10 networks were timed, for an unknown ``model``, or a
-            block model without profiles.
+        ValueError: if fewer than 10 networks were timed, for an unknown ``model``, a
+            block model without profiles, or ``passes`` < 1.
     """
     _model_kinds(model)  # refused before any timing
     if profile_runs < 0:
         raise ValueError(f"profile_runs={profile_runs}; allowed: >= 0 (0: no profiles)")
     if profile_runs == 0 and model in BLOCK_KINDS:
         raise ValueError(f"model={model!r} is fitted to profiles; profile_runs=0 has none")
-    t0 = time.perf_counter()
-    timed: list[tuple[Architecture, float]] = []
-    blocks: list[list[float]] = []
-    for i, arch in enumerate(archs):
-        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-            log.info("predictor: time budget of %.0f s reached after %d networks", max_seconds, i)
-            break
-        ms, block_ms = time_network(evaluator, arch, profile_runs)
-        timed.append((arch, ms))
-        if block_ms is not None:
-            blocks.append(block_ms)
-        if progress is not None:
-            progress(i + 1, len(archs), time.perf_counter() - t0)
+    timed = time_networks(evaluator, archs, profile_runs, passes, max_seconds, progress)
     predictor = fit_predictor(
         timing_setup(evaluator),
-        [a for a, _ in timed],
-        [ms for _, ms in timed],
-        timing_seconds=time.perf_counter() - t0,
+        timed.archs,
+        timed.ms,
+        timing_seconds=timed.seconds,
         model=model,
-        block_ms=blocks or None,
+        block_ms=timed.block_ms,
         query_budget_us=query_budget_us,
+        passes_ms=timed.passes_ms,
     )
-    predictor.data["build_seconds"] = time.perf_counter() - t0
+    predictor.data["build_seconds"] = timed.seconds + predictor.data["fit_seconds"]
     return predictor
 
 
@@ -395,6 +376,7 @@ def fit_predictor(
     model: str = "auto",
     block_ms: Sequence[Sequence[float]] | None = None,
     query_budget_us: float | None = QUERY_BUDGET_US,
+    passes_ms: Sequence[Sequence[float]] | None = None,
 ) -> Predictor:
     """A predictor for ``setup`` (:func:`timing_setup`) fitted to measured networks.
     ``model``: one of :data:`MODEL_KINDS` (a forest kind's query costs about twice a
@@ -403,7 +385,8 @@ def fit_predictor(
     (None: any; where none does, the fastest). ``block_ms``: each network's profiled time
     per block (ms; :func:`mnas.latency.profile.block_times`), which the block kinds are
     fitted to (without it they are not candidates). How the kind was chosen is recorded
-    under ``selection``.
+    under ``selection``. ``passes_ms``: each network's timings, when
+    ``measured_ms`` is their mean (recorded with the training data).
 
     Raises:
         ValueError: for an unknown ``model``, a block kind without ``block_ms``, or
@@ -432,6 +415,7 @@ def fit_predictor(
         "tokens": [list(a.tokens) for a in archs],
         "measured_ms": y.tolist(),
         "block_ms": None if blocks is None else blocks[1].tolist(),
+        "passes_ms": None if passes_ms is None else [list(t) for t in passes_ms],
     }
 
     def make(m: LatencyModel) -> Predictor:
@@ -452,6 +436,7 @@ def fit_predictor(
                 "cross_validation": cv,
                 "training": training,
                 "timing_seconds": timing_seconds,
+                "timed_at": time.time(),
             }
         )
 

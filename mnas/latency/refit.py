@@ -25,10 +25,10 @@ from mnas.latency.predictor import (
     PROFILE_RUNS,
     Predictor,
     _aggregates,
-    time_network,
     timing_setup,
 )
 from mnas.latency.session import machine_description, machine_fingerprint
+from mnas.latency.timed import TIMING_PASSES, time_networks
 from mnas.space import Architecture, MnasSpace
 
 
@@ -38,11 +38,13 @@ def refit_predictor(
     archs: Sequence[Architecture],
     same_machine: bool = True,
     profile_runs: int = PROFILE_RUNS,
+    passes: int = TIMING_PASSES,
 ) -> Predictor:
     """``base`` re-fitted to the timing set-up of ``evaluator`` (another input size, thread
-    count, ...) from a few networks timed with it: ``base``'s model applied to the features
-    of the new set-up, then one of three re-fits, whichever predicts the left-out network
-    best over leave-one-out on the timed networks (:func:`choose_refit`):
+    count, ...) from a few networks timed with it (in ``passes`` passes, each network's
+    geometric mean, :func:`mnas.latency.timed.time_networks`): ``base``'s model applied to
+    the features of the new set-up, then one of three re-fits, whichever predicts the
+    left-out network best over leave-one-out on the timed networks (:func:`choose_refit`):
 
     - a calibration of the whole prediction: scaled, or scaled and shifted
       (:func:`fit_calibration`, itself chosen by leave-one-out);
@@ -56,7 +58,7 @@ def refit_predictor(
       re-fitted predictor is then that linear model.
 
     Given several bases (e.g. this machine's 16x16, 32x32 and 224x224 predictors), the
-    networks are timed once and, among the bases whose fitted range holds the most of the
+    networks are timed for all of them and, among the bases whose fitted range holds the most of the
     timed networks (:func:`covered`), the one whose re-fit has the lowest leave-one-out
     error is kept (a 32x32 model orders 28x28 networks better than a 16x16 one); every
     base's error and count is recorded (``calibration.bases``).
@@ -86,13 +88,8 @@ def refit_predictor(
     if profile_runs < 0:
         raise ValueError(f"profile_runs={profile_runs}; allowed: >= 0 (0: no profiles)")
     setup = timing_setup(evaluator)
-    measured, block_ms = [], []
-    for a in archs:
-        ms, blocks = time_network(evaluator, a, profile_runs)
-        measured.append(ms)
-        if blocks is not None:
-            block_ms.append(blocks)
-    fits = [_refit_one(b, setup, archs, measured, block_ms or None) for b in bases]
+    timed = time_networks(evaluator, archs, profile_runs, passes)
+    fits = [refit_to_timings(b, setup, archs, timed.ms, timed.block_ms) for b in bases]
     covers = [f.data["calibration"]["timed_in_range"] for f in fits]
     eligible = [f for f, c in zip(fits, covers, strict=True) if c == max(covers)]
     best = min(eligible, key=lambda f: min(f.data["calibration"]["leave_one_out_mape"].values()))
@@ -119,7 +116,7 @@ def covered(moved: Predictor, archs: Sequence[Architecture]) -> int:
     return sum(moved.predict_detail(a).in_range for a in archs)
 
 
-def _refit_one(
+def refit_to_timings(
     base: Predictor,
     setup: dict,
     archs: Sequence[Architecture],

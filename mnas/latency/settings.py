@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -26,6 +27,12 @@ from mnas.latency.predictor import (
     PredictorLatency,
     build_predictor,
     timing_setup,
+)
+from mnas.latency.recheck import (
+    RECHECK_AFTER_HOURS,
+    RECHECK_NETWORKS,
+    last_timed,
+    recheck_predictor,
 )
 from mnas.latency.references import DEFAULT_REFERENCES, check_references
 from mnas.latency.session import check_graph_optimization
@@ -91,6 +98,10 @@ class LatencySettings:
         repeats: time every measured network this many times, each in a new ONNX Runtime
             session under the whole timing plan, and report the median of all the corrected
             runs (less noise, ``repeats`` times the timing cost; not part of the cache key).
+        predictor_recheck: ``predictor_path=auto``: when the predictor it finds was last
+            timed more than :data:`mnas.latency.recheck.RECHECK_AFTER_HOURS` ago, re-time
+            this many of its training networks and re-calibrate it if that predicts them
+            better (:func:`mnas.latency.recheck.recheck_predictor`); 0: never.
 
     Raises:
         ValueError: naming the first bad value.
@@ -115,6 +126,7 @@ class LatencySettings:
     remeasure_front: bool | None = None
     graph_optimization: str = "all"
     repeats: int = 1
+    predictor_recheck: int = RECHECK_NETWORKS
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -148,6 +160,9 @@ class LatencySettings:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"latency.{key}={value!r} must be a positive integer")
+        r = self.predictor_recheck
+        if isinstance(r, bool) or not isinstance(r, int) or (r != 0 and r < 5):
+            raise ValueError(f"latency.predictor_recheck={r!r}; allowed: 0 (never) or >= 5")
         self.plan  # noqa: B018 - validates the timing plan now, before any work
         try:
             object.__setattr__(self, "references", check_references(self.references))
@@ -290,12 +305,14 @@ def resolve_auto_predictor(
     path = auto_predictor_path(evaluator, settings.cache)  # times the nominal if not cached
     if os.path.exists(path):
         try:
-            same = _digest(Predictor.load(path).setup) == _digest(timing_setup(evaluator))
+            found = Predictor.load(path)
+            same = _digest(found.setup) == _digest(timing_setup(evaluator))
         except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
             same = False
             log.warning("latency predictor %s cannot be read (%s)", path, e)
         if same:
             log.info("latency predictor for this machine and set-up: %s", path)
+            _recheck_if_old(found, evaluator, settings.predictor_recheck)
             return replace(settings, predictor_path=path)
         log.warning("latency predictor %s is of another set-up; building it again", path)
     log.info(
@@ -323,3 +340,19 @@ def resolve_auto_predictor(
         cv["mape"],
     )
     return replace(settings, predictor_path=path)
+
+
+def _recheck_if_old(predictor: Predictor, evaluator: OrtLatency, networks: int) -> None:
+    """Re-check (:func:`recheck_predictor`) and save ``predictor`` if ``networks`` > 0 and
+    it was last timed over :data:`RECHECK_AFTER_HOURS` ago (or does not say when). A
+    network that cannot be timed leaves the predictor as it was, with a warning."""
+    when = last_timed(predictor)
+    if not networks or (when is not None and time.time() - when < RECHECK_AFTER_HOURS * 3600):
+        return
+    total = len(predictor.data["training"]["tokens"])
+    try:
+        checked = recheck_predictor(predictor, evaluator, min(networks, total))
+    except (LatencyError, ValueError) as e:
+        log.warning("latency predictor %s: re-check failed (%s); used as it is", predictor.path, e)
+        return
+    checked.save(predictor.path)

@@ -1,0 +1,126 @@
+"""Timing the networks a latency predictor is fitted to, in passes (issue 19).
+
+One timing of a network on a shared machine scatters by a few percent even after the
+drift correction, and the scatter has a slow part: networks timed minutes apart disagree
+more than networks timed back to back (docs/latency.md, "Timing in passes"). A predictor
+fitted to single timings learns that scatter as if it were the network's cost, so
+:func:`time_networks` times every network in ``passes`` passes over the whole set — the
+second in reverse order, so that a network timed early in one pass is timed late in the
+next — and fits to each network's geometric mean. The first pass also profiles each
+network (its blocks' times, :mod:`mnas.latency.profile`); the profile gives the split
+between the blocks, which one pass tells well enough.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mnas.latency.ort import OrtLatency
+from mnas.latency.profile import block_times
+from mnas.space import Architecture, specs_of
+
+log = logging.getLogger(__name__)
+
+TIMING_PASSES = 2
+"""Passes over the networks a predictor is built from (or re-fitted or re-checked with)."""
+
+
+def time_network(
+    evaluator: OrtLatency, arch: Architecture, profile_runs: int = 0
+) -> tuple[float, list[float] | None]:
+    """``arch`` timed afresh (ms) and, with ``profile_runs`` > 0, its time per block (ms)
+    from ONNX Runtime's profile of the same export; None without."""
+    if not profile_runs:
+        return evaluator.measure_afresh(arch).median_ms, None
+    stats, profile = evaluator.measure_profiled(arch, profile_runs)
+    repeats = [s.repeats for s in specs_of(arch)]
+    return stats.median_ms, [us / 1000 for us in block_times(profile, repeats)]
+
+
+@dataclass(frozen=True)
+class TimedNetworks:
+    """Networks timed by :func:`time_networks`: ``ms`` is each network's geometric mean
+    over its passes (``passes_ms``, in the order they were taken), ``block_ms`` its
+    profiled block times (None without profiles)."""
+
+    archs: list[Architecture]
+    ms: list[float]
+    passes_ms: list[list[float]]
+    block_ms: list[list[float]] | None
+    seconds: float
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def time_networks(
+    evaluator: OrtLatency,
+    archs: Sequence[Architecture],
+    profile_runs: int = 0,
+    passes: int = TIMING_PASSES,
+    max_seconds: float | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TimedNetworks:
+    """``archs`` timed in ``passes`` passes with ``evaluator`` (the first also profiled
+    over ``profile_runs`` runs, if > 0). With ``max_seconds``, the first pass stops once
+    ``max_seconds / passes`` have gone (the networks timed so far are the set) and the
+    later passes at ``max_seconds``; a network a later pass did not reach keeps the
+    timings it has. ``progress(done, total, seconds)`` is called after every timing
+    (``total``: the timings planned).
+
+    Raises:
+        LatencyError: if a network cannot be timed or profiled.
+        ValueError: for ``passes`` < 1 or ``profile_runs`` < 0.
+    """
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes={passes!r}; allowed: an integer >= 1")
+    if profile_runs < 0:
+        raise ValueError(f"profile_runs={profile_runs}; allowed: >= 0 (0: no profiles)")
+    t0 = time.perf_counter()
+    total = len(archs) * passes
+    done = 0
+    timed: list[Architecture] = []
+    timings: list[list[float]] = []
+    blocks: list[list[float]] = []
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, time.perf_counter() - t0)
+
+    first_budget = None if max_seconds is None else max_seconds / passes
+    for i, arch in enumerate(archs):
+        if first_budget is not None and time.perf_counter() - t0 > first_budget:
+            log.info("timing: first pass stopped at its %.0f s after %d networks", first_budget, i)
+            total = i * passes
+            break
+        ms, block_ms = time_network(evaluator, arch, profile_runs)
+        timed.append(arch)
+        timings.append([ms])
+        if block_ms is not None:
+            blocks.append(block_ms)
+        tick()
+    for p in range(1, passes):
+        order = range(len(timed) - 1, -1, -1) if p % 2 else range(len(timed))
+        for i in order:
+            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                log.info("timing: pass %d stopped at the budget of %.0f s", p + 1, max_seconds)
+                break
+            timings[i].append(evaluator.measure_afresh(timed[i]).median_ms)
+            tick()
+        else:
+            continue
+        break
+    return TimedNetworks(
+        archs=timed,
+        ms=[geometric_mean(t) for t in timings],
+        passes_ms=timings,
+        block_ms=blocks or None,
+        seconds=time.perf_counter() - t0,
+    )
