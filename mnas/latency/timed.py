@@ -106,17 +106,17 @@ def time_networks(
         if block_ms is not None:
             blocks.append(block_ms)
         tick()
-    for p in range(1, passes):
-        order = range(len(timed) - 1, -1, -1) if p % 2 else range(len(timed))
-        for i in order:
-            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-                log.info("timing: pass %d stopped at the budget of %.0f s", p + 1, max_seconds)
-                break
-            timings[i].append(evaluator.measure_afresh(timed[i]).median_ms)
-            tick()
-        else:
-            continue
-        break
+    later = [
+        (p, i)
+        for p in range(1, passes)
+        for i in (range(len(timed) - 1, -1, -1) if p % 2 else range(len(timed)))
+    ]
+    for p, i in later:
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            log.info("timing: pass %d stopped at the budget of %.0f s", p + 1, max_seconds)
+            break
+        timings[i].append(evaluator.measure_afresh(timed[i]).median_ms)
+        tick()
     return TimedNetworks(
         archs=timed,
         ms=[geometric_mean(t) for t in timings],
