@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         f"models (default {PROFILE_RUNS}; 0: no profiles, no blocks models)",
     )
     args, overrides = p.parse_known_args(argv)
+    args.predictor = args.predictor or bool(args.recheck)  # a re-check is of a predictor
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     register_configs()

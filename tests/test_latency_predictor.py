@@ -730,6 +730,8 @@ def test_latency_table_script_refits_a_predictor_to_the_configs_set_up(tmp_path,
     assert r["networks"] == 5 and len(r["measured_ms"]) == 5 and r["median_ratio"] > 0
     rc = script.main(["--predictor", "--recheck", str(built), "--networks", "3"] + quick)
     assert rc == 2 and "--networks=3; allowed with --recheck: 5 .. 10" in capsys.readouterr().err
+    rc = script.main(["--recheck", str(built), "--networks", "3"] + quick)  # implies --predictor
+    assert rc == 2 and "--networks=3; allowed with --recheck" in capsys.readouterr().err
     rc = script.main(["--predictor", "--passes", "0"] + quick)
     assert rc == 2 and "--passes=0; allowed: >= 1" in capsys.readouterr().err
 

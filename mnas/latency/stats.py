@@ -158,5 +158,5 @@ def median_ci_halfwidth(samples: Sequence[float], z: float = 1.96) -> float:
 
 def geometric_mean(values: Sequence[float]) -> float:
     """The geometric mean of positive ``values`` (the level of several reference
-    networks' medians)."""
+    networks' medians; a network's timings over passes)."""
     return math.exp(sum(math.log(v) for v in values) / len(values))

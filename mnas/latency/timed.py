@@ -2,7 +2,7 @@
 
 One timing of a network on a shared machine scatters by a few percent even after the
 drift correction, and the scatter has a slow part: networks timed minutes apart disagree
-more than networks timed back to back (docs/latency.md, "Timing in passes"). A predictor
+more than networks timed back to back (docs/latency.md, "An hour later"). A predictor
 fitted to single timings learns that scatter as if it were the network's cost, so
 :func:`time_networks` times every network in ``passes`` passes over the whole set — the
 second in reverse order, so that a network timed early in one pass is timed late in the
@@ -14,13 +14,13 @@ between the blocks, which one pass tells well enough.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mnas.latency.ort import OrtLatency
 from mnas.latency.profile import block_times
+from mnas.latency.stats import geometric_mean
 from mnas.space import Architecture, specs_of
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,6 @@ class TimedNetworks:
     passes_ms: list[list[float]]
     block_ms: list[list[float]] | None
     seconds: float
-
-
-def geometric_mean(values: Sequence[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def time_networks(
