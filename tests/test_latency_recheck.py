@@ -172,3 +172,34 @@ def test_an_auto_predictor_is_rechecked_once_it_is_old(tmp_path, monkeypatch, ca
     with caplog.at_level(logging.WARNING):
         module._recheck_if_old(base, None, 20)
     assert "re-check failed (network 3 could not be exported); used as it is" in caplog.text
+
+
+def test_retime_bench_compares_timings_and_what_a_predictor_fitted_to_each_predicts():
+    from bench_modules import load_bench
+
+    analyse = load_bench("predictor_retime").analyse
+    nets = archs(60, 5)
+    feats = BlockFeatures(NET16, SPACE)
+    x = np.array([feats(a) for a in nets])
+    t = np.array([truth(r) for r in x])
+    rng = np.random.default_rng(0)
+    timings = {  # t1 timed on a noisy day, t2..t4 on a quiet one
+        "t1": t * np.exp(0.08 * rng.standard_normal(60)),
+        **{k: t * np.exp(0.01 * rng.standard_normal(60)) for k in ("t2", "t3", "t4")},
+    }
+    result = analyse(x, timings)
+    assert result["test"] == "t4"
+    assert set(result["agreement"]) == {"t1-t2", "t1-t3", "t1-t4", "t2-t3", "t2-t4", "t3-t4"}
+    assert result["agreement"]["t2-t3"]["within_5"] > result["agreement"]["t1-t2"]["within_5"]
+    linear = result["trained_on"]["linear"]
+    assert set(linear) == {
+        "t1",
+        "t2",
+        "t3",
+        "geo(t1,t2)",
+        "geo(t1,t3)",
+        "geo(t2,t3)",
+        "geo(t1,t2,t3)",
+    }
+    assert set(result["trained_on"]) == {"linear"}  # no profiles: no blocks model
+    assert linear["geo(t2,t3)"]["mape"] < linear["t1"]["mape"]

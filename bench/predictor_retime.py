@@ -1,0 +1,143 @@
+"""Re-time a latency predictor's own training networks, and ask what its timings are worth
+(issue 19, docs/latency.md "An hour later").
+
+    taskset -c 0 python bench/predictor_retime.py --predictor DIR/predictor_224.json \\
+        --size 224 --time t2 t3 t4 --out DIR/retime_224.json
+
+times the predictor's training networks again with the search's evaluator, one pass per
+label (``bench/predictor.py``'s ``time_pass``: saved after every 20 networks, resumable),
+then prints
+
+- how each two sets of timings agree (``t1`` is the build's own: ±10% / ±5% / τ / MAPE);
+- what a predictor fitted to one set (or to the geometric mean of several) predicts for
+  the last set, cross-validated (5 folds: a network is never in the fit that predicts it),
+  for ``linear`` and, when the build profiled its networks, ``blocks``.
+
+``--time`` with no labels only analyses what ``--out`` holds. Writes the analysis into
+``--out`` beside the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from predictor import SIZES, compose_setup, time_pass  # noqa: E402
+
+from mnas.latency.features import BlockFeatures  # noqa: E402
+from mnas.latency.fit import fit_model, scores  # noqa: E402
+from mnas.latency.predictor import net_setup  # noqa: E402
+from mnas.space import MnasSpace  # noqa: E402
+
+
+def geometric(*sets: np.ndarray) -> np.ndarray:
+    return np.exp(np.mean([np.log(s) for s in sets], axis=0))
+
+
+def cross_trained(
+    kind: str,
+    x: np.ndarray,
+    train_y: np.ndarray,
+    test_y: np.ndarray,
+    blocks: tuple[np.ndarray, np.ndarray] | None = None,
+    folds: int = 5,
+) -> dict:
+    """:func:`scores` against ``test_y`` of a ``kind`` model fitted to ``train_y`` of the
+    other folds' networks (``blocks``: block features and profiled block times)."""
+    n = len(test_y)
+    order = np.random.default_rng(0).permutation(n)
+    predicted = np.empty(n)
+    for f in range(folds):
+        test = order[f::folds]
+        train = np.setdiff1d(order, test)
+        part = None if blocks is None else (blocks[0][train], blocks[1][train])
+        model = fit_model(kind, x[train], train_y[train], part)
+        if model.blocks is not None:
+            predicted[test] = [model.predict_blocks(b) for b in blocks[0][test]]
+        else:
+            predicted[test] = [model(r) for r in x[test]]
+    return scores(predicted, test_y)
+
+
+def analyse(x: np.ndarray, timings: dict[str, np.ndarray], blocks: tuple | None = None) -> dict:
+    """Agreement of every two sets of ``timings`` (in the order given) and, for each set,
+    each two of the sets before the last, and all of them, the cross-trained scores
+    (:func:`cross_trained`) against the last set."""
+    labels = list(timings)
+    agreement = {
+        f"{a}-{b}": scores(timings[a], timings[b]) for a, b in itertools.combinations(labels, 2)
+    }
+    *train_labels, test = labels
+    trains = {a: timings[a] for a in train_labels}
+    if len(train_labels) > 1:
+        for pair in itertools.combinations(train_labels, 2):
+            trains[f"geo({','.join(pair)})"] = geometric(*(timings[a] for a in pair))
+    if len(train_labels) > 2:
+        trains[f"geo({','.join(train_labels)})"] = geometric(*trains.values())
+    kinds = ["linear"] + (["blocks"] if blocks is not None else [])
+    trained = {
+        k: {name: cross_trained(k, x, y, timings[test], blocks) for name, y in trains.items()}
+        for k in kinds
+    }
+    return {"test": test, "agreement": agreement, "trained_on": trained}
+
+
+def _text(s: dict) -> str:
+    return (
+        f"{100 * s['within_10']:.1f}% / {100 * s['within_5']:.1f}% / "
+        f"{s['kendall_tau']:.3f} / {s['mape']:.1f}%"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--predictor", required=True, help="a predictor file (its training networks)")
+    p.add_argument("--size", required=True, choices=list(SIZES))
+    p.add_argument("--time", nargs="*", default=[], metavar="LABEL", help="passes to time now")
+    p.add_argument("--out", required=True, help="JSON of the timings and the analysis")
+    args = p.parse_args(argv)
+    data = json.loads(Path(args.predictor).read_text())
+    space = MnasSpace()
+    archs = [space.architecture(t) for t in data["training"]["tokens"]]
+    out = Path(args.out)
+    if args.time:
+        _, settings, setup = compose_setup(SIZES[args.size])
+        for label in args.time:
+            time_pass(out, label, archs, settings, setup)
+    stored = json.loads(out.read_text()) if out.exists() else {}
+    timings = {"t1": np.asarray(data["training"]["measured_ms"], dtype=np.float64)}
+    for label, records in stored.get("passes", {}).items():
+        if [r["key"] for r in records] != [a.key for a in archs]:
+            print(f"pass {label} is incomplete or of other networks; left out", file=sys.stderr)
+            continue
+        timings[label] = np.array([r["median_ms"] for r in records])
+    if len(timings) < 2:
+        print("error: nothing to compare: time a pass first (--time LABEL)", file=sys.stderr)
+        return 2
+    feats = BlockFeatures(net_setup(data["setup"]), space)
+    x = np.array([feats(a) for a in archs])
+    blocks = None
+    if data["training"].get("block_ms"):
+        rows = np.asarray([feats.rows(a) for a in archs])
+        blocks = (feats.matrix[rows], np.asarray(data["training"]["block_ms"]))
+    result = analyse(x, timings, blocks)
+    stored["analysis"] = result
+    out.write_text(json.dumps(stored))
+    print("agreement (±10% / ±5% / tau / MAPE):")
+    for pair, s in result["agreement"].items():
+        print(f"  {pair}: {_text(s)}")
+    for kind, rows in result["trained_on"].items():
+        print(f"{kind}, cross-validated against {result['test']}:")
+        for name, s in rows.items():
+            print(f"  trained on {name}: {_text(s)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
