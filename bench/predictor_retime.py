@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predictor import SIZES, compose_setup, time_pass  # noqa: E402
 
 from mnas.latency.features import BlockFeatures  # noqa: E402
-from mnas.latency.fit import fit_model, scores  # noqa: E402
+from mnas.latency.fit import cross_validate, scores  # noqa: E402
 from mnas.latency.predictor import net_setup  # noqa: E402
 from mnas.space import MnasSpace  # noqa: E402
 
@@ -40,35 +40,12 @@ def geometric(*sets: np.ndarray) -> np.ndarray:
     return np.exp(np.mean([np.log(s) for s in sets], axis=0))
 
 
-def cross_trained(
-    kind: str,
-    x: np.ndarray,
-    train_y: np.ndarray,
-    test_y: np.ndarray,
-    blocks: tuple[np.ndarray, np.ndarray] | None = None,
-    folds: int = 5,
-) -> dict:
-    """:func:`scores` against ``test_y`` of a ``kind`` model fitted to ``train_y`` of the
-    other folds' networks (``blocks``: block features and profiled block times)."""
-    n = len(test_y)
-    order = np.random.default_rng(0).permutation(n)
-    predicted = np.empty(n)
-    for f in range(folds):
-        test = order[f::folds]
-        train = np.setdiff1d(order, test)
-        part = None if blocks is None else (blocks[0][train], blocks[1][train])
-        model = fit_model(kind, x[train], train_y[train], part)
-        if model.blocks is not None:
-            predicted[test] = [model.predict_blocks(b) for b in blocks[0][test]]
-        else:
-            predicted[test] = [model(r) for r in x[test]]
-    return scores(predicted, test_y)
-
-
 def analyse(x: np.ndarray, timings: dict[str, np.ndarray], blocks: tuple | None = None) -> dict:
-    """Agreement of every two sets of ``timings`` (in the order given) and, for each set,
-    each two of the sets before the last, and all of them, the cross-trained scores
-    (:func:`cross_trained`) against the last set."""
+    """Agreement of every two sets of ``timings`` (in the order given) and, for each set
+    before the last, each two of them and all of them, the scores against the last set of
+    a model fitted to that set of the other folds' networks (5-fold
+    :func:`mnas.latency.fit.cross_validate`; ``blocks``: block features and profiled block
+    times, for the ``blocks`` model)."""
     labels = list(timings)
     agreement = {
         f"{a}-{b}": scores(timings[a], timings[b]) for a, b in itertools.combinations(labels, 2)
@@ -82,7 +59,10 @@ def analyse(x: np.ndarray, timings: dict[str, np.ndarray], blocks: tuple | None 
         trains[f"geo({','.join(train_labels)})"] = geometric(*trains.values())
     kinds = ["linear"] + (["blocks"] if blocks is not None else [])
     trained = {
-        k: {name: cross_trained(k, x, y, timings[test], blocks) for name, y in trains.items()}
+        k: {
+            name: cross_validate(k, x, y, blocks=blocks, against=timings[test])
+            for name, y in trains.items()
+        }
         for k in kinds
     }
     return {"test": test, "agreement": agreement, "trained_on": trained}

@@ -411,9 +411,11 @@ def cross_validate(
     y: np.ndarray,
     folds: int = 5,
     blocks: tuple[np.ndarray, np.ndarray] | None = None,
+    against: np.ndarray | None = None,
 ) -> dict:
     """:func:`scores` of ``kind`` on each network predicted by a model fitted without it
-    (``folds``-fold, networks in a fixed shuffled order)."""
+    (``folds``-fold, networks in a fixed shuffled order), against ``y`` or, given, against
+    ``against`` (other timings of the same networks)."""
     order = np.random.default_rng(0).permutation(len(y))
     predicted = np.empty(len(y))
     for f in range(folds):
@@ -425,7 +427,7 @@ def cross_validate(
             predicted[test] = [model.predict_blocks(b) for b in blocks[0][test]]
         else:
             predicted[test] = [model(r) for r in x[test]]
-    return scores(predicted, y)
+    return scores(predicted, y if against is None else against)
 
 
 def select_model(
