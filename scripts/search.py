@@ -114,8 +114,9 @@ def main(cfg: DictConfig) -> float:
             print(
                 "latency: this machine's predictor (latency.predictor_path=auto); the first "
                 "search of a set-up builds it (200 networks timed twice, up to 15 min), a "
-                "later one re-checks it on 20 of them if it was timed over an hour ago "
-                f"(progress in {run_dir / 'search.log'})",
+                f"later one re-checks it on {cfg.latency.get('predictor_recheck', 20)} of them "
+                f"if it was timed over an hour ago (0: never; progress in "
+                f"{run_dir / 'search.log'})",
                 flush=True,
             )
         search = build_search(cfg, run_dir)

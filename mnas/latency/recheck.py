@@ -24,8 +24,7 @@ import numpy as np
 from mnas.latency.fit import scores
 from mnas.latency.ort import OrtLatency
 from mnas.latency.predictor import SETUP_KEYS, Predictor, timing_setup
-from mnas.latency.refit import refit_to_timings
-from mnas.latency.session import machine_fingerprint
+from mnas.latency.refit import refit_to_timings, require_this_machine
 from mnas.latency.timed import TIMING_PASSES, time_networks
 from mnas.space import MnasSpace
 
@@ -67,11 +66,7 @@ def recheck_predictor(
     """
     data = predictor.data
     setup = timing_setup(evaluator)
-    if predictor.setup.get("machine") != machine_fingerprint():
-        raise ValueError(
-            f"re-check: predictor {predictor.path} was built on machine "
-            f"{predictor.setup.get('machine')}; this is {machine_fingerprint()}: build one here"
-        )
+    require_this_machine(predictor, "build one here")
     predictor.check_setup(**{k: setup.get(k) for k in SETUP_KEYS})
     if data.get("calibration") is not None and data.get("recheck") is None:
         raise ValueError(

@@ -76,13 +76,8 @@ def refit_predictor(
     bases = [base] if isinstance(base, Predictor) else list(base)
     if not bases:
         raise ValueError("re-fitting needs at least one base predictor")
-    for b in bases:
-        if same_machine and b.setup.get("machine") != machine_fingerprint():
-            raise ValueError(
-                f"predictor {b.path} was built on machine {b.setup.get('machine')} "
-                f"({b.data.get('machine_description', {}).get('cpu', '?')}); this is "
-                f"{machine_fingerprint()} ({machine_description()['cpu']}): re-fit it there"
-            )
+    for b in bases if same_machine else ():
+        require_this_machine(b, "re-fit it there")
     if len(archs) < 3:
         raise ValueError(f"re-fitting needs at least 3 timed networks, got {len(archs)}")
     if profile_runs < 0:
@@ -105,6 +100,18 @@ def refit_predictor(
         for b, f, c in zip(bases, fits, covers, strict=True)
     ]
     return best
+
+
+def require_this_machine(predictor: Predictor, advice: str) -> None:
+    """Refuse (``ValueError``, ending with ``advice``) to time networks for ``predictor``
+    here when it was built on another machine: one predictor never mixes machines'
+    timings."""
+    if predictor.setup.get("machine") != machine_fingerprint():
+        raise ValueError(
+            f"predictor {predictor.path} was built on machine {predictor.setup.get('machine')} "
+            f"({predictor.data.get('machine_description', {}).get('cpu', '?')}); this is "
+            f"{machine_fingerprint()} ({machine_description()['cpu']}): {advice}"
+        )
 
 
 def covered(moved: Predictor, archs: Sequence[Architecture]) -> int:
