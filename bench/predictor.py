@@ -63,6 +63,7 @@ from mnas.latency import (
 from mnas.latency.features import FEATURES
 from mnas.latency.fit import kendall_tau, pearson_from_tau, scores, tau_from_pearson
 from mnas.latency.predictor import with_layout
+from mnas.latency.settings import AUTO_NETWORKS
 from mnas.space import MnasSpace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -518,7 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-heldout", type=int, default=200)
     p.add_argument("--n-noise", type=int, default=200, help="held-out networks timed twice")
     p.add_argument("--n-drift", type=int, default=200, help="held-out networks re-timed later")
-    p.add_argument("--networks", type=int, default=200, help="training networks per build")
+    p.add_argument(
+        "--networks",
+        type=int,
+        default=AUTO_NETWORKS,
+        help=f"training networks per build (default {AUTO_NETWORKS}, as the user's command)",
+    )
     p.add_argument("--few-shot", type=int, default=10, help="networks timed for a re-fit")
     p.add_argument("--few-shot-check", type=int, default=60)
     p.add_argument(

@@ -53,6 +53,7 @@ from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS
 from mnas.latency.predictor import PROFILE_RUNS, QUERY_BUDGET_US, Predictor, build_predictor
 from mnas.latency.recheck import RECHECK_NETWORKS, recheck_predictor
 from mnas.latency.refit import refit_predictor
+from mnas.latency.settings import AUTO_MAX_SECONDS, AUTO_NETWORKS
 from mnas.latency.stats import LatencyError
 from mnas.latency.timed import TIMING_PASSES
 from mnas.space import MnasSpace
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "--networks",
         type=int,
         default=None,
-        help="--predictor: networks to time (default 200; 10 with --refit)",
+        help=f"--predictor: networks to time (default {AUTO_NETWORKS}; 10 with --refit)",
     )
     p.add_argument(
         "--refit",
@@ -110,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         f"default {TIMING_PASSES})",
     )
     p.add_argument(
-        "--max-minutes", type=float, default=18.0, help="--predictor: stop timing networks after"
+        "--max-minutes",
+        type=float,
+        default=AUTO_MAX_SECONDS / 60,
+        help="--predictor: stop timing networks after this many minutes (default "
+        f"{AUTO_MAX_SECONDS / 60:.0f}; the first pass gets its share, later passes re-time "
+        "the networks it reached)",
     )
     p.add_argument(
         "--model",
@@ -209,7 +215,7 @@ def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
         return 2
     if args.recheck:
         return _recheck(args, settings, setup)
-    networks = args.networks if args.networks is not None else (10 if args.refit else 200)
+    networks = args.networks if args.networks is not None else (10 if args.refit else AUTO_NETWORKS)
     least = 3 if args.refit else 10
     if args.refit and args.model != "auto":
         print(

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from mnas.conf import register_configs
 from mnas.conf.runner import build_search, load_resume_config
+from mnas.latency.settings import AUTO_MAX_SECONDS, AUTO_NETWORKS
 from mnas.search.records import load_standalone
 
 register_configs()
@@ -113,7 +114,8 @@ def main(cfg: DictConfig) -> float:
         if cfg.latency.kind == "predictor" and cfg.latency.get("predictor_path") == "auto":
             print(
                 "latency: this machine's predictor (latency.predictor_path=auto); the first "
-                "search of a set-up builds it (200 networks timed twice, up to 15 min), a "
+                f"search of a set-up builds it ({AUTO_NETWORKS} networks timed twice, up to "
+                f"{AUTO_MAX_SECONDS / 60:.0f} min), a "
                 f"later one re-checks it on {cfg.latency.get('predictor_recheck', 20)} of them "
                 f"if it was timed over an hour ago (0: never; progress in "
                 f"{run_dir / 'search.log'})",

@@ -46,10 +46,12 @@ KINDS = ("measured", "lut", "predictor", "macs")
 AUTO = "auto"
 """``predictor_path=auto``: the predictor of this machine and set-up, built on first use
 (:func:`resolve_auto_predictor`) and kept beside the latency cache."""
-AUTO_NETWORKS = 200
-"""Random whole networks an ``auto`` predictor is fitted to (docs/latency.md: with the
-filter-set features, 100 instead of 200 lost 2 points within +-10% at 32x32, 8 within
-+-5%; the time cap below still bounds the build)."""
+AUTO_NETWORKS = 600
+"""Random whole networks a predictor is fitted to by default (``auto``, and
+``scripts/latency_table.py --predictor``). docs/latency.md, "600 networks": at 16x16 and
+32x32 the cross-validated error still fell from 150 to 200 networks; 600 networks took 10
+minutes at 16x16 and the time cap below bounds the build at 224x224 (about 350 there, where
+200 already reach the block model's error)."""
 AUTO_MAX_SECONDS = 900.0
 """Timing stops after this long even if fewer networks were timed (at least 10 are needed)."""
 
