@@ -16,7 +16,9 @@ model=imagenet data.image_size=224``) it
 2. builds the predictor with the same code as ``scripts/latency_table.py --predictor``
    (times its own training networks) and records the build's seconds;
 3. compares predictions with the first pass: share within +-10% and +-5%, Kendall tau,
-   MAPE, and the same for pass 2 against pass 1 (``noise_floor_*``);
+   MAPE, and the same for pass 2 against pass 1 (``noise_floor_*``); and the same for the
+   predictor re-fitted to the first 200 and 400 of its training networks
+   (``fewer_networks``: what the default of 600 gives, on the same timings);
 4. times the query (``predict(arch)`` over the held-out set, many times);
 5. few-shot: re-fits the 16x16 and 32x32 predictors to another set-up from ``--few-shot``
    timed networks, keeps the re-fit with the lowest leave-one-out error, and checks it on
@@ -245,6 +247,34 @@ def by_kind(predictor: Predictor, archs, measured: list[float]) -> dict:
     return out
 
 
+def fewer_networks(predictor: Predictor, archs, measured: list[float]) -> dict:
+    """The predictor re-fitted (``model=auto``, the same code as the build) to the first
+    200 and 400 of its own training networks, where it has more: what the extra networks
+    gave, on the same timings. Each row: the kind cross-validation chose, its
+    cross-validated scores and its scores on the held-out networks' first pass."""
+    train = predictor.data["training"]
+    total = len(train["archs"])
+    space = MnasSpace()
+    rows = {}
+    for n in (200, 400):
+        if n >= total:
+            continue
+        blocks = train.get("block_ms")
+        fitted = fit_predictor(
+            predictor.setup,
+            [space.architecture(t) for t in train["tokens"][:n]],
+            train["measured_ms"][:n],
+            block_ms=None if blocks is None else blocks[:n],
+        )
+        kind = fitted.model.kind
+        rows[str(n)] = {
+            "model": kind,
+            "cross_validation": fitted.data["cross_validation"][kind],
+            "heldout": scores([fitted.predict(a) for a in archs], measured),
+        }
+    return rows
+
+
 def drift_row(pred: list[float], pass1: list[dict], drift: list[dict]) -> dict:
     """How the held-out networks' later timing (``drift``, the first ``len(drift)`` of them)
     differs from their first (``pass1``), and how the predictions ``pred`` agree with the
@@ -348,6 +378,7 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
             vs_pass2=scores(pred[:k], second),
             vs_mean_of_passes=scores(pred[:k], (np.add(first[:k], second) / 2).tolist()),
         )
+    row["fewer_networks"] = fewer_networks(predictor, archs, first)
     drift = passes.get("drift", [])
     if len(drift) >= n // 2:
         row["drift"] = drift_row(pred, passes["pass1"], drift)
@@ -475,6 +506,11 @@ def print_table(result: dict) -> None:
         )
         for kind, k in r.get("by_kind", {}).items():
             print(f"      {kind:>12} fitted to the same networks: {agreement_text(k)}")
+        for n, k in r.get("fewer_networks", {}).items():
+            print(
+                f"      re-fitted to its first {n} training networks ({k['model']}): "
+                f"{agreement_text(k['heldout'])}"
+            )
         if "drift" in r:
             d = r["drift"]
             print(

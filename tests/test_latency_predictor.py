@@ -840,6 +840,23 @@ def test_predictor_bench_scores_every_kind_on_the_same_networks():
     assert refitted.predict(held[0]) == pytest.approx(pred.predict(held[0]))
 
 
+def test_predictor_bench_refits_to_fewer_of_its_training_networks():
+    # what the default's extra networks give, on the same timings: the first 200 of a
+    # build's networks re-fitted and scored on the held-out networks (no 400: too few)
+    from bench_modules import load_bench
+
+    a, y = synthetic(230, 11, noise=0.03)
+    held, measured = synthetic(40, 12)
+    pred = fit_predictor(setup_dict(), a, y, model="linear")
+    got = load_bench("predictor").fewer_networks(pred, held, measured)
+    assert list(got) == ["200"]
+    alone = fit_predictor(setup_dict(), a[:200], y[:200])
+    assert got["200"]["model"] == alone.model.kind
+    assert got["200"]["heldout"] == scores([alone.predict(x) for x in held], measured)
+    assert got["200"]["cross_validation"]["n"] == 200
+    assert load_bench("predictor").fewer_networks(alone, held, measured) == {}
+
+
 def test_block_models_need_block_times():
     a, y, blocks = block_synthetic(12, 5)
     with pytest.raises(ValueError, match="model='blocks' is fitted to profiled block times"):
