@@ -1,7 +1,9 @@
-"""bench/latency_sessions.py: how two timings of the same networks are compared."""
+"""Benches' analyses: how two timings of the same networks are compared (bench/latency_sessions.py),
+how much of a timing's level is its reference sessions' luck (bench/reference_sessions.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from bench_modules import load_bench
 
@@ -36,3 +38,15 @@ def test_sessions_summary_compares_the_right_columns():
         pytest.approx(20.0)
     )
     assert "pass_to_pass" not in bench.summarise([first])
+
+
+def test_reference_sessions_separates_session_luck_from_run_noise():
+    bench = load_bench("reference_sessions")
+    rng = np.random.default_rng(0)
+    levels = [1.0, 1.02, 0.98]  # three sessions, one reference: +-2% draws
+    samples = [[list(level * (1 + 0.001 * rng.standard_normal(400)))] for level in levels]
+    (row,) = bench.spread(samples)
+    assert row["between_sessions_pct"] == pytest.approx(2.0, rel=0.05)
+    assert row["within_session_pct"] < 0.05
+    assert row["sessions_rel_pct"][1] - row["sessions_rel_pct"][2] == pytest.approx(4.0, rel=0.05)
+    assert row["runs_per_session"] == 400
