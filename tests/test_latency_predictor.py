@@ -857,6 +857,31 @@ def test_predictor_bench_refits_to_fewer_of_its_training_networks():
     assert load_bench("predictor").fewer_networks(alone, held, measured) == {}
 
 
+def test_predictor_curve_bench_cross_validates_subsets_of_the_training_networks():
+    from bench_modules import load_bench
+
+    from mnas.latency import fit
+
+    bench = load_bench("predictor_curve")
+    a, y = synthetic(40, 13, noise=0.02)
+    pred = fit_predictor(setup_dict(), a, y, model="linear")
+    x, yy, blocks = bench.training_data(pred)
+    assert blocks is None and yy.tolist() == pytest.approx(y)
+    rows = bench.curve(x, yy, blocks, [20, 40], draws=2)
+    kinds = ["linear", "linear+trees", "trees"]
+    assert [(r["networks"], r["kind"]) for r in rows] == [(n, k) for n in (20, 40) for k in kinds]
+    assert [r["draws"] for r in rows] == [2, 2, 2, 1, 1, 1]  # all 40: one subset
+    whole = fit.cross_validate("linear", x, yy)  # the same networks, another order: close
+    assert rows[3]["mape"] == pytest.approx(whole["mape"], rel=0.5)
+    assert rows[0]["mape"] > rows[3]["mape"]  # fewer networks, larger error
+    with pytest.raises(ValueError, match="--networks 41"):
+        bench.curve(x, yy, blocks, [41], draws=1)
+    before = dict(fit.TREES)
+    (got,) = bench.forest_settings(x, yy, ["20:2:0.1"])
+    assert fit.TREES == before and set(got) == {"setting", "linear+trees", "trees"}
+    assert got["setting"] == "20:2:0.1" and got["linear+trees"]["n"] == 40
+
+
 def test_block_models_need_block_times():
     a, y, blocks = block_synthetic(12, 5)
     with pytest.raises(ValueError, match="model='blocks' is fitted to profiled block times"):

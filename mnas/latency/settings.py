@@ -48,10 +48,10 @@ AUTO = "auto"
 (:func:`resolve_auto_predictor`) and kept beside the latency cache."""
 AUTO_NETWORKS = 600
 """Random whole networks a predictor is fitted to by default (``auto``, and
-``scripts/latency_table.py --predictor``). docs/latency.md, "600 networks": at 16x16 and
-32x32 the cross-validated error still fell from 150 to 200 networks; 600 networks took 10
-minutes at 16x16 and the time cap below bounds the build at 224x224 (about 350 there, where
-200 already reach the block model's error)."""
+``scripts/latency_table.py --predictor``). docs/latency.md, "600 networks": at 32x32 the
+cross-validated error was still falling at 200 networks; 600 networks took 10 and 14
+minutes at 16x16 and 32x32, and the time cap below bounds the build at 224x224 (319
+networks there, where 100 already reached the block model's error)."""
 AUTO_MAX_SECONDS = 900.0
 """Timing stops after this long even if fewer networks were timed (at least 10 are needed)."""
 

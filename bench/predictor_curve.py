@@ -1,0 +1,122 @@
+"""How a latency predictor's cross-validated error falls with the number of networks it is
+fitted to, and what the forest's settings change (issue 19, docs/latency.md "600 networks").
+
+    python bench/predictor_curve.py DIR/predictor_16.json --networks 50 100 150 200
+    python bench/predictor_curve.py DIR/predictor_32.json --trees 150:3:0.05 300:4:0.05
+
+Only the predictor's own training networks are used (their saved timings; no timing here):
+for each ``--networks`` count, ``--draws`` random subsets of that many networks are
+cross-validated (``fit.cross_validate``, 5 folds) for each model kind (``blocks`` where the
+build profiled its networks), and the mean of the draws is printed; with ``--trees``, the
+forest kinds are cross-validated on all the networks once per setting (``n_estimators:
+max_depth:learning_rate``). Writes ``--out`` (JSON) if given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mnas.latency import Predictor
+from mnas.latency import fit as latency_fit
+from mnas.latency.features import BlockFeatures
+from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS, cross_validate
+from mnas.latency.predictor import net_setup
+from mnas.space import MnasSpace
+
+FOREST_KINDS = ("linear+trees", "trees")
+
+
+def training_data(predictor: Predictor):
+    """Features, measured ms and (where profiled) block features and times of the
+    predictor's training networks."""
+    train = predictor.data["training"]
+    space = MnasSpace()
+    archs = [space.architecture(t) for t in train["tokens"]]
+    feats = BlockFeatures(net_setup(predictor.setup), space)
+    x = np.array([feats(a) for a in archs])
+    y = np.asarray(train["measured_ms"], dtype=np.float64)
+    blocks = None
+    if train.get("block_ms"):
+        rows = np.asarray([feats.rows(a) for a in archs])
+        blocks = (feats.matrix[rows], np.asarray(train["block_ms"], dtype=np.float64))
+    return x, y, blocks
+
+
+def curve(x, y, blocks, counts, draws: int, seed: int = 1) -> list[dict]:
+    """Mean cross-validated scores per (count, kind) over ``draws`` random subsets (one
+    subset, all networks, where the count is the whole set)."""
+    rng = np.random.default_rng(seed)
+    kinds = [k for k in MODEL_KINDS if blocks is not None or k not in BLOCK_KINDS]
+    rows = []
+    for n in counts:
+        if not 10 <= n <= len(y):
+            raise ValueError(f"--networks {n}: allowed 10 .. {len(y)} (the training networks)")
+        subsets = [rng.permutation(len(y))[:n] for _ in range(1 if n == len(y) else draws)]
+        for kind in kinds:
+            got = []
+            for idx in subsets:
+                part = None if blocks is None else (blocks[0][idx], blocks[1][idx])
+                got.append(cross_validate(kind, x[idx], y[idx], blocks=part))
+            rows.append(
+                {
+                    "networks": n,
+                    "kind": kind,
+                    "draws": len(subsets),
+                    **{k: float(np.mean([g[k] for g in got])) for k in got[0] if k != "n"},
+                }
+            )
+    return rows
+
+
+def forest_settings(x, y, settings: list[str]) -> list[dict]:
+    """Cross-validated scores of the forest kinds with each ``n:depth:lr`` setting."""
+    base = dict(latency_fit.TREES)
+    rows = []
+    try:
+        for s in settings:
+            n, depth, lr = s.split(":")
+            latency_fit.TREES.update(
+                n_estimators=int(n), max_depth=int(depth), learning_rate=float(lr)
+            )
+            rows.append({"setting": s, **{k: cross_validate(k, x, y) for k in FOREST_KINDS}})
+    finally:
+        latency_fit.TREES.clear()
+        latency_fit.TREES.update(base)
+    return rows
+
+
+def text(s: dict) -> str:
+    return (
+        f"{100 * s['within_10']:5.1f}% / {100 * s['within_5']:5.1f}% / "
+        f"{s['kendall_tau']:.3f} / {s['mape']:.2f}%"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("predictor", help="a file from scripts/latency_table.py --predictor")
+    p.add_argument("--networks", type=int, nargs="*", default=[50, 100, 150, 200])
+    p.add_argument("--draws", type=int, default=3)
+    p.add_argument("--trees", nargs="*", default=[], metavar="N:DEPTH:LR")
+    p.add_argument("--out", help="JSON file for the figures")
+    args = p.parse_args(argv)
+    x, y, blocks = training_data(Predictor.load(args.predictor))
+    result = {"predictor": args.predictor, "training_networks": len(y)}
+    print("cross-validated: within +-10% / +-5% / tau / MAPE")
+    result["curve"] = curve(x, y, blocks, args.networks, args.draws)
+    for r in result["curve"]:
+        print(f"{r['networks']:>5} networks {r['kind']:>12} ({r['draws']} draws): {text(r)}")
+    result["forest_settings"] = forest_settings(x, y, args.trees)
+    for r in result["forest_settings"]:
+        print(f"trees {r['setting']:>12}: " + "; ".join(f"{k} {text(r[k])}" for k in FOREST_KINDS))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
