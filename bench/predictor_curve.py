@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from mnas.latency import Predictor
-from mnas.latency import fit as latency_fit
-from mnas.latency.features import BlockFeatures
-from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS, cross_validate
-from mnas.latency.predictor import net_setup
-from mnas.space import MnasSpace
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from predictor import agreement_text  # noqa: E402
+
+from mnas.latency import Predictor  # noqa: E402
+from mnas.latency import fit as latency_fit  # noqa: E402
+from mnas.latency.features import BlockFeatures  # noqa: E402
+from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS, cross_validate  # noqa: E402
+from mnas.latency.predictor import net_setup  # noqa: E402
+from mnas.space import MnasSpace  # noqa: E402
 
 FOREST_KINDS = ("linear+trees", "trees")
 
@@ -89,13 +93,6 @@ def forest_settings(x, y, settings: list[str]) -> list[dict]:
     return rows
 
 
-def text(s: dict) -> str:
-    return (
-        f"{100 * s['within_10']:5.1f}% / {100 * s['within_5']:5.1f}% / "
-        f"{s['kendall_tau']:.3f} / {s['mape']:.2f}%"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("predictor", help="a file from scripts/latency_table.py --predictor")
@@ -106,13 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     x, y, blocks = training_data(Predictor.load(args.predictor))
     result = {"predictor": args.predictor, "training_networks": len(y)}
-    print("cross-validated: within +-10% / +-5% / tau / MAPE")
     result["curve"] = curve(x, y, blocks, args.networks, args.draws)
     for r in result["curve"]:
-        print(f"{r['networks']:>5} networks {r['kind']:>12} ({r['draws']} draws): {text(r)}")
+        head = f"{r['networks']:>5} networks {r['kind']:>12} ({r['draws']} draws)"
+        print(f"{head}: {agreement_text(r)}")
     result["forest_settings"] = forest_settings(x, y, args.trees)
     for r in result["forest_settings"]:
-        print(f"trees {r['setting']:>12}: " + "; ".join(f"{k} {text(r[k])}" for k in FOREST_KINDS))
+        kinds = "; ".join(f"{k} {agreement_text(r[k])}" for k in FOREST_KINDS)
+        print(f"trees {r['setting']:>12}: {kinds}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
