@@ -255,11 +255,11 @@ def fewer_networks(predictor: Predictor, archs, measured: list[float]) -> dict:
     train = predictor.data["training"]
     total = len(train["archs"])
     space = MnasSpace()
+    blocks = train.get("block_ms")
     rows = {}
     for n in (200, 400):
         if n >= total:
             continue
-        blocks = train.get("block_ms")
         fitted = fit_predictor(
             predictor.setup,
             [space.architecture(t) for t in train["tokens"][:n]],
