@@ -62,9 +62,9 @@ from mnas.latency import (
     measured_ort_latency,
     refit_predictor,
 )
-from mnas.latency.features import FEATURES
+from mnas.latency.features import FEATURES, BlockFeatures
 from mnas.latency.fit import kendall_tau, pearson_from_tau, scores, tau_from_pearson
-from mnas.latency.predictor import with_layout
+from mnas.latency.predictor import net_setup, with_layout
 from mnas.latency.settings import AUTO_NETWORKS
 from mnas.space import MnasSpace
 
@@ -245,6 +245,22 @@ def by_kind(predictor: Predictor, archs, measured: list[float]) -> dict:
         )
         out[kind] = scores([p.predict(a) for a in archs], measured)
     return out
+
+
+def training_data(predictor: Predictor):
+    """Features, measured ms and (where profiled) block features and times of the
+    predictor's training networks."""
+    train = predictor.data["training"]
+    space = MnasSpace()
+    archs = [space.architecture(t) for t in train["tokens"]]
+    feats = BlockFeatures(net_setup(predictor.setup), space)
+    x = np.array([feats(a) for a in archs])
+    y = np.asarray(train["measured_ms"], dtype=np.float64)
+    blocks = None
+    if train.get("block_ms"):
+        rows = np.asarray([feats.rows(a) for a in archs])
+        blocks = (feats.matrix[rows], np.asarray(train["block_ms"], dtype=np.float64))
+    return x, y, blocks
 
 
 def fewer_networks(predictor: Predictor, archs, measured: list[float]) -> dict:

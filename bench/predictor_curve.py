@@ -22,32 +22,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predictor import agreement_text  # noqa: E402
+from predictor import agreement_text, training_data  # noqa: E402
 
 from mnas.latency import Predictor  # noqa: E402
 from mnas.latency import fit as latency_fit  # noqa: E402
-from mnas.latency.features import BlockFeatures  # noqa: E402
 from mnas.latency.fit import BLOCK_KINDS, MODEL_KINDS, cross_validate  # noqa: E402
-from mnas.latency.predictor import net_setup  # noqa: E402
-from mnas.space import MnasSpace  # noqa: E402
 
 FOREST_KINDS = ("linear+trees", "trees")
-
-
-def training_data(predictor: Predictor):
-    """Features, measured ms and (where profiled) block features and times of the
-    predictor's training networks."""
-    train = predictor.data["training"]
-    space = MnasSpace()
-    archs = [space.architecture(t) for t in train["tokens"]]
-    feats = BlockFeatures(net_setup(predictor.setup), space)
-    x = np.array([feats(a) for a in archs])
-    y = np.asarray(train["measured_ms"], dtype=np.float64)
-    blocks = None
-    if train.get("block_ms"):
-        rows = np.asarray([feats.rows(a) for a in archs])
-        blocks = (feats.matrix[rows], np.asarray(train["block_ms"], dtype=np.float64))
-    return x, y, blocks
 
 
 def curve(x, y, blocks, counts, draws: int, seed: int = 1) -> list[dict]:

@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predictor import SIZES, compose_setup, time_pass  # noqa: E402
+from predictor import SIZES, compose_setup, time_pass, training_data  # noqa: E402
 
-from mnas.latency.features import BlockFeatures  # noqa: E402
+from mnas.latency import Predictor  # noqa: E402
 from mnas.latency.fit import cross_validate, scores  # noqa: E402
-from mnas.latency.predictor import net_setup  # noqa: E402
 from mnas.space import MnasSpace  # noqa: E402
 
 
@@ -100,12 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(timings) < 2:
         print("error: nothing to compare: time a pass first (--time LABEL)", file=sys.stderr)
         return 2
-    feats = BlockFeatures(net_setup(data["setup"]), space)
-    x = np.array([feats(a) for a in archs])
-    blocks = None
-    if data["training"].get("block_ms"):
-        rows = np.asarray([feats.rows(a) for a in archs])
-        blocks = (feats.matrix[rows], np.asarray(data["training"]["block_ms"]))
+    x, _, blocks = training_data(Predictor(data))
     result = analyse(x, timings, blocks)
     stored["analysis"] = result
     out.write_text(json.dumps(stored))

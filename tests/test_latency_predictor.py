@@ -865,7 +865,7 @@ def test_predictor_curve_bench_cross_validates_subsets_of_the_training_networks(
     bench = load_bench("predictor_curve")
     a, y = synthetic(40, 13, noise=0.02)
     pred = fit_predictor(setup_dict(), a, y, model="linear")
-    x, yy, blocks = bench.training_data(pred)
+    x, yy, blocks = load_bench("predictor").training_data(pred)
     assert blocks is None and yy.tolist() == pytest.approx(y)
     rows = bench.curve(x, yy, blocks, [20, 40], draws=2)
     kinds = ["linear", "linear+trees", "trees"]
