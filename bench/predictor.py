@@ -164,6 +164,7 @@ def refit_from(out: Path, size: str, source: Path) -> None:
         t["measured_ms"],
         timing_seconds=old.get("timing_seconds"),
         block_ms=t.get("block_ms"),
+        passes_ms=t.get("passes_ms"),
     )
     seconds = float((source / f"build_{size}.seconds").read_text())
     seconds += predictor.data["fit_seconds"] - old.get("fit_seconds", 0.0)
@@ -248,19 +249,17 @@ def by_kind(predictor: Predictor, archs, measured: list[float]) -> dict:
 
 
 def training_data(predictor: Predictor):
-    """Features, measured ms and (where profiled) block features and times of the
-    predictor's training networks."""
+    """Features, measured ms and ``(block features, block times)`` of the predictor's
+    training networks (block times None where they were not profiled)."""
     train = predictor.data["training"]
     space = MnasSpace()
     archs = [space.architecture(t) for t in train["tokens"]]
     feats = BlockFeatures(net_setup(predictor.setup), space)
     x = np.array([feats(a) for a in archs])
     y = np.asarray(train["measured_ms"], dtype=np.float64)
-    blocks = None
-    if train.get("block_ms"):
-        rows = np.asarray([feats.rows(a) for a in archs])
-        blocks = (feats.matrix[rows], np.asarray(train["block_ms"], dtype=np.float64))
-    return x, y, blocks
+    block_x = feats.matrix[np.asarray([feats.rows(a) for a in archs])]
+    block_ms = train.get("block_ms")
+    return x, y, (block_x, None if not block_ms else np.asarray(block_ms, dtype=np.float64))
 
 
 def fewer_networks(predictor: Predictor, archs, measured: list[float]) -> dict:

@@ -35,7 +35,7 @@ def curve(x, y, blocks, counts, draws: int, seed: int = 1) -> list[dict]:
     """Mean cross-validated scores per (count, kind) over ``draws`` random subsets (one
     subset, all networks, where the count is the whole set)."""
     rng = np.random.default_rng(seed)
-    kinds = [k for k in MODEL_KINDS if blocks is not None or k not in BLOCK_KINDS]
+    kinds = [k for k in MODEL_KINDS if blocks[1] is not None or k not in BLOCK_KINDS]
     rows = []
     for n in counts:
         if not 10 <= n <= len(y):
@@ -44,7 +44,7 @@ def curve(x, y, blocks, counts, draws: int, seed: int = 1) -> list[dict]:
         for kind in kinds:
             got = []
             for idx in subsets:
-                part = None if blocks is None else (blocks[0][idx], blocks[1][idx])
+                part = (blocks[0][idx], None if blocks[1] is None else blocks[1][idx])
                 got.append(cross_validate(kind, x[idx], y[idx], blocks=part))
             rows.append(
                 {

@@ -56,7 +56,7 @@ def analyse(x: np.ndarray, timings: dict[str, np.ndarray], blocks: tuple | None 
             trains[f"geo({','.join(pair)})"] = geometric(*(timings[a] for a in pair))
     if len(train_labels) > 2:
         trains[f"geo({','.join(train_labels)})"] = geometric(*trains.values())
-    kinds = ["linear"] + (["blocks"] if blocks is not None else [])
+    kinds = ["linear"] + (["blocks"] if blocks is not None and blocks[1] is not None else [])
     trained = {
         k: {
             name: cross_validate(k, x, y, blocks=blocks, against=timings[test])

@@ -147,7 +147,7 @@ def test_fit_predicts_held_out_networks_of_a_synthetic_machine():
     held, measured = synthetic(60, 1)
     s = scores([pred.predict(x) for x in held], measured)
     assert s["within_10"] >= 0.95 and s["kendall_tau"] >= 0.9, s
-    assert set(pred.data["cross_validation"]) == {"linear", "linear+trees", "trees"}
+    assert set(pred.data["cross_validation"]) == {"linear", "linear+trees", "trees", "additive"}
     # the saved file predicts the same
     again = Predictor(json.loads(json.dumps(pred.data)))
     assert [again.predict(x) for x in held] == pytest.approx([pred.predict(x) for x in held])
@@ -760,9 +760,9 @@ def test_block_models_learn_from_every_block_of_few_networks():
     # 84 block samples where the network model has 12
     assert got["blocks"]["within_10"] >= 0.9, got
     assert got["blocks"]["mape"] < 0.5 * got["linear"]["mape"], got
-    # auto compares all four kinds, and the file keeps the block times
+    # auto compares every kind, and the file keeps the block times
     pred = fit_predictor(setup_dict(), a, y, block_ms=blocks)
-    assert set(pred.data["cross_validation"]) == {"linear", "linear+trees", "trees", "blocks"}
+    assert set(pred.data["cross_validation"]) == set(MODEL_KINDS)
     assert np.allclose(pred.data["training"]["block_ms"], blocks)
     # a block model's query sums precomputed block times: the same as from its blocks'
     # features (as a network given by block strings is predicted), and as saved
@@ -866,14 +866,15 @@ def test_predictor_curve_bench_cross_validates_subsets_of_the_training_networks(
     a, y = synthetic(40, 13, noise=0.02)
     pred = fit_predictor(setup_dict(), a, y, model="linear")
     x, yy, blocks = load_bench("predictor").training_data(pred)
-    assert blocks is None and yy.tolist() == pytest.approx(y)
+    assert blocks[1] is None and yy.tolist() == pytest.approx(y)  # no block times
+    assert blocks[0].sum(axis=1) == pytest.approx(x)  # the block vectors
     rows = bench.curve(x, yy, blocks, [20, 40], draws=2)
-    kinds = ["linear", "linear+trees", "trees"]
+    kinds = ["linear", "linear+trees", "trees", "additive"]
     assert [(r["networks"], r["kind"]) for r in rows] == [(n, k) for n in (20, 40) for k in kinds]
-    assert [r["draws"] for r in rows] == [2, 2, 2, 1, 1, 1]  # all 40: one subset
+    assert [r["draws"] for r in rows] == [2] * 4 + [1] * 4  # all 40: one subset
     whole = fit.cross_validate("linear", x, yy)  # the same networks, another order: close
-    assert rows[3]["mape"] == pytest.approx(whole["mape"], rel=0.5)
-    assert rows[0]["mape"] > rows[3]["mape"]  # fewer networks, larger error
+    assert rows[4]["mape"] == pytest.approx(whole["mape"], rel=0.5)
+    assert rows[0]["mape"] > rows[4]["mape"]  # fewer networks, larger error
     with pytest.raises(ValueError, match="--networks 41"):
         bench.curve(x, yy, blocks, [41], draws=1)
     before = dict(fit.TREES)
@@ -890,9 +891,9 @@ def test_block_models_need_block_times():
         fit_predictor(setup_dict(), a, y, block_ms=[b[:6] for b in blocks])
     with pytest.raises(ValueError, match="needs profiled block times"):
         fit_model("blocks", np.zeros((3, len(FEATURES))), np.ones(3))
-    # without block times, auto fits the network kinds only
+    # without block times, auto fits every kind but the block-time ones
     pred = fit_predictor(setup_dict(), a, y)
-    assert set(pred.data["cross_validation"]) == {"linear", "linear+trees", "trees"}
+    assert set(pred.data["cross_validation"]) == {"linear", "linear+trees", "trees", "additive"}
     ev = FakeEvaluator(NET16, 1.0)
     with pytest.raises(ValueError, match="profile_runs=0 has none"):
         build_predictor(ev, archs(12, 4), model="blocks", profile_runs=0)

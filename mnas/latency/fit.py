@@ -1,7 +1,8 @@
 """Fitting a latency model to measured whole networks (no torch, no ONNX Runtime here).
 
-Three candidates compete on the training networks by K-fold cross-validation, and the one
-with the most predictions within +-5% (then the lowest MAPE) wins:
+The candidates compete on the training networks by K-fold cross-validation; of those
+within one standard error of the most predictions within +-5%, the one with the lowest
+MAPE wins (:func:`rank_models`):
 
 - ``linear``: ``intercept + w . features``, every weight >= 0 (non-negative least squares
   on the *relative* error): additive over operators, so over blocks; never <= 0, since
@@ -17,6 +18,10 @@ with the most predictions within +-5% (then the lowest MAPE) wins:
   networks (``a + c * sum``, both >= 0: what the profile does not see, the run's own
   overhead and the profiler's). A block's prediction depends only on the block, so a
   predictor computes it once for every block of the space and a query sums seven numbers.
+- ``additive`` (for networks of the space: it needs their block vectors, not profiles):
+  ``a + sum`` over the blocks of the linear model's share of each block times ``exp`` of a
+  small network on the block's features and position (:mod:`mnas.latency.additive`),
+  fitted to the whole networks' times alone; stored and queried like ``blocks``.
 
 Forests are stored as plain arrays of complete binary trees (:class:`Forest`), so a saved
 model needs no pickle and one prediction is a handful of numpy operations.
@@ -31,9 +36,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.optimize import nnls
 
-MODEL_KINDS = ("linear", "linear+trees", "trees", "blocks")
+from mnas.latency.additive import BlockMlp, fit_block_mlp
+
+MODEL_KINDS = ("linear", "linear+trees", "trees", "blocks", "additive")
 BLOCK_KINDS = ("blocks",)
 """The kinds fitted to profiled block times (they need them)."""
+VECTOR_KINDS = ("additive",)
+"""The kinds fitted to the networks' block vectors (networks of the space), not to
+profiles."""
 TREES = dict(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8, random_state=0)
 # the block forest learns from seven samples per network: deeper, and more trees
 BLOCK_TREES = dict(n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.8, random_state=0)
@@ -222,7 +232,9 @@ class LatencyModel:
 class BlockPart:
     """The ``blocks`` model: a block's time is ``linear(f) * exp(forest(f, i, log
     linear(f)))`` for its features ``f`` and position ``i``; a network's is ``a + c *`` the
-    sum over its blocks.
+    sum over its blocks. The ``additive`` model is the same with a small network
+    (``mlp``, :class:`mnas.latency.additive.BlockMlp`) in the forest's place (``forest``
+    None).
 
     ``scaled``: a re-fit's ``(intercept, weights)`` of the block's linear form (each
     operator kind's part scaled apart, :func:`mnas.latency.refit.fit_kind_scales`), which
@@ -231,18 +243,22 @@ class BlockPart:
 
     intercept: float
     weights: np.ndarray
-    forest: Forest
+    forest: Forest | None
     a: float
     c: float
     scaled: tuple[float, np.ndarray] | None = None
+    mlp: BlockMlp | None = None
 
     def multiplier(self, block_x: np.ndarray, position: np.ndarray | None = None) -> np.ndarray:
-        """Each row's ``exp(forest)``, the factor of its linear form (``position``: each
-        row's block index; by default the rows are one network's blocks, in order)."""
+        """Each row's ``exp(forest)`` (or ``exp(mlp)``), the factor of its linear form
+        (``position``: each row's block index; by default the rows are one network's
+        blocks, in order)."""
         block_x = np.atleast_2d(block_x)
         if position is None:
             position = np.arange(len(block_x))
         lin = self.intercept + block_x @ self.weights
+        if self.mlp is not None:
+            return np.exp(self.mlp(block_x, np.asarray(position, dtype=np.intp), lin))
         z = np.column_stack([block_x, position, np.log(lin)])
         return np.exp(self.forest.batch(z))
 
@@ -263,7 +279,8 @@ class BlockPart:
         return {
             "intercept": self.intercept,
             "weights": self.weights.tolist(),
-            "forest": self.forest.to_dict(),
+            "forest": None if self.forest is None else self.forest.to_dict(),
+            "mlp": None if self.mlp is None else self.mlp.to_dict(),
             "a": self.a,
             "c": self.c,
             "scaled": None
@@ -277,12 +294,13 @@ class BlockPart:
         return cls(
             float(d["intercept"]),
             np.asarray(d["weights"], float),
-            Forest.from_dict(d["forest"]),
+            Forest.from_dict(d["forest"]) if d.get("forest") else None,
             float(d["a"]),
             float(d["c"]),
             None
             if scaled is None
             else (float(scaled["intercept"]), np.asarray(scaled["weights"], float)),
+            BlockMlp.from_dict(d["mlp"]) if d.get("mlp") else None,
         )
 
 
@@ -343,25 +361,45 @@ def fit_blocks(block_x: np.ndarray, block_ms: np.ndarray, y: np.ndarray) -> Late
     return LatencyModel("blocks", float(intercept), c * b_w, blocks=part)
 
 
+def fit_additive(block_x: np.ndarray, y: np.ndarray) -> LatencyModel:
+    """The ``additive`` model (:mod:`mnas.latency.additive`) fitted to the networks' times
+    ``y`` from their block vectors (``block_x``: networks x blocks x features): the linear
+    model first, then the factor of each block's share of it. Its linear part (range,
+    parts) is that linear model."""
+    y = np.asarray(y, dtype=np.float64)
+    intercept, weights = fit_linear(block_x.sum(axis=1), y)
+    lin = block_x @ weights
+    mlp, a = fit_block_mlp(block_x, lin, y, max(intercept, 1e-4 * float(y.min())))
+    part = BlockPart(0.0, weights, None, a, 1.0, mlp=mlp)
+    return LatencyModel("additive", intercept, weights, blocks=part)
+
+
 def fit_model(
     kind: str,
     x: np.ndarray,
     y: np.ndarray,
-    blocks: tuple[np.ndarray, np.ndarray] | None = None,
+    blocks: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> LatencyModel:
     """One candidate (:data:`MODEL_KINDS`) fitted to features ``x`` and latencies ``y``;
-    ``blocks`` also to ``blocks = (block_x, block_ms)`` (:func:`fit_blocks`; ``block_x``
-    sums over its blocks to ``x``).
+    ``blocks = (block_x, block_ms)``: the networks' block vectors (``block_x`` sums over
+    its blocks to ``x``; :data:`VECTOR_KINDS` need them) and their profiled block times
+    (:data:`BLOCK_KINDS` need them, :func:`fit_blocks`; None where not profiled).
 
     Raises:
-        ValueError: for an unknown kind, or ``blocks`` without block times.
+        ValueError: for an unknown kind, or a kind without what it needs.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"model kind {kind!r}; allowed: {', '.join(MODEL_KINDS)}")
     if kind in BLOCK_KINDS:
-        if blocks is None:
+        if blocks is None or blocks[1] is None:
             raise ValueError(f"model kind {kind!r} needs profiled block times")
         return fit_blocks(blocks[0], blocks[1], y)
+    if kind in VECTOR_KINDS:
+        if blocks is None:
+            raise ValueError(
+                f"model kind {kind!r} needs the networks' block vectors (networks of the space)"
+            )
+        return fit_additive(blocks[0], y)
     intercept, weights = fit_linear(x, y)
     linear = LatencyModel("linear", intercept, weights)
     if kind == "linear":
@@ -410,7 +448,7 @@ def cross_validate(
     x: np.ndarray,
     y: np.ndarray,
     folds: int = 5,
-    blocks: tuple[np.ndarray, np.ndarray] | None = None,
+    blocks: tuple[np.ndarray, np.ndarray | None] | None = None,
     against: np.ndarray | None = None,
 ) -> dict:
     """:func:`scores` of ``kind`` on each network predicted by a model fitted without it
@@ -421,7 +459,9 @@ def cross_validate(
     for f in range(folds):
         test = order[f::folds]
         train = np.setdiff1d(order, test)
-        part = None if blocks is None else (blocks[0][train], blocks[1][train])
+        part = None
+        if blocks is not None:
+            part = (blocks[0][train], None if blocks[1] is None else blocks[1][train])
         model = fit_model(kind, x[train], y[train], part)
         if model.blocks is not None:
             predicted[test] = [model.predict_blocks(b) for b in blocks[0][test]]
@@ -434,20 +474,27 @@ def select_model(
     x: np.ndarray,
     y: np.ndarray,
     kinds: Sequence[str] = MODEL_KINDS,
-    blocks: tuple[np.ndarray, np.ndarray] | None = None,
+    blocks: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> tuple[LatencyModel, dict]:
-    """The candidate with the most cross-validated predictions within +-5% (then the lowest
-    MAPE), refitted on all networks, and every candidate's cross-validated scores. Without
-    ``blocks`` (profiled block times) the :data:`BLOCK_KINDS` are left out.
+    """The candidate :func:`rank_models` puts first (about the most cross-validated
+    predictions within +-5%, then the lowest MAPE), refitted on all networks, and every
+    candidate's cross-validated scores.
+    ``blocks``: as :func:`fit_model`; without block times the :data:`BLOCK_KINDS` are left
+    out, without ``blocks`` the :data:`VECTOR_KINDS` too.
 
     Raises:
-        ValueError: with fewer than 10 networks, a latency <= 0, or only block kinds and
-            no block times.
+        ValueError: with fewer than 10 networks, a latency <= 0, or no kind left.
     """
-    if blocks is None:
+    asked = list(kinds)
+    if blocks is None or blocks[1] is None:
         kinds = [k for k in kinds if k not in BLOCK_KINDS]
-        if not kinds:
-            raise ValueError("the block models need profiled block times; none were given")
+    if blocks is None:
+        kinds = [k for k in kinds if k not in VECTOR_KINDS]
+    if not kinds:
+        raise ValueError(
+            f"model kinds {', '.join(asked)} need profiled block times or the networks' "
+            "block vectors; none were given"
+        )
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if len(y) < 10 or x.shape[0] != len(y):
@@ -460,5 +507,16 @@ def select_model(
 
 def rank_models(cv: dict) -> list[str]:
     """The kinds of cross-validated scores ``cv`` ({kind: :func:`scores`}), best first:
-    the most predictions within +-5%, then the lowest MAPE (ties in the order given)."""
-    return sorted(cv, key=lambda k: (-cv[k]["within_5"], cv[k]["mape"]))
+    those whose share within +-5% is within one standard error of the best share
+    (``sqrt(p (1 - p) / n)``, ``p`` the best share, ``n`` the networks: a difference no
+    larger is the draw of networks) by the lowest MAPE, then the others by the most within
+    +-5% and the lowest MAPE (ties in the order given)."""
+    best = max(c["within_5"] for c in cv.values())
+    n = max(int(c.get("n", 0)) for c in cv.values())
+    band = math.sqrt(best * (1 - best) / n) if n else 0.0
+
+    def key(k: str) -> tuple:
+        near = cv[k]["within_5"] >= best - band - 1e-12
+        return (not near, 0.0 if near else -cv[k]["within_5"], cv[k]["mape"])
+
+    return sorted(cv, key=key)

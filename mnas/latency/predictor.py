@@ -37,6 +37,7 @@ from mnas.latency.features import FEATURES, BlockFeatures, NetSetup
 from mnas.latency.fit import (
     BLOCK_KINDS,
     MODEL_KINDS,
+    VECTOR_KINDS,
     LatencyModel,
     fit_model,
     rank_models,
@@ -396,25 +397,28 @@ def fit_predictor(
     feats = BlockFeatures(net_setup(setup), MnasSpace())
     x = np.array([feats(a) for a in archs])
     y = np.asarray(measured_ms, dtype=np.float64)
-    blocks = None
+    rows = [feats.rows(a) for a in archs]
+    # the networks' block vectors (networks of the space only) and, profiled, block times
+    blocks = None if any(r is None for r in rows) else (feats.matrix[np.asarray(rows)], None)
     if block_ms is not None:
-        rows = [feats.rows(a) for a in archs]
         t = np.asarray(block_ms, dtype=np.float64)
-        if any(r is None for r in rows) or t.shape != (len(archs), 7):
+        if blocks is None or t.shape != (len(archs), 7):
             raise ValueError(
                 f"block_ms must hold 7 block times for each of the {len(archs)} "
                 f"architectures of the MnasNet space; got shape {t.shape}"
             )
-        blocks = (feats.matrix[np.asarray(rows)], t)
+        blocks = (blocks[0], t)
     elif model in BLOCK_KINDS:
         raise ValueError(f"model={model!r} is fitted to profiled block times; none were given")
+    if blocks is None and model in VECTOR_KINDS:
+        raise ValueError(f"model={model!r} is fitted to networks of the MnasNet space only")
     t0 = time.perf_counter()
     fitted, cv = select_model(x, y, kinds, blocks)
     training = {
         "archs": [a.key for a in archs],
         "tokens": [list(a.tokens) for a in archs],
         "measured_ms": y.tolist(),
-        "block_ms": None if blocks is None else blocks[1].tolist(),
+        "block_ms": None if block_ms is None else blocks[1].tolist(),
         "passes_ms": None if passes_ms is None else [list(t) for t in passes_ms],
     }
 

@@ -265,7 +265,7 @@ def scaled_model(model: LatencyModel, scales: np.ndarray, a: float, c: float) ->
             intercept = 1e-3 * max(part.intercept, 1e-3)
         blocks = MnasSpace().num_blocks
         return LatencyModel(
-            "blocks",
+            model.kind,
             a + c * blocks * intercept,
             c * weights,
             blocks=replace(part, a=a, c=c, scaled=(float(intercept), weights)),
