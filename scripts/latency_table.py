@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", *MODEL_KINDS),
         default="auto",
         help="--predictor: the model to fit (default auto: the kind cross-validation "
-        "prefers; a linear query costs under half a forest kind's; the blocks kinds are "
-        "fitted to the profiled networks' block times)",
+        "prefers; a forest kind's query costs about twice a linear one's, blocks and "
+        "additive about half; blocks is fitted to the profiled networks' block times, "
+        "additive to the whole networks' times through a learned factor per block)",
     )
     p.add_argument(
         "--query-budget-us",
