@@ -123,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", *MODEL_KINDS),
         default="auto",
         help="--predictor: the model to fit (default auto: the kind cross-validation "
-        "prefers; a forest kind's query costs about twice a linear one's, blocks and "
-        "additive about half; blocks is fitted to the profiled networks' block times, "
-        "additive to the whole networks' times through a learned factor per block)",
+        "prefers; a forest kind's query costs about twice a linear one's, while blocks "
+        "and additive sum seven precomputed block values; blocks is fitted to the "
+        "profiled networks' block times, additive to the whole networks' times through a "
+        "learned factor per block)",
     )
     p.add_argument(
         "--query-budget-us",

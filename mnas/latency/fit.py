@@ -203,7 +203,7 @@ class LatencyModel:
 
     def from_linear(self, x: np.ndarray, lin: float) -> float:
         """The prediction, given ``lin = self.linear(x)`` already computed."""
-        if self.kind in ("linear", "blocks"):  # blocks: its linear part (range, parts)
+        if self.kind == "linear" or self.blocks is not None:  # a block model: its linear part
             return lin
         z = np.empty(len(x) + 1, dtype=np.float32)  # the forest's inputs, in float32
         z[:-1] = x
