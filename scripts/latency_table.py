@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         "--networks",
         type=int,
         default=None,
-        help=f"--predictor: networks to time (default {AUTO_NETWORKS}; 10 with --refit)",
+        help=f"--predictor: networks to time (default: as many as --max-minutes allows, at most "
+        f"{AUTO_NETWORKS}; 10 with --refit)",
     )
     p.add_argument(
         "--refit",
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=AUTO_MAX_SECONDS / 60,
         help="--predictor: stop timing networks after this many minutes (default "
-        f"{AUTO_MAX_SECONDS / 60:.0f}; the first pass gets its share, later passes re-time "
-        "the networks it reached)",
+        f"{AUTO_MAX_SECONDS / 60:.0f}; the first pass stops where the later passes can still "
+        "re-time every network it reached)",
     )
     p.add_argument(
         "--model",

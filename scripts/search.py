@@ -114,8 +114,8 @@ def main(cfg: DictConfig) -> float:
         if cfg.latency.kind == "predictor" and cfg.latency.get("predictor_path") == "auto":
             print(
                 "latency: this machine's predictor (latency.predictor_path=auto); the first "
-                f"search of a set-up builds it ({AUTO_NETWORKS} networks timed twice, up to "
-                f"{AUTO_MAX_SECONDS / 60:.0f} min), a "
+                f"search of a set-up builds it (networks timed twice for "
+                f"{AUTO_MAX_SECONDS / 60:.0f} min, at most {AUTO_NETWORKS}), a "
                 f"later one re-checks it on {cfg.latency.get('predictor_recheck', 20)} of them "
                 f"if it was timed over an hour ago (0: never; progress in "
                 f"{run_dir / 'search.log'})",

@@ -2,6 +2,7 @@
 machine (issue 19). Timings are synthetic (tests/test_latency_predictor.py's machine)."""
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from mnas.latency import (
 from mnas.latency.features import BlockFeatures, NetSetup
 from mnas.latency.fit import scores
 from mnas.latency.recheck import last_timed, recheck_predictor
-from mnas.latency.timed import time_networks
+from mnas.latency.timed import first_pass_full, time_networks
 
 
 @pytest.fixture(autouse=True)
@@ -67,17 +68,40 @@ def test_networks_are_timed_in_passes_the_second_reversed_and_averaged_geometric
             time_networks(ev, nets, passes=bad)
 
 
-def test_a_time_budget_gives_the_first_pass_its_share_and_stops_the_later_ones(monkeypatch):
+def test_a_time_budget_stops_the_first_pass_where_the_later_ones_can_still_finish(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr("mnas.latency.timed.time.perf_counter", lambda: clock[0])
     nets = archs(10, 2)
     ev = ScriptedEvaluator([1.0, 1.0], clock)
-    # one second per timing: the first pass may start timings until 2 s (4 / 2 passes) have
-    # gone, so 3 networks; the second re-times them newest first until 4 s have gone
+    # one second per timing: before network 3 (2 s gone), 2 + 1 + 3 re-timings > 4 s, so 2
+    # networks, and the second pass re-times both by 4 s
     timed = time_networks(ev, nets, passes=2, max_seconds=4)
-    assert [a.key for a in timed.archs] == [a.key for a in nets[:3]]
-    assert [len(t) for t in timed.passes_ms] == [1, 2, 2]
-    assert timed.ms[0] == pytest.approx(timed.passes_ms[0][0])
+    assert [a.key for a in timed.archs] == [a.key for a in nets[:2]]
+    assert [len(t) for t in timed.passes_ms] == [2, 2]
+    assert timed.ms[0] == pytest.approx(np.sqrt(np.prod(timed.passes_ms[0])))
+
+
+class ProfilingEvaluator(ScriptedEvaluator):
+    """A timing costs a second; a profile two more, which later passes do not repeat."""
+
+    def measure_profiled(self, arch, runs=20):
+        stats, profile = super().measure_profiled(arch, runs)
+        self.clock[0] += 2.0
+        return stats, replace(profile, seconds=2.0)
+
+
+def test_the_first_pass_budgets_the_later_passes_without_the_profiles(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr("mnas.latency.timed.time.perf_counter", lambda: clock[0])
+    assert not first_pass_full(0.0, 0, 0.0, 2, 1.0)  # never before the first network
+    nets = archs(10, 2)
+    ev = ProfilingEvaluator([1.0, 1.0], clock)
+    # 3 s a first-pass network, 1 s a later timing: before network 6 (15 s gone),
+    # 15 + 3 + 6 > 20; a half-and-half split of the 20 s would have stopped after 4
+    timed = time_networks(ev, nets, profile_runs=5, passes=2, max_seconds=20)
+    assert len(timed.archs) == 5 and ev.profiled == 5
+    assert [len(t) for t in timed.passes_ms] == [2] * 5 and clock[0] == pytest.approx(20.0)
+    assert first_pass_full(15.0, 5, 10.0, 2, 20.0) and not first_pass_full(12.0, 4, 8.0, 2, 20.0)
 
 
 def test_a_build_fits_each_networks_mean_over_its_passes_and_records_them():

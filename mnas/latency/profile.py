@@ -19,8 +19,9 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnxruntime as ort
@@ -46,11 +47,13 @@ class NodeTime:
 
 @dataclass(frozen=True)
 class Profile:
-    """A profiled network: its nodes in execution order and the median whole run (µs,
-    the profiler's own clock)."""
+    """A profiled network: its nodes in execution order, the median whole run (µs, the
+    profiler's own clock) and the wall-clock seconds profiling took (session, runs and
+    trace; 0 where unknown)."""
 
     nodes: list[NodeTime]
     run_us: float
+    seconds: float = 0.0
 
     @property
     def node_us(self) -> float:
@@ -88,6 +91,7 @@ def profile_session(
         raise ValueError(f"runs={runs}; allowed: >= 1")
     if warmup < 0:
         raise ValueError(f"warmup={warmup}; allowed: >= 0")
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mnas-profile-") as tmp:
         session_options.enable_profiling = True
         session_options.profile_file_prefix = os.path.join(tmp, "profile")
@@ -100,7 +104,7 @@ def profile_session(
         path = session.end_profiling()
         with open(path, encoding="utf-8") as f:
             events = json.load(f)
-    return parse_profile(events, runs)
+    return replace(parse_profile(events, runs), seconds=time.perf_counter() - t0)
 
 
 def parse_profile(events: Sequence[dict], runs: int) -> Profile:

@@ -31,14 +31,15 @@ TIMING_PASSES = 2
 
 def time_network(
     evaluator: OrtLatency, arch: Architecture, profile_runs: int = 0
-) -> tuple[float, list[float] | None]:
-    """``arch`` timed afresh (ms) and, with ``profile_runs`` > 0, its time per block (ms)
-    from ONNX Runtime's profile of the same export; None without."""
+) -> tuple[float, list[float] | None, float]:
+    """``arch`` timed afresh (ms), with ``profile_runs`` > 0 its time per block (ms) from
+    ONNX Runtime's profile of the same export (None without), and the seconds the profile
+    took (0 without)."""
     if not profile_runs:
-        return evaluator.measure_afresh(arch).median_ms, None
+        return evaluator.measure_afresh(arch).median_ms, None, 0.0
     stats, profile = evaluator.measure_profiled(arch, profile_runs)
     repeats = [s.repeats for s in specs_of(arch)]
-    return stats.median_ms, [us / 1000 for us in block_times(profile, repeats)]
+    return stats.median_ms, [us / 1000 for us in block_times(profile, repeats)], profile.seconds
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,21 @@ class TimedNetworks:
     seconds: float
 
 
+def first_pass_full(
+    elapsed: float, networks: int, profile_seconds: float, passes: int, max_seconds: float
+) -> bool:
+    """Whether a first pass that has timed ``networks`` networks in ``elapsed`` seconds
+    (``profile_seconds`` of them profiling, which later passes do not repeat) should stop
+    rather than take one more: when one more first-pass network, plus ``passes - 1``
+    later timings of every network, at this pass's mean costs, would run past
+    ``max_seconds``. Never before the first network."""
+    if networks == 0:
+        return False
+    first = elapsed / networks
+    later = max(elapsed - profile_seconds, 0.0) / networks
+    return elapsed + first + (passes - 1) * later * (networks + 1) > max_seconds
+
+
 def time_networks(
     evaluator: OrtLatency,
     archs: Sequence[Architecture],
@@ -63,10 +79,11 @@ def time_networks(
     progress: Callable[[int, int, float], None] | None = None,
 ) -> TimedNetworks:
     """``archs`` timed in ``passes`` passes with ``evaluator`` (the first also profiled
-    over ``profile_runs`` runs, if > 0). With ``max_seconds``, the first pass stops once
-    ``max_seconds / passes`` have gone (the networks timed so far are the set) and the
-    later passes at ``max_seconds``; a network a later pass did not reach keeps the
-    timings it has. ``progress(done, total, seconds)`` is called after every timing
+    over ``profile_runs`` runs, if > 0). With ``max_seconds``, the first pass stops before
+    a network that would leave too little of it for the later passes to re-time every
+    network it has (:func:`first_pass_full`; the networks timed so far are the set), and
+    the later passes stop at ``max_seconds``; a network a later pass did not reach keeps
+    the timings it has. ``progress(done, total, seconds)`` is called after every timing
     (``total``: the timings planned).
 
     Raises:
@@ -90,13 +107,24 @@ def time_networks(
         if progress is not None:
             progress(done, total, time.perf_counter() - t0)
 
-    first_budget = None if max_seconds is None else max_seconds / passes
+    profile_seconds = 0.0
     for i, arch in enumerate(archs):
-        if first_budget is not None and time.perf_counter() - t0 > first_budget:
-            log.info("timing: first pass stopped at its %.0f s after %d networks", first_budget, i)
+        elapsed = time.perf_counter() - t0
+        if max_seconds is not None and first_pass_full(
+            elapsed, i, profile_seconds, passes, max_seconds
+        ):
+            log.info(
+                "timing: first pass stopped after %d networks (%.0f s), leaving the later "
+                "passes %.0f s of the %.0f s",
+                i,
+                elapsed,
+                max_seconds - elapsed,
+                max_seconds,
+            )
             total = i * passes
             break
-        ms, block_ms = time_network(evaluator, arch, profile_runs)
+        ms, block_ms, seconds = time_network(evaluator, arch, profile_runs)
+        profile_seconds += seconds
         timed.append(arch)
         timings.append([ms])
         if block_ms is not None:
