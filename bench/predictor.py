@@ -17,8 +17,8 @@ model=imagenet data.image_size=224``) it
    (times its own training networks) and records the build's seconds;
 3. compares predictions with the first pass: share within +-10% and +-5%, Kendall tau,
    MAPE, and the same for pass 2 against pass 1 (``noise_floor_*``); and the same for the
-   predictor re-fitted to the first 200 and 400 of its training networks
-   (``fewer_networks``: what the default of 600 gives, on the same timings);
+   predictor re-fitted to the first 200, 400 and 600 of its training networks
+   (``fewer_networks``: what the default's extra networks give, on the same timings);
 4. times the query (``predict(arch)`` over the held-out set, many times);
 5. few-shot: re-fits the 16x16 and 32x32 predictors to another set-up from ``--few-shot``
    timed networks, keeps the re-fit with the lowest leave-one-out error, and checks it on
@@ -262,17 +262,20 @@ def training_data(predictor: Predictor):
     return x, y, (block_x, None if not block_ms else np.asarray(block_ms, dtype=np.float64))
 
 
-def fewer_networks(predictor: Predictor, archs, measured: list[float]) -> dict:
+def fewer_networks(
+    predictor: Predictor, archs, measured: list[float], mean: list[float] | None = None
+) -> dict:
     """The predictor re-fitted (``model=auto``, the same code as the build) to the first
-    200 and 400 of its own training networks, where it has more: what the extra networks
-    gave, on the same timings. Each row: the kind cross-validation chose, its
-    cross-validated scores and its scores on the held-out networks' first pass."""
+    200, 400 and 600 of its own training networks, where it has more: what the extra
+    networks gave, on the same timings. Each row: the kind cross-validation chose, its
+    cross-validated scores and its scores on the held-out networks' first pass (and,
+    given, on the mean of their passes: ``heldout_vs_mean``)."""
     train = predictor.data["training"]
     total = len(train["archs"])
     space = MnasSpace()
     blocks = train.get("block_ms")
     rows = {}
-    for n in (200, 400):
+    for n in (200, 400, 600):
         if n >= total:
             continue
         fitted = fit_predictor(
@@ -282,11 +285,14 @@ def fewer_networks(predictor: Predictor, archs, measured: list[float]) -> dict:
             block_ms=None if blocks is None else blocks[:n],
         )
         kind = fitted.model.kind
+        pred = [fitted.predict(a) for a in archs]
         rows[str(n)] = {
             "model": kind,
             "cross_validation": fitted.data["cross_validation"][kind],
-            "heldout": scores([fitted.predict(a) for a in archs], measured),
+            "heldout": scores(pred, measured),
         }
+        if mean is not None:
+            rows[str(n)]["heldout_vs_mean"] = scores(pred[: len(mean)], mean)
     return rows
 
 
@@ -393,7 +399,8 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
             vs_pass2=scores(pred[:k], second),
             vs_mean_of_passes=scores(pred[:k], (np.add(first[:k], second) / 2).tolist()),
         )
-    row["fewer_networks"] = fewer_networks(predictor, archs, first)
+    mean = (np.add(first[:k], second) / 2).tolist() if k >= 3 else None
+    row["fewer_networks"] = fewer_networks(predictor, archs, first, mean)
     drift = passes.get("drift", [])
     if len(drift) >= n // 2:
         row["drift"] = drift_row(pred, passes["pass1"], drift)
@@ -522,9 +529,11 @@ def print_table(result: dict) -> None:
         for kind, k in r.get("by_kind", {}).items():
             print(f"      {kind:>12} fitted to the same networks: {agreement_text(k)}")
         for n, k in r.get("fewer_networks", {}).items():
+            vs_mean = k.get("heldout_vs_mean")
             print(
                 f"      re-fitted to its first {n} training networks ({k['model']}): "
                 f"{agreement_text(k['heldout'])}"
+                + ("" if vs_mean is None else f"; vs mean of passes {agreement_text(vs_mean)}")
             )
         if "drift" in r:
             d = r["drift"]

@@ -854,6 +854,12 @@ def test_predictor_bench_refits_to_fewer_of_its_training_networks():
     assert got["200"]["model"] == alone.model.kind
     assert got["200"]["heldout"] == scores([alone.predict(x) for x in held], measured)
     assert got["200"]["cross_validation"]["n"] == 200
+    assert "heldout_vs_mean" not in got["200"]
+    mean = [1.01 * m for m in measured[:30]]
+    with_mean = load_bench("predictor").fewer_networks(pred, held, measured, mean)
+    assert with_mean["200"]["heldout_vs_mean"] == scores(
+        [alone.predict(x) for x in held[:30]], mean
+    )
     assert load_bench("predictor").fewer_networks(alone, held, measured) == {}
 
 

@@ -73,9 +73,9 @@ def test_a_time_budget_stops_the_first_pass_where_the_later_ones_can_still_finis
     monkeypatch.setattr("mnas.latency.timed.time.perf_counter", lambda: clock[0])
     nets = archs(10, 2)
     ev = ScriptedEvaluator([1.0, 1.0], clock)
-    # one second per timing: before network 3 (2 s gone), 2 + 1 + 3 re-timings > 4 s, so 2
-    # networks, and the second pass re-times both by 4 s
-    timed = time_networks(ev, nets, passes=2, max_seconds=4)
+    # one second per timing (a later one planned at 1.05 s): before network 3 (2 s gone),
+    # 2 + 1 + 3 x 1.05 > 5 s, so 2 networks, and the second pass re-times both
+    timed = time_networks(ev, nets, passes=2, max_seconds=5)
     assert [a.key for a in timed.archs] == [a.key for a in nets[:2]]
     assert [len(t) for t in timed.passes_ms] == [2, 2]
     assert timed.ms[0] == pytest.approx(np.sqrt(np.prod(timed.passes_ms[0])))
@@ -96,12 +96,13 @@ def test_the_first_pass_budgets_the_later_passes_without_the_profiles(monkeypatc
     assert not first_pass_full(0.0, 0, 0.0, 2, 1.0)  # never before the first network
     nets = archs(10, 2)
     ev = ProfilingEvaluator([1.0, 1.0], clock)
-    # 3 s a first-pass network, 1 s a later timing: before network 6 (15 s gone),
-    # 15 + 3 + 6 > 20; a half-and-half split of the 20 s would have stopped after 4
-    timed = time_networks(ev, nets, profile_runs=5, passes=2, max_seconds=20)
+    # 3 s a first-pass network, 1 s a later timing (planned at 1.05 s): before network 6
+    # (15 s gone), 15 + 3 + 6 x 1.05 > 21; a half-and-half split of the 21 s would have
+    # stopped after 4
+    timed = time_networks(ev, nets, profile_runs=5, passes=2, max_seconds=21)
     assert len(timed.archs) == 5 and ev.profiled == 5
     assert [len(t) for t in timed.passes_ms] == [2] * 5 and clock[0] == pytest.approx(20.0)
-    assert first_pass_full(15.0, 5, 10.0, 2, 20.0) and not first_pass_full(12.0, 4, 8.0, 2, 20.0)
+    assert first_pass_full(15.0, 5, 10.0, 2, 21.0) and not first_pass_full(12.0, 4, 8.0, 2, 21.0)
 
 
 def test_a_build_fits_each_networks_mean_over_its_passes_and_records_them():
