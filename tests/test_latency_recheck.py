@@ -79,6 +79,22 @@ def test_a_time_budget_stops_the_first_pass_where_the_later_ones_can_still_finis
     assert [a.key for a in timed.archs] == [a.key for a in nets[:2]]
     assert [len(t) for t in timed.passes_ms] == [2, 2]
     assert timed.ms[0] == pytest.approx(np.sqrt(np.prod(timed.passes_ms[0])))
+    # later timings that turn out slower (4 s): the second pass stops at the budget, newest
+    # first, and the network it did not reach keeps its one timing
+    clock[0] = 0.0
+    slow = SlowerLaterEvaluator([1.0, 1.0], clock)
+    timed = time_networks(slow, nets, passes=2, max_seconds=5)
+    assert [len(t) for t in timed.passes_ms] == [1, 2] and clock[0] == pytest.approx(6.0)
+    assert timed.ms[0] == pytest.approx(timed.passes_ms[0][0])
+
+
+class SlowerLaterEvaluator(ScriptedEvaluator):
+    """A first timing costs a second, a later one four."""
+
+    def measure_afresh(self, arch):
+        if self.count.get(arch.key, 0):
+            self.clock[0] += 3.0
+        return super().measure_afresh(arch)
 
 
 class ProfilingEvaluator(ScriptedEvaluator):
