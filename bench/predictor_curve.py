@@ -1,5 +1,6 @@
 """How a latency predictor's cross-validated error falls with the number of networks it is
-fitted to, and what the forest's settings change (issue 19, docs/latency.md "600 networks").
+fitted to, and what the forest's settings change (issue 19,
+docs/results/latency-notebook.md "600 networks").
 
     python bench/predictor_curve.py DIR/predictor_16.json --networks 50 100 150 200
     python bench/predictor_curve.py DIR/predictor_32.json --trees 150:3:0.05 300:4:0.05

@@ -1,5 +1,5 @@
 """Re-time a latency predictor's own training networks, and ask what its timings are worth
-(issue 19, docs/latency.md "An hour later").
+(issue 19, docs/results/latency-notebook.md "An hour later").
 
     taskset -c 0 python bench/predictor_retime.py --predictor DIR/predictor_224.json \\
         --size 224 --time t2 t3 t4 --out DIR/retime_224.json

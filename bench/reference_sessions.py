@@ -1,5 +1,5 @@
 """How much of a drift-corrected timing's level is the luck of its reference sessions
-(issue 19, docs/latency.md "600 networks").
+(issue 19, docs/results/latency-notebook.md "600 networks").
 
     taskset -c 0 python bench/reference_sessions.py --size 16 --sessions 6 --seconds 40
 

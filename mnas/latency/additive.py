@@ -29,7 +29,8 @@ HIDDEN = 16
 PENALTY = 2e-4
 """L2 penalty on the weights, against a loss of squared log errors (~0.0005 for a 2%
 error). Hidden size and penalty were chosen by 5-fold cross-validation on the training
-networks of the 600-network builds at 16x16, 32x32 and 224x224 (docs/latency.md)."""
+networks of the 600-network builds at 16x16, 32x32 and 224x224
+(docs/results/latency-notebook.md)."""
 MAX_ITER = 2000
 
 

@@ -4,8 +4,8 @@ A predictor is fitted to timings of one hour, and a shared machine does not run 
 all day: the 200 training networks of a 224x224 build, re-timed an hour and a half later,
 agreed with the build's timings within +-5% for 67-79% of them, where timings minutes apart
 agreed for 85-93% — and the change was not a common factor: networks heavy in arithmetic
-had become slower than the rest (docs/latency.md, "An hour later"). :func:`recheck_predictor`
-re-times a few of the predictor's own training networks (in passes,
+had become slower than the rest (docs/results/latency-notebook.md, "An hour later").
+:func:`recheck_predictor` re-times a few of the predictor's own training networks (in passes,
 :mod:`mnas.latency.timed`) and re-fits a calibration of its model to them — a scale, scale
 and shift, or the per-operator and work parts scaled apart
 (:func:`mnas.latency.refit.choose_refit`) — and keeps it only where its leave-one-out error
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 RECHECK_NETWORKS = 20
 """Training networks a re-check times (20: re-calibrations from 5 or 10 of them were as
-likely to do harm as good, docs/latency.md)."""
+likely to do harm as good, docs/results/latency-notebook.md)."""
 RECHECK_AFTER_HOURS = 1.0
 """``predictor_path=auto`` re-checks a predictor last timed longer ago than this."""
 

@@ -49,9 +49,9 @@ AUTO = "auto"
 AUTO_NETWORKS = 2000
 """Random whole networks a predictor is fitted to at most by default (``auto``, and
 ``scripts/latency_table.py --predictor``); the time budget below decides how many are
-timed at every size tried (docs/latency.md, "Networks until the budget": the ``additive``
-model's cross-validated error still fell at 480 networks at 16x16, where 600 used only 9
-of the 15 minutes)."""
+timed at every size tried (docs/results/latency-notebook.md, "Networks until the
+budget": the ``additive`` model's cross-validated error still fell at 480 networks at
+16x16, where 600 used only 9 of the 15 minutes)."""
 AUTO_MAX_SECONDS = 900.0
 """Timing stops after this long even if fewer networks were timed (at least 10 are needed);
 the first pass stops where the later ones can still re-time every network it reached."""

@@ -2,13 +2,13 @@
 
 One timing of a network on a shared machine scatters by a few percent even after the
 drift correction, and the scatter has a slow part: networks timed minutes apart disagree
-more than networks timed back to back (docs/latency.md, "An hour later"). A predictor
-fitted to single timings learns that scatter as if it were the network's cost, so
-:func:`time_networks` times every network in ``passes`` passes over the whole set — the
-second in reverse order, so that a network timed early in one pass is timed late in the
-next — and fits to each network's geometric mean. The first pass also profiles each
-network (its blocks' times, :mod:`mnas.latency.profile`); the profile gives the split
-between the blocks, which one pass tells well enough.
+more than networks timed back to back (docs/results/latency-notebook.md, "An hour
+later"). A predictor fitted to single timings learns that scatter as if it were the
+network's cost, so :func:`time_networks` times every network in ``passes`` passes over the
+whole set — the second in reverse order, so that a network timed early in one pass is
+timed late in the next — and fits to each network's geometric mean. The first pass also
+profiles each network (its blocks' times, :mod:`mnas.latency.profile`); the profile gives
+the split between the blocks, which one pass tells well enough.
 """
 
 from __future__ import annotations
