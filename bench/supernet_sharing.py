@@ -1,5 +1,6 @@
 """Which decisions of the MnasNet space can share weights? Training-loss curves of the supernet
-when only some decisions vary between steps (docs/supernet.md, "Why it does not learn").
+when only some decisions vary between steps (docs/results/supernet-notebook.md, "Why it does
+not learn").
 
     PYTHONPATH=$PWD python bench/supernet_sharing.py --mode decisions --steps 100
     PYTHONPATH=$PWD python bench/supernet_sharing.py --mode progressive --steps 150
