@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from mnas.conf import register_configs
 from mnas.conf.runner import build_search, load_resume_config
+from mnas.latency.references import references_label, resolve_references
 from mnas.latency.settings import AUTO_MAX_SECONDS, AUTO_NETWORKS
 from mnas.search.records import load_standalone
 
@@ -44,10 +45,13 @@ class AboveTheBar(logging.Handler):
         tqdm.write(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
 
 
-def print_table(summary, unit: str) -> None:
+def print_table(summary, unit: str, references: str = "the reference") -> None:
+    """The front as a table, then the latency scale it is on (``references``: who set the
+    drift-corrected scale, :func:`mnas.latency.references.references_label`)."""
     rows = summary.front
     print()
-    print(f"Pareto front: {len(rows)} architectures (max accuracy, min latency)")
+    noun = "architecture" if len(rows) == 1 else "architectures"
+    print(f"Pareto front: {len(rows)} {noun} (max accuracy, min latency)")
     header = (
         f"{'#':>3} {'acc %':>7} {'lat ' + unit:>11} {'reward':>8} {'params':>10} {'MACs':>12}"
         "  blocks"
@@ -66,7 +70,7 @@ def print_table(summary, unit: str) -> None:
     if scales:
         line = f"latency scale: {', '.join(scales)}"
         if nominals:
-            line += f" (ms at this machine's speed when MobileNetV2 took {nominals[0]:.4g} ms)"
+            line += f" (ms at this machine's speed when {references} took {nominals[0]:.4g} ms)"
         print(line + "; raw figures: latency.raw_median_ms in results.jsonl")
     print()
 
@@ -174,7 +178,8 @@ def main(cfg: DictConfig) -> float:
         logging.getLogger().removeHandler(console)
     bar.close()
     unit = search.latency_unit
-    print_table(summary, unit)
+    refs = resolve_references(tuple(cfg.latency.references), cfg.data.image_size)
+    print_table(summary, unit, references_label(refs))
     print_standalone(run_dir, summary, unit)
     n = max(1, evaluated["n"])
     print(

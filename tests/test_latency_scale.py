@@ -399,6 +399,30 @@ def _load_script(name: str):
     return module
 
 
+def test_search_table_names_the_references_that_set_the_scale(capsys):
+    from types import SimpleNamespace
+
+    from mnas.latency.references import references_label, resolve_references
+
+    row = SimpleNamespace(
+        accuracy=0.9,
+        latency_value=0.12,
+        reward=0.8,
+        params=1000,
+        macs=2000,
+        blocks=["ds_r1_k3_s1_c16"],
+        latency={"scale": "drift-corrected", "nominal_ms": 0.1401},
+    )
+    print_table = _load_script("search").print_table
+    for size, label in ((16, "space:7 x space:11"), (224, "MobileNetV2")):
+        print_table(
+            SimpleNamespace(front=[row]), "ms", references_label(resolve_references(["auto"], size))
+        )
+        out = capsys.readouterr().out
+        assert f"speed when {label} took 0.1401 ms" in out, out
+        assert "Pareto front: 1 architecture (" in out
+
+
 def test_retrain_latency_is_drift_corrected_with_raw_beside_it(tmp_path):
     import torch
 
