@@ -571,7 +571,7 @@ STANDALONE_LABELS = {
     "accuracy": "the search's accuracy source (supernet score on the validation subset)",
     "standalone_accuracy": "trained stand-alone under the proxy trainer (validation split)",
     "latency_ms": "the search's latency source",
-    "standalone_latency_ms": "timed again on ONNX Runtime after the search",
+    "standalone_latency_ms": "measured on ONNX Runtime (the latency cache's figure if timed)",
 }
 
 
