@@ -502,6 +502,11 @@ def test_predictor_is_a_latency_kind_of_the_search(tmp_path):
         make_latency_evaluator(settings, input_size=32, in_channels=1, num_classes=10)
     with pytest.raises(ValueError, match="predictor_path"):
         LatencySettings(kind="predictor")
+    missing = {"predictor_path": str(tmp_path / "none.json"), "lut_path": "~/none-lut.json"}
+    for key, path in missing.items():
+        kind = key.split("_")[0]
+        with pytest.raises(FileNotFoundError, match=f"latency.{key}=.*none.*no such file"):
+            make_latency_evaluator(LatencySettings(kind=kind, **{key: path}), input_size=16)
     with pytest.raises(ValueError, match="out_of_range"):
         LatencySettings(out_of_range="ignore")
 

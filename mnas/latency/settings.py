@@ -209,7 +209,7 @@ def make_latency_evaluator(
         return MacsLatency(**net)
     if settings.kind == "lut":
         return LutLatency(
-            os.path.expanduser(settings.lut_path),
+            _existing("lut_path", settings.lut_path, "scripts/latency_table.py"),
             threads=settings.threads,
             batch_size=settings.batch_size,
             **net,
@@ -220,7 +220,11 @@ def make_latency_evaluator(
                 "latency.predictor_path=auto must be resolved first (resolve_auto_predictor)"
             )
         return PredictorLatency(
-            os.path.expanduser(settings.predictor_path),
+            _existing(
+                "predictor_path",
+                settings.predictor_path,
+                "scripts/latency_table.py --predictor, or use latency.predictor_path=auto",
+            ),
             out_of_range=settings.out_of_range,
             graph_optimization=settings.graph_optimization,
             threads=settings.threads,
@@ -279,6 +283,18 @@ def measured_ort_latency(
 
 def _digest(setup: dict) -> str:
     return cache_key(setup)[:16]
+
+
+def _existing(key: str, path: str, how: str) -> str:
+    """``path`` with ``~`` expanded, if it is a file.
+
+    Raises:
+        FileNotFoundError: naming ``latency.<key>``, the path and how to make one.
+    """
+    full = os.path.expanduser(path)
+    if not os.path.isfile(full):
+        raise FileNotFoundError(f"latency.{key}={path!r}: no such file (build one with {how})")
+    return full
 
 
 def auto_predictor_path(evaluator: OrtLatency, cache: str) -> str:
