@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import random
 import sys
 import time
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
 def _predictor(args, cfg, settings, setup: dict, space: MnasSpace) -> int:
     if args.passes < 1:
         print(f"config error: --passes={args.passes}; allowed: >= 1", file=sys.stderr)
+        return 2
+    if not (args.max_minutes > 0 and math.isfinite(args.max_minutes)):
+        print(f"config error: --max-minutes={args.max_minutes:g}; allowed: > 0", file=sys.stderr)
         return 2
     if args.recheck:
         return _recheck(args, settings, setup)

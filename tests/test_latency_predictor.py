@@ -739,6 +739,9 @@ def test_latency_table_script_refits_a_predictor_to_the_configs_set_up(tmp_path,
     assert rc == 2 and "--networks=3; allowed with --recheck" in capsys.readouterr().err
     rc = script.main(["--predictor", "--passes", "0"] + quick)
     assert rc == 2 and "--passes=0; allowed: >= 1" in capsys.readouterr().err
+    for minutes in ("-1", "0", "nan"):  # refused before any network is timed
+        rc = script.main(["--predictor", "--max-minutes", minutes] + quick)
+        assert rc == 2 and f"--max-minutes={minutes}; allowed: > 0" in capsys.readouterr().err
 
 
 def block_synthetic(n: int, seed: int, noise: float = 0.03):
