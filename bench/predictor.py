@@ -627,6 +627,10 @@ def main(argv: list[str] | None = None) -> int:
         "(e.g. latency.repeats=3); recorded in predictor.json",
     )
     args = p.parse_args(argv)
+    least = {"n_heldout": 10, "n_noise": 0, "n_drift": 0, "networks": 10, "few_shot": 3}
+    for name, low in least.items():
+        if getattr(args, name) < low:
+            p.error(f"--{name.replace('_', '-')}={getattr(args, name)}; allowed: >= {low}")
     for size in SIZES:
         SIZES[size] = [*SIZES[size], *args.override]
     out = Path(args.out)

@@ -42,6 +42,7 @@ import logging
 import math
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -249,12 +250,16 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    cfg, data, splits, model = setup(args)
+    try:  # bad settings or a missing data folder: said before any work
+        settings = settings_from(args)
+        cfg, data, splits, model = setup(args)
+    except ValueError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
     args.out.mkdir(parents=True, exist_ok=True)
     space, suffix, truth_path = space_and_truth(args, cfg)
     if args.make_truth:
         make_truth(args, cfg, data, model, truth_path)
-    settings = settings_from(args)
     ckpt = args.out / f"supernet_{args.dataset}{suffix}.pt"
     net, record = load_or_train(ckpt, space, model, data, settings, args.device)
     if args.random_steps:

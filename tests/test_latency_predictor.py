@@ -848,6 +848,22 @@ def test_predictor_bench_scores_every_kind_on_the_same_networks():
     assert refitted.predict(held[0]) == pytest.approx(pred.predict(held[0]))
 
 
+def test_predictor_bench_refuses_counts_before_timing(tmp_path, capsys):
+    from bench_modules import load_bench
+
+    bench = load_bench("predictor")
+    for flag, value, low in (
+        ("--n-heldout", "0", 10),
+        ("--networks", "5", 10),
+        ("--few-shot", "2", 3),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            bench.main(["--out", str(tmp_path), flag, value])
+        assert exit_.value.code == 2
+        assert f"{flag}={value}; allowed: >= {low}" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing timed, nothing written
+
+
 def test_predictor_bench_refits_to_fewer_of_its_training_networks():
     # what the default's extra networks give, on the same timings: the first 200 of a
     # build's networks re-fitted and scored on the held-out networks (no 400: too few)
