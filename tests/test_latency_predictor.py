@@ -511,6 +511,28 @@ def test_predictor_is_a_latency_kind_of_the_search(tmp_path):
         LatencySettings(out_of_range="ignore")
 
 
+def test_cli_predicts_from_a_predictor_file(tmp_path, capsys):
+    from mnas import cli
+
+    a, y = synthetic(40, 10)
+    path = tmp_path / "p.json"
+    pred = fit_predictor(setup_dict(), a, y)
+    pred.save(path)
+    net = ["--input-size", "16", "--in-channels", "1", "--num-classes", "10"]
+    net += ["--width-mult", "0.5", "--stem-stride", "1", "--kind", "predictor"]
+    assert cli.main(["latency", a[0].key, *net, "--table", str(path), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["source"] == "predictor" and r["runs"] == 0 and r["in_range"] is True
+    assert r["median_ms"] == pytest.approx(pred.predict(a[0]))
+    assert cli.main(["latency", a[0].key, *net, "--table", str(path)]) == 0
+    assert "predicted, drift-corrected scale of the predictor" in capsys.readouterr().out
+    assert cli.main(["latency", a[0].key, *net]) == 2  # a usage error
+    assert "--kind predictor needs --table" in capsys.readouterr().err
+    # another set-up is refused by name, not predicted
+    assert cli.main(["latency", a[0].key, *net[2:], "--table", str(path)]) == 2
+    assert "input_size=224 (predictor: 16)" in capsys.readouterr().err
+
+
 def test_build_on_real_onnx_runtime_timings(tmp_path):
     ev = OrtLatency(
         input_size=8,

@@ -69,11 +69,16 @@ def _add_args(add_model_args: AddArgs) -> AddArgs:
         _add_timing_args(p)
         p.add_argument(
             "--kind",
-            choices=("measured", "lut", "macs"),
+            choices=("measured", "lut", "predictor", "macs"),
             default="measured",
-            help="measure on ONNX Runtime, predict from a table (--table), or count MACs",
+            help="measure on ONNX Runtime, predict from a table or a predictor (--table), or "
+            "count MACs",
         )
-        p.add_argument("--table", help="latency table JSON for --kind lut")
+        p.add_argument(
+            "--table",
+            help="--kind lut: a latency table JSON; --kind predictor: a latency predictor JSON "
+            "(both from scripts/latency_table.py)",
+        )
         p.add_argument(
             "--time-cap",
             type=float,
@@ -117,8 +122,11 @@ def _when(nominal) -> str:
 def _run(args: argparse.Namespace) -> int:
     arch = resolve_arch(args.arch)
     net = _net(args)
-    if args.kind == "lut" and not args.table:
-        raise ValueError("--kind lut needs --table PATH (build one with scripts/latency_table.py)")
+    if args.kind in ("lut", "predictor") and not args.table:
+        flag = " --predictor" if args.kind == "predictor" else ""
+        raise ValueError(
+            f"--kind {args.kind} needs --table PATH (build one with scripts/latency_table.py{flag})"
+        )
     settings = LatencySettings(
         kind=args.kind,
         threads=args.threads,
@@ -131,7 +139,8 @@ def _run(args: argparse.Namespace) -> int:
         reference=not args.raw,
         references=args.references,
         cache=args.cache,
-        lut_path=args.table,
+        lut_path=args.table if args.kind == "lut" else None,
+        predictor_path=args.table if args.kind == "predictor" else None,
         graph_optimization=args.graph_optimization,
     )
     evaluator = make_latency_evaluator(settings, **net)
@@ -155,6 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.kind != "macs":
         record["threads"] = args.threads
         record["batch_size"] = args.batch_size
+    if args.kind == "predictor":
+        record["in_range"] = evaluator.predictor.predict_detail(arch).in_range
     nominal = evaluator.nominal() if args.kind == "measured" and not args.raw else None
     if args.kind == "measured":
         half = stats.ci_rel if stats.ci_rel is not None else math.inf
@@ -184,13 +195,16 @@ def _print(args, arch, stats, record: dict, nominal, refs: str) -> None:
     if stats.runs:
         shape += f", {args.threads} thread(s), {stats.clock} clock"
     print(f"input    {shape}")
-    if stats.scale == "drift-corrected":
+    if stats.source in ("lut", "predictor"):
+        source = "table" if stats.source == "lut" else "predictor"
+        label = f"predicted, {stats.scale} scale of the {source}"
+        if record.get("in_range") is False:
+            label += " (outside the range it was fitted on: an extrapolation)"
+    elif stats.scale == "drift-corrected":
         label = (
             f"drift-corrected: ms at this machine's speed when {refs} took "
             f"{nominal.ms:.3f} ms ({_when(nominal)})"
         )
-    elif stats.source == "lut":
-        label = f"predicted, {stats.scale} scale of the table"
     else:
         label = stats.scale
     print(f"median   {stats.median_ms:.3f} {unit}  {label}")
@@ -273,7 +287,7 @@ def register_cli(commands: dict, add_model_args: AddArgs, add_setup_args: AddArg
     commands["latency"] = (
         _add_args(add_model_args),
         _run,
-        "time one architecture on ONNX Runtime (or predict it: --kind lut/macs)",
+        "time one architecture on ONNX Runtime (or predict it: --kind lut/predictor/macs)",
     )
     commands["latency-nominal"] = (
         _add_nominal_args(add_setup_args),
