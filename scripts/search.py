@@ -13,6 +13,7 @@ Returns the best reward (so that Hydra sweepers can optimise it).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -27,7 +28,7 @@ from mnas.conf import register_configs
 from mnas.conf.runner import build_search, load_resume_config
 from mnas.latency.references import references_label, resolve_references
 from mnas.latency.settings import AUTO_MAX_SECONDS, AUTO_NETWORKS
-from mnas.search.records import load_standalone
+from mnas.search.records import PARETO, load_standalone
 
 register_configs()
 # A resumed run writes into its own directory instead of a new one.
@@ -45,24 +46,44 @@ class AboveTheBar(logging.Handler):
         tqdm.write(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
 
 
-def print_table(summary, unit: str, references: str = "the reference") -> None:
+def front_measured(run_dir: Path) -> dict[str, float]:
+    """``measured_latency_ms`` of the front's points by hash, where the search re-timed its
+    front on ONNX Runtime (a predicted latency source); empty otherwise."""
+    try:
+        points = json.loads((run_dir / PARETO).read_text()).get("points", [])
+    except (OSError, ValueError):
+        return {}
+    return {p["hash"]: p["measured_latency_ms"] for p in points if "measured_latency_ms" in p}
+
+
+def print_table(
+    summary, unit: str, references: str = "the reference", measured: dict | None = None
+) -> None:
     """The front as a table, then the latency scale it is on (``references``: who set the
-    drift-corrected scale, :func:`mnas.latency.references.references_label`)."""
+    drift-corrected scale, :func:`mnas.latency.references.references_label`); ``measured``
+    (hash -> ms, :func:`front_measured`) adds the front's latency re-timed on ONNX Runtime
+    beside the search's own figure."""
     rows = summary.front
+    measured = measured or {}
     print()
     noun = "architecture" if len(rows) == 1 else "architectures"
     print(f"Pareto front: {len(rows)} {noun} (max accuracy, min latency)")
+    extra = f" {'measured ms':>11}" if measured else ""
     header = (
-        f"{'#':>3} {'acc %':>7} {'lat ' + unit:>11} {'reward':>8} {'params':>10} {'MACs':>12}"
-        "  blocks"
+        f"{'#':>3} {'acc %':>7} {'lat ' + unit:>11}{extra} {'reward':>8} {'params':>10} "
+        f"{'MACs':>12}  blocks"
     )
     print(header)
     print("-" * len(header))
     for i, r in enumerate(rows):
+        m = measured.get(r.hash) if measured else None
+        cell = "" if not measured else f" {'-' if m is None else f'{m:.4f}':>11}"
         print(
-            f"{i:>3} {100 * r.accuracy:>7.2f} {r.latency_value:>11.4f} {r.reward:>8.4f} "
+            f"{i:>3} {100 * r.accuracy:>7.2f} {r.latency_value:>11.4f}{cell} {r.reward:>8.4f} "
             f"{r.params:>10,} {r.macs:>12,}  {' '.join(r.blocks)}"
         )
+    if measured:
+        print(f"lat {unit}: the search's latency source; measured ms: re-timed on ONNX Runtime")
     scales = sorted({r.latency["scale"] for r in rows if "scale" in (r.latency or {})})
     nominals = sorted(
         {r.latency["nominal_ms"] for r in rows if (r.latency or {}).get("nominal_ms")}
@@ -179,7 +200,7 @@ def main(cfg: DictConfig) -> float:
     bar.close()
     unit = search.latency_unit
     refs = resolve_references(tuple(cfg.latency.references), cfg.data.image_size)
-    print_table(summary, unit, references_label(refs))
+    print_table(summary, unit, references_label(refs), front_measured(run_dir))
     print_standalone(run_dir, summary, unit)
     n = max(1, evaluated["n"])
     print(

@@ -420,7 +420,38 @@ def test_search_table_names_the_references_that_set_the_scale(capsys):
         )
         out = capsys.readouterr().out
         assert f"speed when {label} took 0.1401 ms" in out, out
-        assert "Pareto front: 1 architecture (" in out
+        assert "Pareto front: 1 architecture (" in out and "measured ms" not in out
+
+
+def test_search_table_shows_the_re_timed_front_beside_the_prediction(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    script = _load_script("search")
+    points = [{"hash": "a1", "measured_latency_ms": 0.1234}, {"hash": "b2"}]
+    (tmp_path / "pareto.json").write_text(json.dumps({"points": points}))
+    measured = script.front_measured(tmp_path)
+    assert measured == {"a1": 0.1234}
+    assert script.front_measured(tmp_path / "nowhere") == {}
+    rows = [
+        SimpleNamespace(
+            hash=h,
+            accuracy=0.9,
+            latency_value=0.12,
+            reward=0.8,
+            params=1000,
+            macs=2000,
+            blocks=["ds_r1_k3_s1_c16"],
+            latency={"scale": "drift-corrected", "source": "predictor"},
+        )
+        for h in ("a1", "b2")
+    ]
+    script.print_table(SimpleNamespace(front=rows), "ms", "space:7 x space:11", measured)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "acc %" in line)
+    assert header.index("lat ms") < header.index("measured ms") < header.index("reward")
+    assert "0.1200      0.1234" in lines[lines.index(header) + 2]
+    assert " -  " in lines[lines.index(header) + 3]  # a point without a re-timing
+    assert any("re-timed on ONNX Runtime" in line for line in lines)
 
 
 def test_retrain_latency_is_drift_corrected_with_raw_beside_it(tmp_path):
