@@ -568,7 +568,7 @@ def test_search_with_a_predictor_re_measures_its_front(tmp_path):
     fit_predictor(setup_dict(net), a, y).save(path)
     cfg = make_cfg("steps=1", "batch_size=2", "latency=predictor", f"latency.predictor_path={path}")
     run = tmp_path / "run"
-    summary = build_search(cfg, run, tensorboard=False).run()
+    summary = build_search(cfg, run, tensorboard=True).run()
     pareto = json.loads((run / "pareto.json").read_text())
     assert pareto["points"] and len(pareto["points"]) == len(summary.front)
     for p in pareto["points"]:
@@ -576,6 +576,15 @@ def test_search_with_a_predictor_re_measures_its_front(tmp_path):
         assert p["measured_latency_ms"] > 0
         assert p["measured_latency"]["source"] == "measured"
         assert p["latency_ms"] != p["measured_latency_ms"]
+    # TensorBoard's text tab shows both figures of every front point
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(run / "tb"), size_guidance={"tensors": 0}).Reload()
+    (event,) = board.Tensors("front_measured/text_summary")
+    table = event.tensor_proto.string_val[0].decode()
+    assert "measured on ONNX Runtime (ms)" in table
+    for p in pareto["points"]:
+        assert f"| {p['latency_ms']:.4g} | {p['measured_latency_ms']:.4g} |" in table
 
 
 def test_auto_predictor_is_built_once_per_setup(tmp_path, monkeypatch):

@@ -52,7 +52,9 @@ from mnas.search.records import (
     front_markdown,
     front_of,
     load_standalone,
+    measured_markdown,
     repair_results,
+    standalone_markdown,
     unit_key,
     write_atomic,
 )
@@ -448,6 +450,9 @@ class Search:
                 rec.latency_value,
                 stats.median_ms,
             )
+        if self.tb is not None and self.measured:
+            table = measured_markdown(self.front(), self.measured, self.latency_unit)
+            self.tb.text("front_measured", table, self.step)
 
     def _standalone_check(self) -> None:
         """An evaluator that only estimates accuracy (``standalone_top_k`` > 0) trains the
@@ -484,18 +489,7 @@ class Search:
         if self.tb is not None:
             checks = load_standalone(self.run_dir)
             rows = [(r, checks[r.hash]) for r in top if r.hash in checks]
-            lines = [
-                "| accuracy (search) | standalone_accuracy | latency_ms | standalone_latency_ms "
-                "| blocks |",
-                "|---|---|---|---|---|",
-            ]
-            for r, c in rows:
-                lines.append(
-                    f"| {_pct(r.accuracy)} | {_pct(c['standalone_accuracy'])} | "
-                    f"{r.latency_value:.4g} | {_num(c['standalone_latency_ms'])} | "
-                    f"{' '.join(r.blocks)} |"
-                )
-            self.tb.text("standalone_check", "\n".join(lines), self.step)
+            self.tb.text("standalone_check", standalone_markdown(rows), self.step)
             self.tb.scalars(
                 self.step,
                 {
@@ -577,14 +571,6 @@ STANDALONE_LABELS = {
 
 def _standalone_fields(check: dict | None) -> dict:
     return {} if check is None else {k: v for k, v in check.items() if k != "hash"}
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
 
 
 def _hparam_name(decision) -> str:

@@ -272,6 +272,50 @@ def front_markdown(records: Sequence[EvalRecord], unit: str | None = None) -> st
     return "\n".join(lines)
 
 
+def measured_markdown(
+    records: Sequence[EvalRecord], measured: dict[str, dict], unit: str | None = None
+) -> str:
+    """A markdown table of the front re-timed on ONNX Runtime (``measured``: hash -> the
+    ``measured_latency_ms`` entry) beside the search's own latency of each record."""
+    unit = unit or (records[0].latency_unit if records else "ms")
+    lines = [
+        f"| accuracy | latency ({unit}, the search's source) | measured on ONNX Runtime (ms) "
+        "| blocks |",
+        "|---|---|---|---|",
+    ]
+    for r in records:
+        m = measured.get(r.hash, {})
+        lines.append(
+            f"| {_pct(r.accuracy)} | {r.latency_value:.4g} | "
+            f"{_num(m.get('measured_latency_ms'))} | {' '.join(r.blocks)} |"
+        )
+    return "\n".join(lines)
+
+
+def standalone_markdown(rows: Sequence[tuple[EvalRecord, dict]]) -> str:
+    """A markdown table of the end-of-search stand-alone checks: each front record and its
+    ``standalone.jsonl`` row."""
+    lines = [
+        "| accuracy (search) | standalone_accuracy | latency_ms | standalone_latency_ms | blocks |",
+        "|---|---|---|---|---|",
+    ]
+    for r, c in rows:
+        lines.append(
+            f"| {_pct(r.accuracy)} | {_pct(c['standalone_accuracy'])} | "
+            f"{r.latency_value:.4g} | {_num(c['standalone_latency_ms'])} | "
+            f"{' '.join(r.blocks)} |"
+        )
+    return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
 def fingerprint(experiment: dict) -> str:
     """A short hash of the settings that decide a run's results."""
     return hashlib.sha256(json.dumps(experiment, sort_keys=True).encode()).hexdigest()[:16]
