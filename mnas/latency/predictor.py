@@ -469,11 +469,16 @@ def fit_predictor(
             )
     predictor.data["selection"] = selection
     predictor.data["fit_seconds"] = time.perf_counter() - t0
+    c = cv[predictor.model.kind]
     log.info(
-        "latency predictor: %s on %d networks; cross-validated %s",
+        "latency predictor: %s on %d networks; cross-validated within +-10%% %.0f%%, "
+        "+-5%% %.0f%%, MAPE %.1f%%, tau %.3f",
         predictor.model.kind,
         len(y),
-        cv[predictor.model.kind],
+        100 * c["within_10"],
+        100 * c["within_5"],
+        c["mape"],
+        c["kendall_tau"],
     )
     return predictor
 
