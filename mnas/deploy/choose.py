@@ -44,7 +44,8 @@ class ArchChoice:
         arch: the architecture.
         source: ``pareto``, ``results``, ``reference`` or ``blocks``.
         run_dir: the search run it came from, if any.
-        search_accuracy: its proxy (validation) accuracy in the search, if known.
+        search_accuracy: the accuracy the search scored it by (a proxy training's validation
+            accuracy, or a supernet's score), if known.
         search_latency_ms: its latency in the search in ms, if known (None for a search on
             MACs).
         search_latency_scale: the scale of ``search_latency_ms`` (``drift-corrected``,

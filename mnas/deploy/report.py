@@ -14,7 +14,8 @@ def comparison_table(rows: Sequence[dict]) -> str:
     """A plain-text table of retrained models: accuracy and latency side by side."""
     scales = {r.get("latency_scale", "raw") for r in rows}
     ort = f"ORT ms ({scales.pop()})" if len(scales) == 1 else "ORT ms (mixed scales!)"
-    header = ("model", "source", "hash", "params", "MMACs", "proxy val acc", "test acc", ort)
+    # the search's accuracy source: proxy-trained validation accuracy, or a supernet score
+    header = ("model", "source", "hash", "params", "MMACs", "search acc", "test acc", ort)
     lines = [header]
     for r in sorted(rows, key=lambda r: r["latency_ms"]):
         search = r.get("search_accuracy")
