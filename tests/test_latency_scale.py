@@ -399,20 +399,20 @@ def _load_script(name: str):
     return module
 
 
+def _front_row(**fields):
+    """A front record as ``scripts/search.py``'s table reads it."""
+    from types import SimpleNamespace
+
+    base = dict(accuracy=0.9, latency_value=0.12, reward=0.8, params=1000, macs=2000)
+    return SimpleNamespace(**base, blocks=["ds_r1_k3_s1_c16"], **fields)
+
+
 def test_search_table_names_the_references_that_set_the_scale(capsys):
     from types import SimpleNamespace
 
     from mnas.latency.references import references_label, resolve_references
 
-    row = SimpleNamespace(
-        accuracy=0.9,
-        latency_value=0.12,
-        reward=0.8,
-        params=1000,
-        macs=2000,
-        blocks=["ds_r1_k3_s1_c16"],
-        latency={"scale": "drift-corrected", "nominal_ms": 0.1401},
-    )
+    row = _front_row(latency={"scale": "drift-corrected", "nominal_ms": 0.1401})
     print_table = _load_script("search").print_table
     for size, label in ((16, "space:7 x space:11"), (224, "MobileNetV2")):
         print_table(
@@ -432,19 +432,8 @@ def test_search_table_shows_the_re_timed_front_beside_the_prediction(tmp_path, c
     measured = script.front_measured(tmp_path)
     assert measured == {"a1": 0.1234}
     assert script.front_measured(tmp_path / "nowhere") == {}
-    rows = [
-        SimpleNamespace(
-            hash=h,
-            accuracy=0.9,
-            latency_value=0.12,
-            reward=0.8,
-            params=1000,
-            macs=2000,
-            blocks=["ds_r1_k3_s1_c16"],
-            latency={"scale": "drift-corrected", "source": "predictor"},
-        )
-        for h in ("a1", "b2")
-    ]
+    latency = {"scale": "drift-corrected", "source": "predictor"}
+    rows = [_front_row(hash=h, latency=latency) for h in ("a1", "b2")]
     script.print_table(SimpleNamespace(front=rows), "ms", "space:7 x space:11", measured)
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if "acc %" in line)
