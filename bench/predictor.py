@@ -392,14 +392,14 @@ def evaluate(out: Path, size: str, archs, build_seconds: float) -> dict:
         "median_ci_rel": float(np.median([r["ci_rel"] or np.nan for r in passes["pass1"][:n]])),
         "median_load": float(np.median([r["load"] for r in passes["pass1"][:n]])),
     }
-    if k >= 3:
+    mean = (np.add(first[:k], second) / 2).tolist() if k >= 3 else None
+    if mean is not None:
         row.update(
             noise_floor_pct=float(np.median(np.abs(np.divide(second, first[:k]) - 1)) * 100),
             noise_floor=scores(second, first[:k]),
             vs_pass2=scores(pred[:k], second),
-            vs_mean_of_passes=scores(pred[:k], (np.add(first[:k], second) / 2).tolist()),
+            vs_mean_of_passes=scores(pred[:k], mean),
         )
-    mean = (np.add(first[:k], second) / 2).tolist() if k >= 3 else None
     row["fewer_networks"] = fewer_networks(predictor, archs, first, mean)
     drift = passes.get("drift", [])
     if len(drift) >= n // 2:
